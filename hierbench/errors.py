@@ -1,0 +1,40 @@
+"""The one exception hierarchy of hierbench.
+
+Library failures raise a subclass of :class:`HierbenchError`; misuse (a wrong type, an out-of-range
+argument) raises the built-in ``TypeError`` / ``ValueError``, as python-zstandard does.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "DatasetError",
+    "ExtensionNotBuiltError",
+    "HierbenchError",
+    "TransferError",
+]
+
+
+class HierbenchError(Exception):
+    """Base class of every error hierbench raises on purpose."""
+
+
+class ExtensionNotBuiltError(HierbenchError, ImportError):
+    """The compiled extension ``hierbench._C`` is missing or was built for another torch."""
+
+
+class ConfigError(HierbenchError, ValueError):
+    """A setting names something that does not exist (a model, a cut, a link preset, a codec...)."""
+
+
+class DatasetError(HierbenchError, FileNotFoundError):
+    """A dataset root is missing or does not have the expected layout."""
+
+
+class CodecError(HierbenchError, ValueError):
+    """A frame could not be encoded or decoded: malformed, truncated, corrupted or hostile input."""
+
+
+class TransferError(HierbenchError, RuntimeError):
+    """The transfer engine or a transport failed; the message names the cause."""
