@@ -1,0 +1,54 @@
+# hierbench: every target does its own set-up (virtual environment, pinned dependencies, native
+# build), so `make test` and `make reproduce` work as single commands on a fresh machine.
+#   make reproduce   the main job          make test     the test suite (what CI runs)
+#   make bench       pytest-benchmark      make lint     ruff check + format check
+#   make gpu-check   CUDA build + tests + GPU benchmarks (on a machine with a GPU)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEPS   := $(VENV)/.deps-installed
+EXT    := $(VENV)/.ext-built
+PRESET ?= quick
+
+.PHONY: all setup build test reproduce bench lint format gpu-check clean
+
+all: test
+
+$(DEPS): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(DEPS)
+
+# Rebuild the extension when any native source or the build script changes.
+$(EXT): $(DEPS) setup.py $(shell find csrc -type f 2>/dev/null)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(EXT)
+
+test: $(EXT)
+	$(PY) -m pytest -q
+
+reproduce: $(EXT)
+	$(VENV)/bin/hierbench reproduce --preset $(PRESET)
+
+bench: $(EXT)
+	$(PY) -m pytest benchmarks -q --benchmark-json=results/bench/cpu-latest.json
+
+lint: $(DEPS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(DEPS)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf build hierbench/_C*.so $(EXT)

@@ -1,0 +1,40 @@
+"""Same-run anchors for benchmarks: medians of plain timed loops (memcpy, torch ops)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def sync(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_median(fn, *, device="cpu", repeat: int = 7, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds (synchronising CUDA), for same-run anchors."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+_MEMCPY_CACHE: dict[tuple[int, str], float] = {}
+
+
+def memcpy_seconds(nbytes: int, device: str = "cpu") -> float:
+    """Median time of copying ``nbytes`` into a preallocated buffer on ``device`` (the roofline)."""
+    key = (nbytes, str(device))
+    if key not in _MEMCPY_CACHE:
+        src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 255)
+        dst = torch.empty_like(src)
+        _MEMCPY_CACHE[key] = time_median(lambda: dst.copy_(src), device=device)
+    return _MEMCPY_CACHE[key]

@@ -1,0 +1,46 @@
+// Every op schema of the `hierbench` namespace, one per line, in this one file. The CPU and CUDA
+// kernels register themselves in their own files with TORCH_LIBRARY_IMPL; fake (meta) kernels
+// live in hierbench/ops/_fake.py. Loading the module (import hierbench._C) runs all registrations.
+#include <torch/extension.h>
+
+TORCH_LIBRARY(hierbench, m) {
+  // Per-group minimum and maximum of x.flatten() in groups of `group_size` consecutive elements
+  // (the last group may be partial). Returns two float32 tensors of ceil(numel / group_size).
+  // NaN propagates: a group holding a NaN gets NaN for both.
+  m.def("group_minmax(Tensor x, int group_size) -> (Tensor, Tensor)");
+  m.def("group_minmax.out(Tensor x, int group_size, *, Tensor(a!) min, Tensor(b!) max) -> ()");
+}
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict d;
+  d["version"] = HIERBENCH_VERSION;
+#ifdef HIERBENCH_WITH_CUDA
+  d["with_cuda"] = true;
+  d["nvcc_version"] = HIERBENCH_NVCC_VERSION;
+#else
+  d["with_cuda"] = false;
+  d["nvcc_version"] = pybind11::none();
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = std::string(__VERSION__);
+#endif
+  d["torch_version"] = TORCH_VERSION;
+  d["openmp"] =
+#ifdef _OPENMP
+      true;
+#else
+      false;
+#endif
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "hierbench native core: tensor ops (torch.ops.hierbench.*) and the transfer engine";
+  m.def("build_info", &build_info, "How this extension was built (CUDA, compiler, torch).");
+}
