@@ -110,7 +110,7 @@ class SplittableModel(nn.Module):
     def check_cut(self, cut: str) -> str:
         """Return ``cut`` if it names a cut of this model, else raise ConfigError listing them."""
         if cut not in self.cuts:
-            raise unknown(f"cut for {self.name}", cut, self.cuts)
+            raise unknown(f"{self.name} cut", cut, self.cuts)
         return cut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,14 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from hierbench.models.base import CLASSIFIER, IN_CHANNELS, STEMS, SplittableModel, unknown
+from hierbench.models.base import (
+    CLASSIFIER,
+    IN_CHANNELS,
+    STEMS,
+    SplittableModel,
+    _positive_int,
+    unknown,
+)
 
 __all__ = ["BasicBlock", "resnet18"]
 
@@ -87,6 +94,7 @@ def resnet18(
     Raises:
         ConfigError: unknown ``stem``, or ``input_size`` too small.
     """
+    _positive_int("num_classes", num_classes)
     blocks: list[tuple[str, nn.Module]] = [("stem", _stem(stem))]
     inplanes = 64
     for i, (planes, stride, depth) in enumerate(zip(_WIDTHS, _STRIDES, _DEPTHS), start=1):

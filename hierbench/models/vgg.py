@@ -23,7 +23,14 @@ from collections import OrderedDict
 
 from torch import nn
 
-from hierbench.models.base import CLASSIFIER, IN_CHANNELS, STEMS, SplittableModel, unknown
+from hierbench.models.base import (
+    CLASSIFIER,
+    IN_CHANNELS,
+    STEMS,
+    SplittableModel,
+    _positive_int,
+    unknown,
+)
 
 __all__ = ["VGG16_STAGES", "vgg16"]
 
@@ -47,6 +54,7 @@ def vgg16(num_classes: int = 10, *, stem: str = "cifar", input_size: int = 32) -
         ConfigError: unknown ``stem``, or ``input_size`` too small (it must be >= 32: five
             2×2 pools).
     """
+    _positive_int("num_classes", num_classes)
     if stem not in STEMS:
         raise unknown("stem", stem, STEMS)
     blocks: list[tuple[str, nn.Module]] = []
