@@ -197,7 +197,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         cuts=args.cut,
         codecs=codecs,
         with_crossover=not args.no_crossover,
-        title=f"{args.model} (stem {args.stem}) on {args.dataset}, link {args.link}",
+        title=f"{args.model}{'' if args.model == 'vgg16' else f' (stem {args.stem})'} on "
+        f"{args.dataset}, link {args.link}",
         paper_cut=paper_cut,
         paper_reduction=paper_red,
         constraints=constraints,

@@ -20,7 +20,7 @@ from hierbench.errors import ConfigError
 from hierbench.runtime.model import Conventions, Scenario, cloud_only, hierarchical
 from hierbench.runtime.partition import Crossover, SearchResult, crossover_rate, search
 from hierbench.runtime.profiles import Profile, load_profile, profile_filename
-from hierbench.runtime.wire import CodecSetting
+from hierbench.runtime.wire import DEFAULT_CODECS, CodecSetting
 
 __all__ = [
     "PAPER_CONFIGS",
@@ -229,8 +229,6 @@ def predict_report(
     **scenario_kwargs: Any,
 ) -> tuple[str, list[dict[str, Any]], SearchResult]:
     """Build the scenario, search, render: ``(markdown, rows, result)``."""
-    from hierbench.runtime.wire import DEFAULT_CODECS
-
     sc = Scenario(edge, link, cloud=cloud, **scenario_kwargs)
     codecs = list(codecs or DEFAULT_CODECS)
     result = search(sc, cuts, codecs, **(constraints or {}))

@@ -22,6 +22,7 @@ from hierbench.runtime.wire import WIRE_BITS, CodecSetting, encoded_bytes
 from tests.runtime.helpers import toy_profile
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.filterwarnings("ignore:load average:RuntimeWarning")
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"
 
 
