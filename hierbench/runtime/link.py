@@ -1,0 +1,164 @@
+"""Torch-free link specifications for the runtime model: rates, one-way latency, presets, parsing.
+
+A :class:`LinkSpec` is what the runtime model needs to know about a link: the uplink (edge →
+cloud) and downlink (cloud → edge) rates in bit/s and the one-way latency in seconds. A message
+of ``b`` bits takes ``b / R + τ`` to arrive (PAPER.md, "Reconstructed runtime model").
+
+The presets are the project's choice (``../shared/PAPER.md``, "Conventions"):
+
+======  =============  ===============  ===========
+preset  up (Mbit/s)    down (Mbit/s)    latency
+======  =============  ===============  ===========
+3g      1              4                75 ms
+4g      10             40               25 ms
+wifi    50             50               5 ms
+lan     1000           1000             0.2 ms
+======  =============  ===============  ===========
+
+Strings accepted by :func:`parse_link` (case-insensitive)::
+
+    3g | 4g | wifi | lan                      a preset
+    20mbit                                    20 Mbit/s both ways, no latency
+    20mbit/5ms                                20 Mbit/s both ways, 5 ms one way
+    1mbit:4mbit/75ms                          1 Mbit/s up, 4 Mbit/s down, 75 ms
+    500kbit, 2.5gbit, 1e6 (bit/s), inf        units: bit, kbit, mbit, gbit (SI: 1 kbit = 1000 bit)
+    latency units: s, ms, us                  e.g. "/0.2ms", "/1s"
+
+``bps``-style units are refused: ``tc`` reads ``mbps`` as megabytes per second, so the spelling is
+ambiguous.
+
+Why two link types: the transfer engine (``hierbench.transfer.Link``, C++-backed: token bucket,
+outages, jitter) has the same presets and emulates a link for real; this module only *describes*
+one, for the formulas, and must not import torch or the native extension. Both exist on purpose;
+the transfer facade may later build its ``Link`` from a ``LinkSpec`` (or import ``PRESETS``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+from hierbench.errors import ConfigError
+
+__all__ = ["PRESETS", "LinkSpec", "parse_link", "parse_rate"]
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """An edge–cloud link: rates in bit/s (``math.inf`` allowed), one-way latency in seconds."""
+
+    up_bps: float
+    down_bps: float
+    latency_s: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for field in ("up_bps", "down_bps"):
+            v = getattr(self, field)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                raise ValueError(f"LinkSpec.{field} must be a positive number, got {v!r}")
+        if not (isinstance(self.latency_s, (int, float)) and 0 <= self.latency_s < math.inf):
+            raise ValueError(f"LinkSpec.latency_s must be finite and >= 0, got {self.latency_s!r}")
+        if not self.name:
+            object.__setattr__(self, "name", self.describe())
+
+    def up_time(self, nbytes: float) -> float:
+        """Seconds for an uplink message of ``nbytes`` bytes: ``8·nbytes / R_up + τ``."""
+        return 8.0 * nbytes / self.up_bps + self.latency_s
+
+    def down_time(self, nbytes: float) -> float:
+        """Seconds for a downlink message of ``nbytes`` bytes: ``8·nbytes / R_down + τ``."""
+        return 8.0 * nbytes / self.down_bps + self.latency_s
+
+    def with_up_rate(self, up_bps: float) -> LinkSpec:
+        """The same link shape at uplink rate ``up_bps``: the downlink keeps its ratio to the
+        uplink (1 if the uplink was infinite), the latency is kept."""
+        ratio = 1.0 if math.isinf(self.up_bps) else self.down_bps / self.up_bps
+        return replace(self, up_bps=up_bps, down_bps=up_bps * ratio, name="")
+
+    def describe(self) -> str:
+        """``"1 Mbit/s up, 4 Mbit/s down, 75 ms"``."""
+        if self.up_bps == self.down_bps:
+            rates = f"{format_rate(self.up_bps)} both ways"
+        else:
+            rates = f"{format_rate(self.up_bps)} up, {format_rate(self.down_bps)} down"
+        return f"{rates}, {self.latency_s * 1e3:g} ms"
+
+
+#: The project's link presets (PAPER.md, "Conventions").
+PRESETS: dict[str, LinkSpec] = {
+    "3g": LinkSpec(1e6, 4e6, 75e-3, "3g"),
+    "4g": LinkSpec(10e6, 40e6, 25e-3, "4g"),
+    "wifi": LinkSpec(50e6, 50e6, 5e-3, "wifi"),
+    "lan": LinkSpec(1000e6, 1000e6, 0.2e-3, "lan"),
+}
+
+_RATE_UNITS = {"": 1.0, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_NUM = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?)"
+
+
+def format_rate(bps: float) -> str:
+    """``1e6`` → ``"1 Mbit/s"``."""
+    if math.isinf(bps):
+        return "inf bit/s"
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:g} {unit}"
+    return f"{bps:g} bit/s"
+
+
+def _bad(spec: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"invalid link {spec!r}: {why}; use a preset ({', '.join(PRESETS)}) or a rate such as "
+        "'20mbit', '20mbit/5ms' or '1mbit:4mbit/75ms'"
+    )
+
+
+def parse_rate(text: str) -> float:
+    """``"20mbit"`` → ``2e7`` bit/s; ``"inf"`` → ``math.inf``. Raises ConfigError."""
+    t = text.strip().lower().removesuffix("/s")
+    if t in ("inf", "infinite", "infinity"):
+        return math.inf
+    m = re.fullmatch(_NUM + r"\s*([a-z]*)", t)
+    if not m or m.group(2) not in _RATE_UNITS:
+        if m and m.group(2).endswith(("bps", "b")):
+            raise _bad(text, f"unit {m.group(2)!r} is ambiguous (bits or bytes?); write 'mbit'")
+        raise _bad(text, f"cannot read the rate {text!r}")
+    value = float(m.group(1)) * _RATE_UNITS[m.group(2)]
+    if not value > 0:
+        raise _bad(text, "the rate must be > 0")
+    return value
+
+
+def _parse_latency(spec: str, text: str) -> float:
+    m = re.fullmatch(_NUM + r"\s*(s|ms|us)", text.strip().lower())
+    if not m:
+        raise _bad(spec, f"cannot read the latency {text!r} (units: s, ms, us)")
+    return float(m.group(1)) * _TIME_UNITS[m.group(2)]
+
+
+def parse_link(spec: str | LinkSpec) -> LinkSpec:
+    """A :class:`LinkSpec` from a preset name or a rate string (see the module docstring).
+
+    Raises:
+        ConfigError: neither a preset nor a readable rate; the message lists the presets.
+    """
+    if isinstance(spec, LinkSpec):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"a link is a str or LinkSpec, got {type(spec).__name__}")
+    key = spec.strip().lower()
+    if key in PRESETS:
+        return PRESETS[key]
+    rate = _NUM + r"\s*[a-z]*(?:/s)?|inf"
+    m = re.fullmatch(
+        rf"(?P<up>{rate})(?::(?P<down>{rate}))?(?:/(?P<lat>{_NUM}\s*[a-z]+))?", key.replace(" ", "")
+    )
+    if not m:
+        raise _bad(spec, "expected RATE[:DOWNRATE][/LATENCY]")
+    up = parse_rate(m.group("up"))
+    down = parse_rate(m.group("down")) if m.group("down") else up
+    lat = _parse_latency(spec, m.group("lat")) if m.group("lat") else 0.0
+    return LinkSpec(up, down, lat, name=key)
