@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("cli", "data", "errors", "models", "ops")
+_SUBMODULES = ("cli", "data", "errors", "models", "ops", "transfer")
 
 __all__ = ["__version__", *_SUBMODULES]
 

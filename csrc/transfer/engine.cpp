@@ -538,6 +538,7 @@ void Endpoint::close(Nanos timeout) {
     if (!sender_done_) {
       aborting_ = true;
       stats_.dropped += queue_.size();
+      for (const auto& s : slots_) stats_.dropped += s.state == SendSlot::kSending ? 1 : 0;
       clock_->notify(*sync_);
     }
   }
