@@ -355,7 +355,7 @@ class Endpoint:
         return self._native.send(data, timeout)
 
     def acquire(self, nbytes: int, *, timeout: float | None = None) -> SendSlot:
-        """Takes a free send slot of ``nbytes`` to fill in place (blocks while all are in flight)."""
+        """A free send slot of ``nbytes`` to fill in place (blocks while all are in flight)."""
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
         return SendSlot(self._native.acquire(nbytes, timeout))

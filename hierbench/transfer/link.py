@@ -28,8 +28,9 @@ _RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 _SYNTAX = (
     "use a preset ({presets}) or RATE[:DOWN_RATE][/LATENCY], with rates like 500kbit, 20mbit, "
-    "1gbit or inf (bits per second, tc-style units) and latencies like 0.2ms, 25ms, 1s; a preset "
-    "may take a latency too. Examples: '3g', '20mbit', '20mbit/5ms', '10mbit:40mbit/25ms', '4g/50ms'"
+    "1gbit or inf (bits per second, tc-style units) and latencies like 0.2ms, 25ms, 1s; a "
+    "preset may take a latency too. Examples: '3g', '20mbit', '20mbit/5ms', "
+    "'10mbit:40mbit/25ms', '4g/50ms'"
 )
 
 

@@ -9,6 +9,7 @@ latency (+ jitter), in order. The virtual clock makes these equalities exact and
 from __future__ import annotations
 
 import gc
+import itertools
 import random
 import threading
 
@@ -221,7 +222,7 @@ def test_overlap_period(t_c, t_l, slots):
                 slot.commit()
         a.flush()
         ends = [r.tx_end_ns for r in sent(a)]
-    periods = {e1 - e0 for e0, e1 in zip(ends, ends[1:])}
+    periods = {e1 - e0 for e0, e1 in itertools.pairwise(ends)}
     expect = max(t_c, t_l) if slots >= 2 else t_c + t_l
     assert periods == {expect * MS}
 

@@ -87,7 +87,7 @@ def server_handshake(sock: socket.socket, secret: bytes, max_frame: int = 1 << 3
     assert hello[:4] == HANDSHAKE_MAGIC and hello[4:8] == struct.pack("<HH", VERSION, CLIENT_HELLO)
     head = prefix(SERVER_HELLO) + struct.pack("<Q", max_frame) + os.urandom(32)
     proof = hmac.new(secret, SERVER_LABEL + hello + head, hashlib.sha256).digest()
-    sock.sendall(head + proof)
+    sock.sendall(head + proof + bytes(8))
     auth = recv_exact(sock, 40)
     expect = hmac.new(secret, CLIENT_LABEL + hello + head, hashlib.sha256).digest()
     if auth[:8] != prefix(CLIENT_AUTH) or not hmac.compare_digest(expect, auth[8:]):
