@@ -23,6 +23,8 @@ bool RealClock::wait_until(Sync& sync, std::unique_lock<std::mutex>& lk, Nanos d
     sync.cv.wait(lk, pred);
     return true;
   }
+  if (pred()) return true;
+  if (deadline <= now()) return false;  // no futex round trip for a deadline already past
   const std::chrono::steady_clock::time_point tp{std::chrono::nanoseconds(deadline)};
   return sync.cv.wait_until(lk, tp, pred);
 }
