@@ -82,3 +82,19 @@ def test_derived_times_and_str():
     assert Link(outages=[(3, 4), (1, 2)]).outages == ((1.0, 2.0), (3.0, 4.0))
     with pytest.raises(ValueError):
         link.rate_bps("sideways")
+
+
+def test_only_ext_imports_the_native_module():
+    import ast
+    from pathlib import Path
+
+    import hierbench.transfer as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names]
+                assert not (node.module == "hierbench" and "_C" in names), path
+                assert node.module != "hierbench._C", path
+            if isinstance(node, ast.Import):
+                assert all(a.name != "hierbench._C" for a in node.names), path

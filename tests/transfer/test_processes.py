@@ -37,8 +37,12 @@ def test_two_processes_both_directions_every_byte_in_order():
 def test_shaped_goodput_between_processes():
     rate = 40e6
     listener, _ = run_pair(count=10, nbytes=100_000, send_link="40mbit", timeout=T)
-    goodput = listener["stats"]["recv_goodput_bps"]
-    assert 0.5 * rate < goodput < 1.1 * rate  # loaded CI machines: generous
+    recs = [r for r in listener["records"] if r["direction"] == "received"]
+    # first commit (sender) -> last arrival (receiver), on the host's one monotonic clock: the
+    # emulated link can never beat its rate; on a loaded machine it may fall well short of it.
+    span_s = (recs[-1]["arrived_ns"] - recs[0]["enqueued_ns"]) * 1e-9
+    goodput = 10 * 100_000 * 8 / span_s
+    assert 0.5 * rate < goodput <= rate * (1 + 1e-9)
 
 
 def test_peer_process_killed_mid_frame():
