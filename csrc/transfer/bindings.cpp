@@ -49,8 +49,16 @@ py::object time_or_none(Nanos t) {
 
 // Endpoints are deleted with the GIL released: closing joins engine threads, and a sender thread
 // dropping the last reference to a tensor may need the GIL.
+bool finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
 void delete_endpoint(Endpoint* e) {
-  if (PyGILState_Check() && !_Py_IsFinalizing()) {
+  if (PyGILState_Check() && !finalizing()) {
     py::gil_scoped_release release;
     delete e;
   } else {

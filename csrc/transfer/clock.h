@@ -78,9 +78,10 @@ class RealClock final : public Clock {
 //     has not run yet still has a true predicate, so the clock cannot skip past it.
 // Hence each thread leaves a wait at the first virtual instant its condition holds, and at every
 // instant all the work that instant allows is done before time moves on. Threads may interleave
-// differently within one instant, but the engine stamps records with now() (equal for the whole
-// instant) and never lets a same-instant race change when something happens, so every timestamp
-// of a run is a function of its inputs alone.
+// differently within one instant, but every timestamp the engine takes is now() (the same for the
+// whole instant) or computed from earlier timestamps, so the timeline of a run is a function of its
+// inputs. The one exception is two decisions racing at the very same instant (say the peer's
+// close and a commit): either may win, so tests do not schedule such ties.
 // If every participant waits with no deadline and no predicate holds, nothing can ever happen: the
 // external waiters get a TransferError ("deadlock") instead of hanging the test.
 class VirtualClock final : public Clock {

@@ -379,6 +379,10 @@ void Endpoint::flush(Nanos timeout) {
   clock_->wait_until(*sync_, lk, add_sat(t0, timeout),
                      [&] { return drained_locked() || error_ || sender_done_; });
   if (error_) std::rethrow_exception(error_);
+  if (ring_->peer_closed_ && stats_.dropped) {
+    throw ClosedError("flush(): the peer closed the channel; " + std::to_string(stats_.dropped) +
+                      " queued message(s) were dropped");
+  }
   if (!drained_locked()) {
     if (sender_done_) throw ClosedError("flush(): the endpoint stopped sending (peer closed?)");
     throw TimeoutError("flush(): " + std::to_string(queue_.size()) +

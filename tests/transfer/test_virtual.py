@@ -286,6 +286,21 @@ def test_close_flushes_then_peer_sees_closed():
     a.close()  # idempotent
 
 
+def test_peer_close_drops_what_is_queued_and_flush_says_so():
+    clock = VirtualClock()
+    a, b = inprocess_pair(Link(8_000_000), slots=4, clock=clock)
+    for _ in range(4):
+        a.send(bytes(1000))  # 1 ms each
+    clock.sleep(0.0005)
+    b.close()  # while message 0 is on the link
+    with pytest.raises(TransferClosed, match="3 queued message"):
+        a.flush()
+    assert (a.stats().messages_sent, a.stats().dropped) == (1, 3)
+    with pytest.raises(TransferClosed):
+        a.send(b"x")
+    a.close()
+
+
 def test_close_with_timeout_drops_the_rest():
     clock = VirtualClock()
     a, b = inprocess_pair(Link(8_000_000), slots=8, recv_slots=8, clock=clock)
