@@ -3,6 +3,8 @@
 // live in hierbench/ops/_fake.py. Loading the module (import hierbench._C) runs all registrations.
 #include <torch/extension.h>
 
+#include "transfer/bindings.h"
+
 TORCH_LIBRARY(hierbench, m) {
   // Per-group minimum and maximum of x.flatten() in groups of `group_size` consecutive elements
   // (the last group may be partial). Returns two float32 tensors of ceil(numel / group_size).
@@ -43,4 +45,5 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hierbench native core: tensor ops (torch.ops.hierbench.*) and the transfer engine";
   m.def("build_info", &build_info, "How this extension was built (CUDA, compiler, torch).");
+  hierbench::transfer::bind(m);  // hierbench._C.transfer: the transfer engine (csrc/transfer/)
 }

@@ -11,7 +11,18 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("cli", "data", "errors", "models", "ops", "profile", "runtime")
+_SUBMODULES = (
+    "cli",
+    "codec",
+    "data",
+    "errors",
+    "methods",
+    "models",
+    "ops",
+    "profile",
+    "runtime",
+    "transfer",
+)
 
 __all__ = ["__version__", *_SUBMODULES]
 

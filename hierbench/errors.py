@@ -12,7 +12,9 @@ __all__ = [
     "DatasetError",
     "ExtensionNotBuiltError",
     "HierbenchError",
+    "TransferClosed",
     "TransferError",
+    "TransferTimeout",
 ]
 
 
@@ -38,3 +40,14 @@ class CodecError(HierbenchError, ValueError):
 
 class TransferError(HierbenchError, RuntimeError):
     """The transfer engine or a transport failed; the message names the cause."""
+
+
+class TransferTimeout(TransferError, TimeoutError):
+    """A blocking transfer call (send, recv, accept, connect, flush) ran past its timeout.
+
+    The endpoint stays usable.
+    """
+
+
+class TransferClosed(TransferError):
+    """The channel is closed: by this side (``close()``), or by the peer, cleanly."""
