@@ -28,10 +28,26 @@ INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat
 
 # An independent reading of the spec table in hierbench/codec.py's docstring.
 HEADER = struct.Struct("<4s10BH Ii q 3Q")
-FIELDS = (
-    "magic version flags dtype scheme wire bits granularity rounding coder ndim reserved "
-    "group_size channel_dim seed aux_len payload_len body_len"
-).split()
+FIELDS = [
+    "magic",
+    "version",
+    "flags",
+    "dtype",
+    "scheme",
+    "wire",
+    "bits",
+    "granularity",
+    "rounding",
+    "coder",
+    "ndim",
+    "reserved",
+    "group_size",
+    "channel_dim",
+    "seed",
+    "aux_len",
+    "payload_len",
+    "body_len",
+]
 
 
 def unpack(frame: bytes) -> tuple[dict, tuple[int, ...], bytes]:
@@ -587,7 +603,7 @@ def test_huge_declared_sizes_never_allocate(frames, monkeypatch):
     bad(pack({**h, "payload_len": 2**42}, (2**40,), body), "shape")
     bad(pack({**h, "payload_len": 2**42, "body_len": 2**42}, (2**40,), body), "body length")
     bad(pack({**h, "aux_len": 2**60}, shape, body), "aux length")
-    h4, s4, b4 = unpack(frames["q4_zstd"])
+    h4, _s4, b4 = unpack(frames["q4_zstd"])
     bad(pack({**h4, "payload_len": 2**39}, (2**40,), b4), "shape")
     # 2-bit codes of a 16x larger fp32 tensor: the decoded tensor is what is bounded
     bad(pack({**h4, "bits": 2, "payload_len": 2**28}, (2**30,), b4), "shape", max_frame_size=2**30)
