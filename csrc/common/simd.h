@@ -43,4 +43,33 @@ inline float f16_to_f32(uint16_t h) {
   return bits_to_f32(sign | mag);
 }
 
+inline uint32_t f32_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// float32 -> bfloat16 bits, round to nearest even; NaN -> 0x7fc0 (as c10::BFloat16).
+inline uint16_t f32_to_bf16(float f) {
+  const uint32_t x = f32_to_bits(f);
+  const uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r);
+}
+
+// float32 -> IEEE binary16 bits, round to nearest even, branch-free (selects only); NaN -> 0x7e00
+// with the sign, overflow -> inf, as c10::Half. After F. Giesen's float_to_half_fast3_rtne.
+inline uint16_t f32_to_f16(float f) {
+  const uint32_t bits = f32_to_bits(f);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t x = bits & 0x7fffffffu;
+  // normal: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even
+  const uint32_t normal = (x + 0xc8000fffu + ((x >> 13) & 1u)) >> 13;
+  // subnormal (|f| < 2^-14): adding 0.5f aligns the mantissa; the FPU rounds to nearest even
+  const uint32_t sub = f32_to_bits(bits_to_f32(x) + 0.5f) - 0x3f000000u;
+  uint32_t r = x < (113u << 23) ? sub : normal;
+  r = x >= (143u << 23) ? 0x7c00u : r;  // >= 65536: inf (65520..65536 carries to inf above)
+  r = x > 0x7f800000u ? 0x7e00u : r;    // NaN
+  return static_cast<uint16_t>(sign | r);
+}
+
 }  // namespace hierbench

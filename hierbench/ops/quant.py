@@ -30,7 +30,6 @@ __all__ = ["QuantConfig", "QuantizedTensor", "dequantize", "quantize"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_HAVE_OPS = hasattr(torch.ops.hierbench, "quantize")
 
 
 @dataclass(frozen=True)
@@ -203,12 +202,7 @@ def quantize(
     if out is not None and not isinstance(out, QuantizedTensor):
         raise TypeError(f"out must be a QuantizedTensor, got {type(out).__name__}")
     args = (*_op_args(config), config.rounding, seed)
-    if not _HAVE_OPS:  # TEMPORARY: reference until the native kernels land
-        payload, scale, offset = reference.quantize(x, *args)
-        if out is not None:
-            out.payload.copy_(payload), out.scale.copy_(scale), out.offset.copy_(offset)
-            payload, scale, offset = out.payload, out.scale, out.offset
-    elif out is None:
+    if out is None:
         payload, scale, offset = torch.ops.hierbench.quantize.default(x, *args)
     else:
         payload, scale, offset = out.payload, out.scale, out.offset
@@ -247,9 +241,6 @@ def dequantize(
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     args = (q.payload, q.scale, q.offset, list(q.shape), *_op_args(q.config))
-    if not _HAVE_OPS:  # TEMPORARY: reference until the native kernels land
-        res = reference.dequantize(*args, dtype)
-        return res if out is None else out.copy_(res)
     if out is None:
         return torch.ops.hierbench.dequantize.default(*args, dtype)
     if not isinstance(out, torch.Tensor):
