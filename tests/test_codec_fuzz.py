@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import resource
 import struct
 import time
 import zlib
@@ -278,12 +279,13 @@ class FuzzReport:
     kinds: collections.Counter = field(default_factory=collections.Counter)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    rss_growth_mib: float = 0.0  # growth of the process's peak RSS during the run
 
     def summary(self) -> str:
         lines = [
             f"{self.iterations} mutations in {self.seconds:.1f} s: {self.decoded} decoded, "
             f"{sum(self.rejected.values())} rejected with CodecError, "
-            f"{len(self.failures)} failures",
+            f"{len(self.failures)} failures; peak RSS grew by {self.rss_growth_mib:.0f} MiB",
             "mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items())),
             "rejected by: "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items(), key=lambda t: -t[1])),
@@ -306,6 +308,7 @@ def fuzz(iterations: int, seed: int, *, progress=None) -> FuzzReport:
     canonical = {}  # raw, uncompressed frames re-encode to the same bytes
     report = FuzzReport()
     mutator = Mutator(rng, frames)
+    peak_before = _peak_rss_mib()
     start = time.perf_counter()
     for it in range(iterations):
         kind, data, base = mutator.mutate()
@@ -340,7 +343,12 @@ def fuzz(iterations: int, seed: int, *, progress=None) -> FuzzReport:
         if not (y.dtype == expected.dtype and torch.equal(_bits(y), _bits(expected))):
             report.failures.append(f"{label}: wrong decode after fuzzing")
     report.seconds = time.perf_counter() - start
+    report.rss_growth_mib = _peak_rss_mib() - peak_before
     return report
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -373,6 +381,8 @@ def test_fuzz_decode_never_misbehaves():
     print("\n" + report.summary())
     assert report.iterations == ITERATIONS >= 10_000 or "HIERBENCH_FUZZ_ITERATIONS" in os.environ
     assert not report.failures, report.summary()
+    # never a huge allocation: a valid frame here is < 16 MiB, so is every buffer decoding makes
+    assert report.rss_growth_mib < 8 * MAX_FRAME_SIZE / 2**20, report.summary()
     # the mutations reach deep: many distinct checks fire, and some mutants are valid frames
     assert len(report.rejected) >= 20, report.rejected
     assert report.decoded > 0
