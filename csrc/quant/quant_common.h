@@ -76,8 +76,13 @@ HB_HD GroupParams group_params(float lo, float hi, bool nan, bool empty, float q
 #endif
     return {qnan, qnan, 0.0f, 0.0f};
   }
+#if defined(__CUDA_ARCH__)
+  const float scale = __fdiv_rn(rng, qmax);  // IEEE division whatever the nvcc flags
+  const float inv = scale >= FLT_MIN ? __fdiv_rn(1.0f, scale) : 0.0f;
+#else
   const float scale = rng / qmax;
   const float inv = scale >= FLT_MIN ? 1.0f / scale : 0.0f;
+#endif
   return {scale, lo, lo, inv};
 }
 

@@ -31,6 +31,10 @@
 namespace hierbench::quant {
 namespace {
 
+// Force inlining into the target_clones entry points: a helper left out of line is compiled for
+// baseline x86-64 only, and its loops would not use AVX2/AVX-512.
+#define HB_INLINE inline __attribute__((always_inline))
+
 constexpr int64_t kChunk = int64_t{1} << 16;  // elements per parallel task (byte-aligned)
 constexpr int64_t kSub = 1024;                // codes staged in L1 before packing
 constexpr int64_t kColMin = 64;               // channel min/max: rows shorter than this go by column
@@ -38,13 +42,13 @@ constexpr int64_t kColMin = 64;               // channel min/max: rows shorter t
 // ----------------------------------------------------------------------------------------------
 // element access
 // ----------------------------------------------------------------------------------------------
-inline float load_f32(const float* p, int64_t i) { return p[i]; }
-inline float load_f32(const at::BFloat16* p, int64_t i) { return bf16_to_f32(p[i].x); }
-inline float load_f32(const at::Half* p, int64_t i) { return f16_to_f32(p[i].x); }
+HB_INLINE float load_f32(const float* p, int64_t i) { return p[i]; }
+HB_INLINE float load_f32(const at::BFloat16* p, int64_t i) { return bf16_to_f32(p[i].x); }
+HB_INLINE float load_f32(const at::Half* p, int64_t i) { return f16_to_f32(p[i].x); }
 
-inline void store_f32(float* p, int64_t i, float v) { p[i] = v; }
-inline void store_f32(at::BFloat16* p, int64_t i, float v) { p[i].x = f32_to_bf16(v); }
-inline void store_f32(at::Half* p, int64_t i, float v) { p[i].x = f32_to_f16(v); }
+HB_INLINE void store_f32(float* p, int64_t i, float v) { p[i] = v; }
+HB_INLINE void store_f32(at::BFloat16* p, int64_t i, float v) { p[i].x = f32_to_bf16(v); }
+HB_INLINE void store_f32(at::Half* p, int64_t i, float v) { p[i].x = f32_to_f16(v); }
 
 struct MinMax {
   float lo, hi;
@@ -53,7 +57,7 @@ struct MinMax {
 constexpr MinMax kEmpty{std::numeric_limits<float>::infinity(),
                         -std::numeric_limits<float>::infinity(), 0};
 
-inline MinMax combine(MinMax a, const MinMax& b) {
+HB_INLINE MinMax combine(MinMax a, const MinMax& b) {
   a.lo = b.lo < a.lo ? b.lo : a.lo;
   a.hi = b.hi > a.hi ? b.hi : a.hi;
   a.nan |= b.nan;
@@ -64,7 +68,7 @@ inline MinMax combine(MinMax a, const MinMax& b) {
 // inner loops (templates, inlined into the target_clones functions below)
 // ----------------------------------------------------------------------------------------------
 template <typename T>
-inline MinMax minmax_range(const T* __restrict__ p, int64_t n) {
+HB_INLINE MinMax minmax_range(const T* __restrict__ p, int64_t n) {
   float lo = std::numeric_limits<float>::infinity();
   float hi = -std::numeric_limits<float>::infinity();
   int nan = 0;
@@ -80,7 +84,7 @@ inline MinMax minmax_range(const T* __restrict__ p, int64_t n) {
 
 // Codes of n elements with one (qlo, inv) into c[0..n). k: flat index of x[0] (for the generator).
 template <typename T>
-inline void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float inv, float qmax,
+HB_INLINE void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float inv, float qmax,
                          bool stochastic, int64_t k, Keys keys, uint8_t* __restrict__ c) {
   if (!stochastic) {
 #pragma omp simd
@@ -101,7 +105,7 @@ inline void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float in
 
 // The same with per-element parameters (per-channel).
 template <typename T>
-inline void codes_table(const T* __restrict__ x, int64_t n, const float* __restrict__ qlo,
+HB_INLINE void codes_table(const T* __restrict__ x, int64_t n, const float* __restrict__ qlo,
                         const float* __restrict__ inv, float qmax, bool stochastic, int64_t k,
                         Keys keys, uint8_t* __restrict__ c) {
   if (!stochastic) {
@@ -123,7 +127,7 @@ inline void codes_table(const T* __restrict__ x, int64_t n, const float* __restr
 
 // Pack n codes (each < 2^bits) into ceil(n * bits / 8) bytes, lowest bits first. Full bytes go
 // through 16/32-bit words so the loop vectorises; the tail byte (end of tensor only) is scalar.
-inline void pack(const uint8_t* __restrict__ c, int64_t n, int bits, uint8_t* __restrict__ out) {
+HB_INLINE void pack(const uint8_t* __restrict__ c, int64_t n, int bits, uint8_t* __restrict__ out) {
   if (bits == 4) {
     const int64_t full = n / 2;
 #pragma omp simd
@@ -151,7 +155,7 @@ inline void pack(const uint8_t* __restrict__ c, int64_t n, int bits, uint8_t* __
 }
 
 // Unpack n codes from payload bytes into c (the inverse of pack; bits 2 or 4).
-inline void unpack(const uint8_t* __restrict__ p, int64_t n, int bits, uint8_t* __restrict__ c) {
+HB_INLINE void unpack(const uint8_t* __restrict__ p, int64_t n, int bits, uint8_t* __restrict__ c) {
   if (bits == 4) {
     const int64_t full = n / 2;
 #pragma omp simd
@@ -174,17 +178,11 @@ inline void unpack(const uint8_t* __restrict__ p, int64_t n, int bits, uint8_t* 
   }
 }
 
-// Split [k, k + n) into sub-blocks of at most kSub elements that never cross a multiple of 2^32
-// (so the generator's high index word is constant in each) and call f(k_sub, n_sub).
-template <typename F>
-inline void for_sub_blocks(int64_t k, int64_t n, F&& f) {
-  const int64_t end = k + n;
-  while (k < end) {
-    const int64_t to_wrap = (int64_t{1} << 32) - (k & 0xffffffffLL);
-    const int64_t m = std::min({kSub, end - k, to_wrap});
-    f(k, m);
-    k += m;
-  }
+// Length of the sub-block starting at k (ending at most at `end`): at most kSub elements and
+// never across a multiple of 2^32, so the generator's high index word is constant in each.
+HB_INLINE int64_t sub_len(int64_t k, int64_t end) {
+  const int64_t to_wrap = (int64_t{1} << 32) - (k & 0xffffffffLL);
+  return std::min({kSub, end - k, to_wrap});
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -200,21 +198,22 @@ struct QArgs {
 
 // Quantize + pack flat elements [k, k + n) with one (qlo, inv); k is byte-aligned.
 template <typename T>
-inline void span_scalar(const QArgs& a, int64_t k, int64_t n, float qlo, float inv) {
+HB_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, float qlo, float inv) {
   const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
-  for_sub_blocks(k, n, [&](int64_t kb, int64_t m) {
+  for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
+    m = sub_len(kb, k + n);
     uint8_t* dst = a.payload + kb * s.bits / 8;
     uint8_t* c = s.bits == 8 ? dst : codes;
     codes_scalar(x + kb, m, qlo, inv, s.qmax, s.stochastic, kb, s.keys, c);
     if (s.bits != 8) pack(codes, m, s.bits, dst);
-  });
+  }
 }
 
 // Groups [g0, g1) of a "group" quantization, fused: min/max, parameters, codes, pack.
 template <typename T>
-inline void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
+HB_INLINE void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
   const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
   for (int64_t g = g0; g < g1; ++g) {
@@ -231,14 +230,15 @@ inline void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
 // Per-channel quantize of flat elements [k, k + n): the channel of element e is
 // (e / inner) % channels, constant over runs of `inner` elements.
 template <typename T>
-inline void span_channel(const QArgs& a, int64_t k, int64_t n, const float* qlo_c,
+HB_INLINE void span_channel(const QArgs& a, int64_t k, int64_t n, const float* qlo_c,
                          const float* inv_c) {
   const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
   alignas(64) float qlo[kSub];
   alignas(64) float inv[kSub];
-  for_sub_blocks(k, n, [&](int64_t kb, int64_t m) {
+  for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
+    m = sub_len(kb, k + n);
     const int64_t row = kb / s.inner;
     int64_t pos = kb - row * s.inner;  // position inside the run
     int64_t ch = row % s.channels;
@@ -258,13 +258,13 @@ inline void span_channel(const QArgs& a, int64_t k, int64_t n, const float* qlo_
       codes_table(x + kb, m, qlo, inv, s.qmax, s.stochastic, kb, s.keys, c);
     }
     if (s.bits != 8) pack(codes, m, s.bits, dst);
-  });
+  }
 }
 
 // Elementwise, NaN-sticky min/max of `rows` rows of n elements (row stride `stride`) into
 // lo[0..n), hi[0..n): the per-channel reduction when channels are short runs.
 template <typename T>
-inline void columns_minmax(const T* __restrict__ x, int64_t rows, int64_t stride, int64_t n,
+HB_INLINE void columns_minmax(const T* __restrict__ x, int64_t rows, int64_t stride, int64_t n,
                            float* __restrict__ lo, float* __restrict__ hi) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* p = x + r * stride;
@@ -290,11 +290,12 @@ struct DArgs {
 };
 
 template <typename O>
-inline void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float lo, float scale) {
+HB_INLINE void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float lo, float scale) {
   O* out = static_cast<O*>(a.out);
   const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
-  for_sub_blocks(k, n, [&](int64_t kb, int64_t m) {
+  for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
+    m = sub_len(kb, k + n);
     const uint8_t* src = a.payload + kb * s.bits / 8;
     const uint8_t* c = src;
     if (s.bits != 8) {
@@ -304,17 +305,18 @@ inline void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float lo, 
     O* o = out + kb;
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) store_f32(o, i, lo + static_cast<float>(c[i]) * scale);
-  });
+  }
 }
 
 template <typename O>
-inline void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
+HB_INLINE void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
   O* out = static_cast<O*>(a.out);
   const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
   alignas(64) float lo[kSub];
   alignas(64) float sc[kSub];
-  for_sub_blocks(k, n, [&](int64_t kb, int64_t m) {
+  for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
+    m = sub_len(kb, k + n);
     const uint8_t* src = a.payload + kb * s.bits / 8;
     const uint8_t* c = src;
     if (s.bits != 8) {
@@ -329,7 +331,7 @@ inline void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
       const float l = a.offset[ch], f = a.scale[ch];
 #pragma omp simd
       for (int64_t i = 0; i < m; ++i) store_f32(o, i, l + static_cast<float>(c[i]) * f);
-      return;
+      continue;
     }
     for (int64_t i = 0; i < m;) {
       const int64_t run = std::min(m - i, s.inner - pos);
@@ -341,11 +343,11 @@ inline void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
     }
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) store_f32(o, i, lo[i] + static_cast<float>(c[i]) * sc[i]);
-  });
+  }
 }
 
 template <typename O>
-inline void groups_dequant(const DArgs& a, int64_t g0, int64_t g1) {
+HB_INLINE void groups_dequant(const DArgs& a, int64_t g0, int64_t g1) {
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t begin = g * a.s.group_size;
     const int64_t n = std::min(a.s.group_size, a.s.numel - begin);
@@ -505,7 +507,9 @@ std::vector<MinMax> channel_minmax(const Kernels& kr, const QArgs& a, int64_t es
   // of (outer blocks) x (column segments), then fold each channel's `inner` columns.
   const int64_t L = s.channels * s.inner;
   const int64_t threads = at::get_num_threads();
-  const int64_t blocks = std::min<int64_t>(s.outer, std::max<int64_t>(1, 2 * threads));
+  // Blocks of at least 8 rows: the partial tables (2 floats per column per block) stay within
+  // the input's own size.
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(2 * threads, s.outer / 8));
   const int64_t rows_per = ceil_div(s.outer, blocks);
   const int64_t seg = std::max<int64_t>(4096, ceil_div(L, 4 * threads));
   const int64_t segs = ceil_div(L, seg);
