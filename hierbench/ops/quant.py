@@ -207,7 +207,13 @@ def quantize(
     else:
         payload, scale, offset = out.payload, out.scale, out.offset
         torch.ops.hierbench.quantize.out(x, *args, payload=payload, scale=scale, offset=offset)
-    if scale.numel() and not bool(torch.isfinite(scale).all()):
+    # Under torch.compile the data-dependent check would break the graph: it is skipped there,
+    # and invalid groups keep the op's NaN scale/offset.
+    if (
+        not torch.compiler.is_compiling()
+        and scale.numel()
+        and not bool(torch.isfinite(scale).all())
+    ):
         _raise_non_finite(x, scale)
     return QuantizedTensor(payload, scale, offset, tuple(x.shape), x.dtype, config, seed)
 
