@@ -161,7 +161,6 @@ _CODE_DTYPE = {v: k for k, v in _DTYPE_CODE.items()}
 _DTYPE_NAME = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _NAME_DTYPE = {v: k for k, v in _DTYPE_NAME.items()}
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-_NP_INT = {1: np.int32, 2: np.int16, 3: np.int16}
 
 _GRAN_CODE = {"tensor": 1, "channel": 2, "group": 3}
 _CODE_GRAN = {v: k for k, v in _GRAN_CODE.items()}
@@ -961,9 +960,10 @@ def _decode_raw(header: FrameHeader, aux, payload) -> torch.Tensor:
     wire_dtype = _NAME_DTYPE[header.wire]
     numel = header.numel
     if header.sparse:
-        mask_bytes = _tensor_from(aux, torch.uint8, header.aux_bytes)
-        _check_padding(mask_bytes, numel, "sparse mask")
-        nonzero = np.unpackbits(mask_bytes.numpy(), count=numel, bitorder="little").view(bool)
+        mask = np.frombuffer(aux, dtype=np.uint8)
+        if numel % 8 and int(mask[-1]) >> (numel % 8):
+            raise _bad("sparse mask", "unused high bits of the last byte are not 0")
+        nonzero = np.unpackbits(mask, count=numel, bitorder="little").view(bool)
         item = wire_dtype.itemsize
         nnz = int(np.count_nonzero(nonzero))
         if nnz * item != header.payload_bytes:

@@ -20,6 +20,7 @@ The engine is shared with ``scripts/fuzz_codec.py`` (long runs by hand).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import random
 import resource
@@ -96,7 +97,7 @@ def sample_frames() -> list[tuple[str, bytes, torch.Tensor]]:
     ]
     out = []
     for cfg in configs:
-        codec = ActivationCodec(CodecConfig(**{**cfg.__dict__, "max_frame_size": MAX_FRAME_SIZE}))
+        codec = ActivationCodec(dataclasses.replace(cfg, max_frame_size=MAX_FRAME_SIZE))
         for name, x in tensors.items():
             if cfg.quant is not None and cfg.quant.granularity == "channel" and x.dim() == 0:
                 continue
