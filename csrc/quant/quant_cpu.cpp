@@ -37,7 +37,8 @@ namespace {
 
 constexpr int64_t kChunk = int64_t{1} << 16;  // elements per parallel task (byte-aligned)
 constexpr int64_t kSub = 1024;                // codes staged in L1 before packing
-constexpr int64_t kColMin = 64;               // channel min/max: rows shorter than this go by column
+constexpr int64_t kColMin = 64;     // channel min/max: rows shorter than this go by column
+constexpr int64_t kPrefetch = 1024;  // software prefetch distance of the fused group loop (bytes)
 
 // ----------------------------------------------------------------------------------------------
 // element access
@@ -82,37 +83,52 @@ HB_INLINE MinMax minmax_range(const T* __restrict__ p, int64_t n) {
   return {lo, hi, nan};
 }
 
-// Codes of n elements with one (qlo, inv) into c[0..n). k: flat index of x[0] (for the generator).
-template <typename T>
+// rint(t) for t in [0, 2^22), as the low bits of t + 2^23: the float addition rounds to nearest
+// even and leaves the integer in the mantissa. One add instead of add, sub and convert; the
+// result equals code_nearest(t) of quant_common.h.
+HB_INLINE uint32_t rint_bits(float t) { return f32_to_bits(t + kRoundMagic); }
+
+// Codes of n elements with one (qlo, inv) into c[0..n). k: flat index of x[0] (for the
+// generator).
+//
+// Round to nearest needs no clamp in a valid group: x >= lo gives t >= 0, and x <= hi gives
+// t <= qmax * (1 + 4 * 2^-24) < qmax + 1/2 (three roundings in t, one in scale), so
+// rint(t) == rint(min(t, qmax)), the reference's formula. Stochastic rounding clamps above (floor
+// + 1 could pass qmax). kClampLow adds the lower clamp, which maps an invalid group's NaN
+// (inf * 0) to code 0 (per-channel path, where invalid channels are not filtered out).
+template <bool kClampLow = false, typename T>
 HB_INLINE void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float inv, float qmax,
-                         bool stochastic, int64_t k, Keys keys, uint8_t* __restrict__ c) {
+                            bool stochastic, int64_t k, Keys keys, uint8_t* __restrict__ c) {
   if (!stochastic) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const float t = clamp_t((load_f32(x, i) - qlo) * inv, qmax);
-      c[i] = static_cast<uint8_t>(code_nearest(t));
+      float t = (load_f32(x, i) - qlo) * inv;
+      if constexpr (kClampLow) t = clamp_t(t, qmax);
+      c[i] = static_cast<uint8_t>(rint_bits(t));
     }
     return;
   }
   const uint32_t ilo = static_cast<uint32_t>(k), ihi = static_cast<uint32_t>(k >> 32);
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float t = clamp_t((load_f32(x, i) - qlo) * inv, qmax);
+    float t = (load_f32(x, i) - qlo) * inv;
+    if constexpr (kClampLow) t = t > 0.0f ? t : 0.0f;
+    t = t < qmax ? t : qmax;
     const float u = uniform24(ilo + static_cast<uint32_t>(i), ihi, keys);
     c[i] = static_cast<uint8_t>(code_stochastic(t, u));
   }
 }
 
-// The same with per-element parameters (per-channel).
+// The same with per-element parameters (per-channel), clamped on both sides.
 template <typename T>
 HB_INLINE void codes_table(const T* __restrict__ x, int64_t n, const float* __restrict__ qlo,
-                        const float* __restrict__ inv, float qmax, bool stochastic, int64_t k,
-                        Keys keys, uint8_t* __restrict__ c) {
+                           const float* __restrict__ inv, float qmax, bool stochastic, int64_t k,
+                           Keys keys, uint8_t* __restrict__ c) {
   if (!stochastic) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const float t = clamp_t((load_f32(x, i) - qlo[i]) * inv[i], qmax);
-      c[i] = static_cast<uint8_t>(code_nearest(t));
+      c[i] = static_cast<uint8_t>(rint_bits(t));
     }
     return;
   }
@@ -196,11 +212,16 @@ struct QArgs {
   float* offset;
 };
 
-// Quantize + pack flat elements [k, k + n) with one (qlo, inv); k is byte-aligned.
+// Quantize + pack flat elements [k, k + n) of one group with parameters p; k is byte-aligned.
 template <typename T>
-HB_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, float qlo, float inv) {
+HB_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, const GroupParams& p) {
   const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
+  if (p.scale != p.scale) {  // invalid group (NaN/inf inside): codes 0
+    std::memset(a.payload + k * s.bits / 8, 0, ceil_div(n * s.bits, 8));
+    return;
+  }
+  const float qlo = p.qlo, inv = p.inv;
   alignas(64) uint8_t codes[kSub];
   for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
     m = sub_len(kb, k + n);
@@ -211,19 +232,34 @@ HB_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, float qlo, floa
   }
 }
 
-// Groups [g0, g1) of a "group" quantization, fused: min/max, parameters, codes, pack.
+// Min/max and parameters of group g, after prefetching the group kPrefetch bytes ahead of it:
+// the hardware prefetcher alone leaves the core waiting on DRAM (groups are short, the min/max
+// loop restarts the stream at each one).
+template <typename T>
+HB_INLINE GroupParams fused_params(const QArgs& a, int64_t g) {
+  const T* x = static_cast<const T*>(a.x);
+  const int64_t begin = g * a.s.group_size;
+  const int64_t n = std::min(a.s.group_size, a.s.numel - begin);
+  const char* ahead = reinterpret_cast<const char*>(x + begin) + kPrefetch;
+  for (int64_t off = 0; off < n * int64_t{sizeof(T)}; off += 64) __builtin_prefetch(ahead + off);
+  const MinMax m = minmax_range(x + begin, n);
+  return group_params(m.lo, m.hi, m.nan, n == 0, a.s.qmax);
+}
+
+// Groups [g0, g1) of a "group" quantization, fused: min/max, parameters, codes, pack. Software
+// pipelined by one group: the parameters of group g + 1 (two dependent divisions) are computed
+// before the codes of group g, so their latency overlaps the codes loop.
 template <typename T>
 HB_INLINE void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
-  const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
+  GroupParams next = fused_params<T>(a, g0);
   for (int64_t g = g0; g < g1; ++g) {
+    const GroupParams p = next;
+    if (g + 1 < g1) next = fused_params<T>(a, g + 1);
     const int64_t begin = g * s.group_size;
-    const int64_t n = std::min(s.group_size, s.numel - begin);
-    const MinMax m = minmax_range(x + begin, n);
-    const GroupParams p = group_params(m.lo, m.hi, m.nan, n == 0, s.qmax);
     a.scale[g] = p.scale;
     a.offset[g] = p.offset;
-    span_scalar<T>(a, begin, n, p.qlo, p.inv);
+    span_scalar<T>(a, begin, std::min(s.group_size, s.numel - begin), p);
   }
 }
 
@@ -245,7 +281,7 @@ HB_INLINE void span_channel(const QArgs& a, int64_t k, int64_t n, const float* q
     uint8_t* dst = a.payload + kb * s.bits / 8;
     uint8_t* c = s.bits == 8 ? dst : codes;
     if (s.inner - pos >= m) {  // one channel for the whole sub-block
-      codes_scalar(x + kb, m, qlo_c[ch], inv_c[ch], s.qmax, s.stochastic, kb, s.keys, c);
+      codes_scalar<true>(x + kb, m, qlo_c[ch], inv_c[ch], s.qmax, s.stochastic, kb, s.keys, c);
     } else {
       for (int64_t i = 0; i < m;) {
         const int64_t run = std::min(m - i, s.inner - pos);
@@ -366,8 +402,8 @@ HB_INLINE void groups_dequant(const DArgs& a, int64_t g0, int64_t g1) {
     groups_fused<T>(a, g0, g1);                                                                  \
   }                                                                                              \
   HIERBENCH_TARGET_CLONES void span_scalar_##SUFFIX(const QArgs& a, int64_t k, int64_t n,         \
-                                                    float qlo, float inv) {                      \
-    span_scalar<T>(a, k, n, qlo, inv);                                                           \
+                                                    const GroupParams& p) {                      \
+    span_scalar<T>(a, k, n, p);                                                                  \
   }                                                                                              \
   HIERBENCH_TARGET_CLONES void span_channel_##SUFFIX(const QArgs& a, int64_t k, int64_t n,        \
                                                      const float* qlo, const float* inv) {       \
@@ -399,7 +435,7 @@ HB_QUANT_CLONES(f16, at::Half)
 struct Kernels {
   MinMax (*minmax)(const void*, int64_t);
   void (*groups_fused)(const QArgs&, int64_t, int64_t);
-  void (*span_scalar)(const QArgs&, int64_t, int64_t, float, float);
+  void (*span_scalar)(const QArgs&, int64_t, int64_t, const GroupParams&);
   void (*span_channel)(const QArgs&, int64_t, int64_t, const float*, const float*);
   void (*columns_minmax)(const void*, int64_t, int64_t, int64_t, float*, float*);
   void (*span_dequant_scalar)(const DArgs&, int64_t, int64_t, float, float);
@@ -452,22 +488,20 @@ void quantize_chunked(const Kernels& kr, const QArgs& a, int64_t esize) {
       if (n > 0) partial[t] = kr.minmax(base + begin * esize, n);
     }
   });
-  std::vector<float> qlo(s.groups), inv(s.groups);
+  std::vector<GroupParams> params(s.groups);
   for (int64_t g = 0; g < s.groups; ++g) {
     MinMax m = partial[g * chunks];
     for (int64_t c = 1; c < chunks; ++c) m = combine(m, partial[g * chunks + c]);
     const bool empty = g * s.group_size >= s.numel;
-    const GroupParams p = group_params(m.lo, m.hi, m.nan, empty, s.qmax);
-    a.scale[g] = p.scale;
-    a.offset[g] = p.offset;
-    qlo[g] = p.qlo;
-    inv[g] = p.inv;
+    params[g] = group_params(m.lo, m.hi, m.nan, empty, s.qmax);
+    a.scale[g] = params[g].scale;
+    a.offset[g] = params[g].offset;
   }
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       int64_t begin, n;
       task_range(t, &begin, &n);
-      if (n > 0) kr.span_scalar(a, begin, n, qlo[t / chunks], inv[t / chunks]);
+      if (n > 0) kr.span_scalar(a, begin, n, params[t / chunks]);
     }
   });
 }

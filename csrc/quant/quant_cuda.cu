@@ -420,6 +420,24 @@ __global__ void __launch_bounds__(kThreads)
 // ----------------------------------------------------------------------------------------------
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// float32 / float16 / bfloat16 only (AT_DISPATCH_FLOATING_TYPES_AND2 would add double).
+template <typename F>
+void dispatch_float(at::ScalarType t, F&& f) {
+  switch (t) {
+    case at::kFloat:
+      f(float{});
+      return;
+    case at::kHalf:
+      f(at::Half{});
+      return;
+    case at::kBFloat16:
+      f(at::BFloat16{});
+      return;
+    default:
+      TORCH_CHECK_TYPE(false, "expected float32, float16 or bfloat16, got ", t);
+  }
+}
+
 template <typename T>
 void launch_fused(const at::Tensor& x, const Spec& s, at::Tensor& payload, at::Tensor& scale,
                   at::Tensor& offset, cudaStream_t stream) {
@@ -522,7 +540,8 @@ void quantize_out_cuda(const at::Tensor& x_in, int64_t bits, c10::string_view gr
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quantize", [&] {
+  dispatch_float(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
     constexpr int V = 16 / sizeof(scalar_t);
     if (s.gran == Granularity::kGroup && s.group_size <= int64_t{32} * kMaxSlotsPerLane * V) {
       launch_fused<scalar_t>(x, s, payload, scale, offset, stream);
@@ -568,7 +587,8 @@ void dequantize_out_cuda(const at::Tensor& payload, const at::Tensor& scale,
   const GroupOf go{s.gran, s.gran == Granularity::kGroup ? log2_exact(s.group_size) : 0, s.inner,
                    s.channels};
   const bool aligned = aligned16(pl.const_data_ptr()) && aligned16(out.data_ptr());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "dequantize", [&] {
+  dispatch_float(out.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
     dequant_kernel<scalar_t><<<grid_for(ceil_div(s.numel, 8)), kThreads, 0, stream>>>(
         pl.const_data_ptr<uint8_t>(), sc.const_data_ptr<float>(), of.const_data_ptr<float>(), s,
         go, aligned, out.data_ptr<scalar_t>());

@@ -208,10 +208,12 @@ def quantize(
         payload, scale, offset = out.payload, out.scale, out.offset
         torch.ops.hierbench.quantize.out(x, *args, payload=payload, scale=scale, offset=offset)
     # Under torch.compile the data-dependent check would break the graph: it is skipped there,
-    # and invalid groups keep the op's NaN scale/offset.
+    # and invalid groups keep the op's NaN scale/offset. One reduction + one read-back: the sum is
+    # finite when every scale is (an overflowing sum of finite scales is re-checked exactly).
     if (
         not torch.compiler.is_compiling()
         and scale.numel()
+        and not math.isfinite(scale.sum().item())
         and not bool(torch.isfinite(scale).all())
     ):
         _raise_non_finite(x, scale)
