@@ -38,6 +38,8 @@ constexpr int64_t kColumnInner = 256;            // per-channel rows shorter tha
 // ----------------------------------------------------------------------------------------------
 // element access
 // ----------------------------------------------------------------------------------------------
+__device__ __forceinline__ int64_t dceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(at::Half v) {
   return __half2float(__ushort_as_half(v.x));
@@ -319,7 +321,7 @@ __global__ void __launch_bounds__(kThreads)
     quant_flat_kernel(const T* __restrict__ x, Spec s, GroupOf go, bool aligned,
                       const float2* __restrict__ qparams, uint8_t* __restrict__ payload) {
   constexpr int V = 16 / sizeof(T);
-  const int64_t slots = ceil_div(s.numel, V);
+  const int64_t slots = dceil_div(s.numel, V);
   const int slot_bytes = V * s.bits / 8;
   for (int64_t slot = int64_t{blockIdx.x} * kThreads + threadIdx.x; slot < slots;
        slot += int64_t{gridDim.x} * kThreads) {
@@ -361,7 +363,7 @@ __global__ void __launch_bounds__(kThreads)
                    const float* __restrict__ offset, Spec s, GroupOf go, bool aligned,
                    O* __restrict__ out) {
   constexpr int V = 8;  // a slot of 8 codes = `bits` bytes of payload
-  const int64_t slots = ceil_div(s.numel, V);
+  const int64_t slots = dceil_div(s.numel, V);
   const uint64_t mask = (uint64_t{1} << s.bits) - 1;
   for (int64_t slot = int64_t{blockIdx.x} * kThreads + threadIdx.x; slot < slots;
        slot += int64_t{gridDim.x} * kThreads) {
@@ -381,7 +383,7 @@ __global__ void __launch_bounds__(kThreads)
           word = __ldg(reinterpret_cast<const unsigned long long*>(payload + byte));
       }
     } else {
-      const int nb = static_cast<int>(ceil_div(int64_t{n} * s.bits, 8));
+      const int nb = static_cast<int>(dceil_div(int64_t{n} * s.bits, 8));
       for (int b = 0; b < nb; ++b) word |= uint64_t{payload[byte + b]} << (8 * b);
     }
     GroupWalk w(go, k);
@@ -410,7 +412,9 @@ __global__ void __launch_bounds__(kThreads)
         *reinterpret_cast<uint4*>(out + k) = make_uint4(w[0], w[1], w[2], w[3]);
       }
     } else {
-      for (int q = 0; q < n; ++q) store(out + k + q, y[q]);
+#pragma unroll
+      for (int q = 0; q < V; ++q)
+        if (q < n) store(out + k + q, y[q]);  // unrolled: y stays in registers
     }
   }
 }
