@@ -59,8 +59,12 @@ def _qpt_seconds(x, device):
     scale = float(x.abs().max()) / 127
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # quantized dtypes are deprecated in torch 2.14
+        # warm-up: the first quantized-tensor calls of a session are slow (lazy initialisation)
         return time_median(
-            lambda: torch.quantize_per_tensor(x, scale, 0, torch.qint8), device=device, repeat=7
+            lambda: torch.quantize_per_tensor(x, scale, 0, torch.qint8),
+            device=device,
+            repeat=15,
+            warmup=5,
         )
 
 
