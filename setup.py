@@ -90,6 +90,9 @@ def extensions():
     debug = os.environ.get("DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     cxx = [*opt, "-std=c++20", "-fopenmp", "-Wall", "-Wno-unknown-pragmas", "-fno-math-errno"]
+    # Exact IEEE arithmetic, never fused into FMA (GCC's default is -ffp-contract=fast): the CPU
+    # kernels must match the reference and the CUDA kernels (nvcc --fmad=false) bit for bit.
+    cxx.append("-ffp-contract=off")
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cpp"))
     define_macros = [("HIERBENCH_VERSION", '"0.1.0"')]
     if not with_cuda:

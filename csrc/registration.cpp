@@ -11,6 +11,19 @@ TORCH_LIBRARY(hierbench, m) {
   // NaN propagates: a group holding a NaN gets NaN for both.
   m.def("group_minmax(Tensor x, int group_size) -> (Tensor, Tensor)");
   m.def("group_minmax.out(Tensor x, int group_size, *, Tensor(a!) min, Tensor(b!) max) -> ()");
+
+  // Min/max affine quantization of x.flatten() (float32/16, bfloat16) to `bits` in {2, 4, 8}.
+  // granularity: "tensor" (1 group), "channel" (x.shape[channel_dim] groups), "group" (runs of
+  // group_size consecutive elements, a power of two >= 32); arguments a granularity does not use
+  // are ignored. rounding: "nearest" (half to even) or "stochastic" (counter-based, keyed by
+  // (seed, flat index)). payload: uint8, ceil(numel * bits / 8) bytes, code k at bit k*bits,
+  // lowest bits first; scale, offset: float32 (G,). A group holding NaN/inf gets NaN scale and
+  // offset and codes 0. Exact formula: hierbench/ops/reference.py::quantize.
+  m.def("quantize(Tensor x, int bits, str granularity, int group_size, int channel_dim, str rounding, int seed) -> (Tensor payload, Tensor scale, Tensor offset)");
+  m.def("quantize.out(Tensor x, int bits, str granularity, int group_size, int channel_dim, str rounding, int seed, *, Tensor(a!) payload, Tensor(b!) scale, Tensor(c!) offset) -> ()");
+  // The inverse: offset + code * scale (float32, unfused), converted to dtype (nearest even).
+  m.def("dequantize(Tensor payload, Tensor scale, Tensor offset, SymInt[] shape, int bits, str granularity, int group_size, int channel_dim, ScalarType dtype) -> Tensor");
+  m.def("dequantize.out(Tensor payload, Tensor scale, Tensor offset, SymInt[] shape, int bits, str granularity, int group_size, int channel_dim, *, Tensor(a!) out) -> ()");
 }
 
 namespace {

@@ -16,8 +16,21 @@ from hierbench.ops import reference
 
 _ext.load()  # runs the TORCH_LIBRARY registrations
 from hierbench.ops import _fake  # noqa: E402,F401  (registers fake kernels; needs the op schemas)
+from hierbench.ops.quant import (  # noqa: E402
+    QuantConfig,
+    QuantizedTensor,
+    dequantize,
+    quantize,
+)
 
-__all__ = ["group_minmax", "reference"]
+__all__ = [
+    "QuantConfig",
+    "QuantizedTensor",
+    "dequantize",
+    "group_minmax",
+    "quantize",
+    "reference",
+]
 
 
 def group_minmax(

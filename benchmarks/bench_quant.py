@@ -1,0 +1,157 @@
+"""quantize / dequantize throughput against a memcpy of the same bytes, measured in the same run.
+
+Per-group (128) quantization at 2/4/8 bits, on a typical activation (64x128x16x16 fp32) and on a
+DRAM-sized tensor (256 MiB fp32), on the CPU and (when present) CUDA. ``extra_info`` holds GB/s,
+the memcpy roofline ratio (``anchor``), and, beside the 8-bit runs, the same-run times of
+``torch.quantize_per_tensor`` (8-bit only, scale precomputed: no min/max search) and of the eager
+reference ``hierbench.ops.reference.quantize``.
+
+The kernels are timed through the raw ops (``torch.ops.hierbench.*.out``, preallocated outputs);
+``test_quantize_public_api`` times the Python wrapper (argument checks, NaN check, dataclass).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from benchmarks.anchors import time_median
+from hierbench import _ext
+from hierbench.ops import QuantConfig, quantize, reference
+
+SHAPES = {
+    "activation_64x128x16x16": (64, 128, 16, 16),
+    "dram_256MiB": (64 * 1024 * 1024,),
+}
+GROUP = 128
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    if request.param == "cuda" and not (
+        torch.cuda.is_available() and _ext.build_info()["with_cuda"]
+    ):
+        pytest.skip("no CUDA device or extension built without CUDA")
+    return request.param
+
+
+def _synced(fn, device):
+    """fn, followed by a device synchronisation on CUDA (so the timer sees the kernel)."""
+    if device != "cuda":
+        return fn
+
+    def run():
+        fn()
+        torch.cuda.synchronize()
+
+    return run
+
+
+def _input(shape, device):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def _qpt_seconds(x, device):
+    """torch.quantize_per_tensor with a precomputed scale (the caller's min/max not timed)."""
+    scale = float(x.abs().max()) / 127
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized dtypes are deprecated in torch 2.14
+        # warm-up: the first quantized-tensor calls of a session are slow (lazy initialisation)
+        return time_median(
+            lambda: torch.quantize_per_tensor(x, scale, 0, torch.qint8),
+            device=device,
+            repeat=15,
+            warmup=5,
+        )
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+def test_quantize(benchmark, anchor, device, shape_name, bits):
+    x = _input(SHAPES[shape_name], device)
+    p, s, o = torch.ops.hierbench.quantize(x, bits, "group", GROUP, 1, "nearest", 0)
+    benchmark.group = f"quantize/{shape_name}/{device}"
+    benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=bits, group=GROUP)
+    op = torch.ops.hierbench.quantize.out
+    benchmark(
+        _synced(
+            lambda: op(x, bits, "group", GROUP, 1, "nearest", 0, payload=p, scale=s, offset=o),
+            device,
+        )
+    )
+    anchor(benchmark, x.numel() * 4, p.numel() + s.numel() * 8, device)
+    median = benchmark.stats.stats.median
+    if bits == 8:
+        qpt = _qpt_seconds(x, device)
+        benchmark.extra_info["quantize_per_tensor_s"] = qpt
+        benchmark.extra_info["time_ratio_vs_quantize_per_tensor"] = median / qpt
+        large = x.numel() > 1 << 24
+        ref = time_median(
+            lambda: reference.quantize(x, bits, "group", GROUP, 1),
+            device=device,
+            repeat=1 if large else 3,
+            warmup=0 if large else 1,
+        )
+        benchmark.extra_info["reference_s"] = ref
+        benchmark.extra_info["speedup_vs_reference"] = ref / median
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+def test_dequantize(benchmark, anchor, device, shape_name, bits):
+    x = _input(SHAPES[shape_name], device)
+    p, s, o = torch.ops.hierbench.quantize(x, bits, "group", GROUP, 1, "nearest", 0)
+    out = torch.empty_like(x)
+    shape = list(x.shape)
+    benchmark.group = f"dequantize/{shape_name}/{device}"
+    benchmark.extra_info.update(shape=shape, dtype="float32", bits=bits, group=GROUP)
+    op = torch.ops.hierbench.dequantize.out
+    benchmark(_synced(lambda: op(p, s, o, shape, bits, "group", GROUP, 1, out=out), device))
+    anchor(benchmark, p.numel() + s.numel() * 8, x.numel() * 4, device)
+    if bits == 8 and x.numel() <= 1 << 24:
+        ref = time_median(
+            lambda: reference.dequantize(p, s, o, shape, bits, "group", GROUP, 1),
+            device=device,
+            repeat=3,
+        )
+        benchmark.extra_info["speedup_vs_reference"] = ref / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+def test_torch_quantize_per_tensor(benchmark, anchor, device, shape_name):
+    """The anchor of the 8-bit rows: torch's 8-bit quantization, scale given (no min/max)."""
+    x = _input(SHAPES[shape_name], device)
+    scale = float(x.abs().max()) / 127
+    benchmark.group = f"quantize/{shape_name}/{device}"
+    benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=8, group=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        benchmark(_synced(lambda: torch.quantize_per_tensor(x, scale, 0, torch.qint8), device))
+    anchor(benchmark, x.numel() * 4, x.numel(), device)
+
+
+def test_quantize_public_api(benchmark, anchor, device):
+    """hierbench.ops.quantize(x, cfg, out=q) on the activation: the kernel plus Python costs."""
+    x = _input(SHAPES["activation_64x128x16x16"], device)
+    cfg = QuantConfig(bits=8, group_size=GROUP)
+    q = quantize(x, cfg)
+    benchmark.group = f"quantize/activation_64x128x16x16/{device}"
+    benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=8, group=GROUP)
+    benchmark(_synced(lambda: quantize(x, cfg, out=q), device))
+    anchor(benchmark, x.numel() * 4, q.nbytes, device)
+
+
+def test_reference_quantize(benchmark, anchor, device):
+    """The eager pure-PyTorch reference on the activation (the large tensor: see extra_info)."""
+    x = _input(SHAPES["activation_64x128x16x16"], device)
+    benchmark.group = f"quantize/activation_64x128x16x16/{device}"
+    benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=8, group=GROUP)
+    benchmark.pedantic(
+        _synced(lambda: reference.quantize(x, 8, "group", GROUP, 1), device),
+        rounds=5,
+        warmup_rounds=1,
+    )
+    anchor(benchmark, x.numel() * 4, x.numel() + x.numel() // GROUP * 8, device)

@@ -1,0 +1,259 @@
+"""Fused min/max affine quantization: ``quantize`` / ``dequantize`` and their config types.
+
+Thin typed wrappers over ``torch.ops.hierbench.quantize`` and ``torch.ops.hierbench.dequantize``
+(CPU and CUDA kernels, fake kernels for ``torch.compile``). The exact semantics, bit for bit, are
+those of :func:`hierbench.ops.reference.quantize` and :func:`hierbench.ops.reference.dequantize`.
+
+Granularity (one float32 ``scale`` and ``offset`` per group; ``G`` groups):
+
+=============  ==============================================  =====================
+granularity    a group is                                      G
+=============  ==============================================  =====================
+``"tensor"``   every element                                   1
+``"channel"``  the elements with one index along channel_dim   ``x.shape[channel_dim]``
+``"group"``    group_size consecutive elements of x.flatten()  ``ceil(numel / group_size)``
+=============  ==============================================  =====================
+
+Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hierbench.ops import reference
+
+__all__ = ["QuantConfig", "QuantizedTensor", "dequantize", "quantize"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize: bits, granularity and rounding. Frozen; validated on construction.
+
+    Attributes:
+        bits: code width, 2, 4 or 8.
+        granularity: ``"tensor"``, ``"channel"`` or ``"group"`` (see the module docstring).
+        group_size: for ``"group"``, a power of two >= 32 (consecutive elements of
+            ``x.flatten()``; the last group may be partial). Checked for every granularity.
+        channel_dim: for ``"channel"``, the dimension that indexes channels (negative counts
+            from the end).
+        rounding: ``"nearest"`` (round half to even) or ``"stochastic"`` (unbiased, from a
+            counter-based generator keyed by ``(seed, element index)``).
+    """
+
+    bits: int = 8
+    granularity: str = "group"
+    group_size: int = 128
+    channel_dim: int = 1
+    rounding: str = "nearest"
+
+    def __post_init__(self) -> None:
+        if type(self.bits) is not int or self.bits not in (2, 4, 8):
+            raise ValueError(f"QuantConfig.bits must be one of 2, 4, 8, got {self.bits!r}")
+        if self.granularity not in ("tensor", "channel", "group"):
+            raise ValueError(
+                "QuantConfig.granularity must be one of 'tensor', 'channel', 'group', "
+                f"got {self.granularity!r}"
+            )
+        gs = self.group_size
+        if type(gs) is not int or gs < 32 or gs & (gs - 1):
+            raise ValueError(f"QuantConfig.group_size must be a power of two >= 32, got {gs!r}")
+        if type(self.channel_dim) is not int:
+            raise ValueError(f"QuantConfig.channel_dim must be an int, got {self.channel_dim!r}")
+        if self.rounding not in ("nearest", "stochastic"):
+            raise ValueError(
+                "QuantConfig.rounding must be one of 'nearest', 'stochastic', "
+                f"got {self.rounding!r}"
+            )
+
+    def num_groups(self, shape: tuple[int, ...]) -> int:
+        """G, the number of (scale, offset) pairs for a tensor of ``shape``."""
+        return reference.num_groups(shape, self.granularity, self.group_size, self.channel_dim)
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A quantized tensor: packed codes plus per-group float32 scale and offset.
+
+    Attributes:
+        payload: uint8 ``(ceil(numel * bits / 8),)``: the codes of ``x.flatten()`` (row-major),
+            packed little-endian, lowest bits first (element k at bit ``(k*bits) % 8`` of byte
+            ``(k*bits) // 8``).
+        scale: float32 ``(G,)``.
+        offset: float32 ``(G,)``, the group minimum.
+        shape: the original shape.
+        dtype: the original dtype (the default of :func:`dequantize`).
+        config: the :class:`QuantConfig` used.
+        seed: the stochastic-rounding seed used (recorded also for ``"nearest"``).
+    """
+
+    payload: torch.Tensor
+    scale: torch.Tensor
+    offset: torch.Tensor
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    config: QuantConfig
+    seed: int = 0
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def num_groups(self) -> int:
+        return self.scale.numel()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of payload + scale + offset."""
+        return (
+            self.payload.numel()
+            + self.scale.numel() * self.scale.element_size()
+            + self.offset.numel() * self.offset.element_size()
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.payload.device
+
+
+def _op_args(cfg: QuantConfig) -> tuple[int, str, int, int]:
+    return cfg.bits, cfg.granularity, cfg.group_size, cfg.channel_dim
+
+
+def _raise_non_finite(x: torch.Tensor, scale: torch.Tensor) -> None:
+    bad = ~torch.isfinite(x.detach().reshape(-1))
+    count = int(bad.sum())
+    if count:
+        first = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"x has {count} non-finite value(s) (NaN or inf), the first at flat index {first} "
+            f"(value {x.detach().reshape(-1)[first].item()}); quantize needs finite input"
+        )
+    group = int((~torch.isfinite(scale)).nonzero()[0, 0])
+    raise ValueError(
+        f"x's range overflows float32 in group {group} (max - min is inf); quantize needs "
+        "max - min <= 3.4e38 per group"
+    )
+
+
+def quantize(
+    x: torch.Tensor,
+    config: QuantConfig = QuantConfig(),
+    *,
+    seed: int = 0,
+    out: QuantizedTensor | None = None,
+) -> QuantizedTensor:
+    """Quantize ``x`` to ``config.bits``-bit codes with per-group min/max affine parameters.
+
+    One fused pass per group on CPU and CUDA (min/max, quantize, pack). Per group, in float32
+    (fp16/bf16 widen exactly), ``qmax = 2^bits - 1``::
+
+        lo = min(x_g), hi = max(x_g)
+        scale  = (hi - lo) / qmax                        # IEEE division
+        inv    = 1 / scale  if scale >= 2^-126 else 0    # else (tiny or zero range) codes are 0
+        t      = min((x - lo) * inv, qmax)               # each op rounded, never fused
+        nearest:    code = rint(t)                       # round half to even
+        stochastic: code = floor(t) + (u[k] < t - floor(t))
+        offset = lo
+
+    ``u[k]`` in [0, 1) (24 bits) comes from a counter-based generator keyed by ``(seed, k)``, k
+    the element's index in ``x.flatten()``: see :func:`hierbench.ops.reference.uniform`. The same
+    seed gives the same bits on CPU and CUDA. A constant group gets ``scale = 0`` and decodes
+    exactly; with ``"nearest"``, ``|x - dequantize(q)| <= scale / 2`` up to float32 rounding.
+
+    Args:
+        x: float32, float16 or bfloat16, any shape and layout, on CPU or CUDA (read as
+            ``x.flatten()``; non-contiguous inputs are made contiguous first).
+        config: bits, granularity, rounding.
+        seed: stochastic-rounding seed, an int64 (ignored by ``"nearest"``).
+        out: a previous result whose ``payload``, ``scale`` and ``offset`` buffers are reused
+            (same device, and sizes matching this ``x`` and ``config``); loops use it to avoid
+            allocating.
+
+    Returns:
+        A :class:`QuantizedTensor` (its tensors are ``out``'s when ``out`` is given).
+
+    Raises:
+        ValueError: ``x`` holds NaN or +-inf (the message gives the count and the first flat
+            index), or a group's ``max - min`` overflows float32. An activation with NaN means
+            training diverged: quantizing it silently would hide that. (On CUDA, this check
+            reads G floats back to the host; the raw op ``torch.ops.hierbench.quantize`` does
+            not check, and marks such groups with NaN scale and offset instead.)
+        TypeError: ``x`` is not a float32/float16/bfloat16 tensor, or ``config`` is not a
+            :class:`QuantConfig`.
+
+    Reference: :func:`hierbench.ops.reference.quantize` (bit-exact).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+    if type(seed) is not int or not _INT64_MIN <= seed <= _INT64_MAX:
+        raise ValueError(f"seed must be an int64, got {seed!r}")
+    if out is not None and not isinstance(out, QuantizedTensor):
+        raise TypeError(f"out must be a QuantizedTensor, got {type(out).__name__}")
+    args = (*_op_args(config), config.rounding, seed)
+    if out is None:
+        payload, scale, offset = torch.ops.hierbench.quantize.default(x, *args)
+    else:
+        payload, scale, offset = out.payload, out.scale, out.offset
+        torch.ops.hierbench.quantize.out(x, *args, payload=payload, scale=scale, offset=offset)
+    # Under torch.compile the data-dependent check would break the graph: it is skipped there,
+    # and invalid groups keep the op's NaN scale/offset. One reduction + one read-back: the sum is
+    # finite when every scale is (an overflowing sum of finite scales is re-checked exactly).
+    if (
+        not torch.compiler.is_compiling()
+        and scale.numel()
+        and not math.isfinite(scale.sum().item())
+        and not bool(torch.isfinite(scale).all())
+    ):
+        _raise_non_finite(x, scale)
+    return QuantizedTensor(payload, scale, offset, tuple(x.shape), x.dtype, config, seed)
+
+
+def dequantize(
+    q: QuantizedTensor,
+    dtype: torch.dtype | None = None,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decode a :class:`QuantizedTensor`: ``x_hat = offset + code * scale``.
+
+    The multiply and the add are each rounded to float32 (never fused); the result is then
+    converted to ``dtype`` rounding to nearest even. Bit-exact on CPU and CUDA.
+
+    Args:
+        q: the quantized tensor.
+        dtype: float32, float16 or bfloat16; default ``q.dtype``.
+        out: optional contiguous tensor of ``q.shape`` on ``q``'s device to write into; its
+            dtype is the output dtype (``dtype``, if also given, must equal it).
+
+    Returns:
+        A contiguous tensor of shape ``q.shape`` (``out`` when given).
+
+    Reference: :func:`hierbench.ops.reference.dequantize` (bit-exact).
+    """
+    if not isinstance(q, QuantizedTensor):
+        raise TypeError(f"q must be a QuantizedTensor, got {type(q).__name__}")
+    if dtype is None:
+        dtype = out.dtype if out is not None else q.dtype
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    args = (q.payload, q.scale, q.offset, list(q.shape), *_op_args(q.config))
+    if out is None:
+        return torch.ops.hierbench.dequantize.default(*args, dtype)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must be {dtype} (the requested dtype), got {out.dtype}")
+    torch.ops.hierbench.dequantize.out(*args, out=out)
+    return out
