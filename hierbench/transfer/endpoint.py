@@ -471,11 +471,15 @@ class Listener:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    def accept(self, *, timeout: float | None = None) -> Endpoint:
+    def accept(self, *, timeout: float | None = None, link: Link | str | None = None) -> Endpoint:
         """Waits for a peer and authenticates it. A peer that fails the handshake raises
-        ``TransferError`` naming it and the cause; the listener stays usable."""
-        native = self._native.accept(_spec(self.link, self.direction), timeout)
-        return Endpoint(native, self.link, self.direction)
+        ``TransferError`` naming it and the cause; the listener stays usable.
+
+        ``link``: shape this connection's sends with another link than the listener's (for
+        example an unshaped control connection beside a shaped data connection)."""
+        link = self.link if link is None else Link.parse(link)
+        native = self._native.accept(_spec(link, self.direction), timeout)
+        return Endpoint(native, link, self.direction)
 
     def close(self) -> None:
         self._native.close()

@@ -1,0 +1,70 @@
+"""Channels between roles, over the transfer engine (:mod:`hierbench.transfer`).
+
+A role needs two ordered, reliable channels: ``data`` through the emulated link (uploads; split
+learning's gradients come back on it at the downlink rate) and ``control``, unshaped (config,
+evaluation, results). In one process they are the engine's in-process pairs; across processes,
+two authenticated TCP connections, the data one first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hierbench import transfer
+from hierbench.methods.config import RunConfig
+
+
+class EngineChannel:
+    """The role-side view of one engine endpoint: bytes in, bytes out, in order."""
+
+    def __init__(self, endpoint: transfer.Endpoint) -> None:
+        self.endpoint = endpoint
+
+    def send(self, data: bytes, timeout: float | None = None) -> None:
+        self.endpoint.send(data, timeout=timeout)
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        return self.endpoint.recv(timeout=timeout).data
+
+    def close(self) -> None:
+        self.endpoint.close()
+
+
+def make_link(cfg: RunConfig) -> transfer.Link:
+    """The data channel's link: ``cfg.link`` (preset or rate spec) with ``cfg.outages``."""
+    link = transfer.Link() if cfg.link is None else transfer.Link.parse(cfg.link)
+    if cfg.outages:
+        link = dataclasses.replace(link, outages=cfg.outages)
+    return link
+
+
+def inprocess_channels(cfg: RunConfig):
+    """((edge_data, cloud_data), (edge_control, cloud_control)) joined in this process."""
+    a, b = transfer.inprocess_pair(make_link(cfg), slots=cfg.slots)
+    c, d = transfer.inprocess_pair(None, slots=64)
+    return (EngineChannel(a), EngineChannel(b)), (EngineChannel(c), EngineChannel(d))
+
+
+def link_records(channel) -> dict | None:
+    """The data channel's link and per-message engine timelines (seconds, engine clock).
+
+    ``epoch`` is when the endpoint was created: outages are relative to it.
+    """
+    endpoint = getattr(channel, "endpoint", None)
+    if endpoint is None:
+        return None
+    out = []
+    for r in endpoint.records():
+        out.append(
+            {
+                "direction": r.direction,
+                "seq": r.seq,
+                "bytes": r.nbytes,
+                "enqueued": r.enqueued,
+                "tx_start": r.tx_start,
+                "tx_end": r.tx_end,
+                "delivered": r.delivered,
+                "taken": r.taken,
+            }
+        )
+    return {"spec": str(endpoint.link), "epoch": endpoint.epoch, "messages": out}

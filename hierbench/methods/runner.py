@@ -1,0 +1,297 @@
+"""Run a method: both roles in one process (threads), or one role per process over TCP.
+
+``run(cfg)`` is the one-process form: the cloud role runs in a thread, the edge in the caller's,
+joined by in-process channels (the data one through the link emulator). ``run_edge`` and
+``run_cloud`` are the two halves for ``hierbench edge --connect`` / ``hierbench cloud --listen``;
+the roles are the same code either way. Each run returns (and can write) a run record: JSON with
+the config, the environment, per-batch timestamps and bytes, per-epoch losses and accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from hierbench.methods.config import RunConfig
+from hierbench.methods.roles import CloudRole, EdgeRole
+
+RECORD_VERSION = 1
+
+
+def environment() -> dict:
+    from hierbench import __version__, _ext
+
+    return {
+        "hierbench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "extension": _ext.build_info() if _ext.available() else None,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+class Progress:
+    """A one-line console progress bar per role (stderr), throttled to a few updates a second."""
+
+    def __init__(self, enabled: bool = True, stream=sys.stderr) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._t0 = time.perf_counter()
+
+    def __call__(self, role: str, done: int, total: int, rec: dict) -> None:
+        if not self.enabled:
+            return
+        t = time.perf_counter()
+        if done < total and t - self._last.get(role, 0.0) < 0.5:
+            return
+        self._last[role] = t
+        width = 24
+        fill = int(width * done / max(total, 1))
+        loss = rec.get("loss")
+        loss_s = f" loss {loss:.3f}" if loss is not None else ""
+        with self._lock:
+            self.stream.write(
+                f"\r{role:5s} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
+                f"{loss_s} {t - self._t0:7.1f}s" + ("\n" if done >= total else "")
+            )
+            self.stream.flush()
+
+
+def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None) -> dict:
+    """Merge the two roles' records into one run record with totals."""
+    cloud = edge.pop("cloud")
+    steps_e, steps_c = edge["steps"], cloud["steps"]
+    t0 = edge["t_start"]
+    t_end = max(r["t1"] for r in steps_c) if steps_c else edge["t_edge_done"]
+    eval_s = sum(e.get("edge_eval_s", 0.0) for e in edge["epochs"])
+    totals = {
+        "batches": len(steps_e),
+        "wall_s": t_end - t0,
+        "edge_busy_s": sum(r.get("compute_s", r["t1"] - r["t0"]) for r in steps_e),
+        "cloud_busy_s": sum(r["t1"] - r["t0"] for r in steps_c),
+        "edge_eval_s": eval_s,
+        "bytes_up": sum(r["bytes_up"] for r in steps_e),
+        "bytes_down": sum(r.get("bytes_down", 0) for r in steps_e),
+        "uplink_stall_s": edge["uplink_stall_s"],
+    }
+    # Training time excludes the edge's evaluation pauses (the only evaluation on the critical
+    # path; the cloud evaluates between epochs while the edge goes on).
+    totals["train_wall_s"] = totals["wall_s"] - eval_s
+    epochs = edge["epochs"]
+    return {
+        "record_version": RECORD_VERSION,
+        "config": cfg.to_dict(),
+        "environment": environment(),
+        "conventions": {
+            "clock": "time.perf_counter (CLOCK_MONOTONIC): comparable across processes on one "
+            "machine",
+            "bytes": "message bytes: 32-byte header + 1 byte per label (K <= 256) + payload",
+            "upload": "every batch is uploaded each time it is used (online setting)",
+        },
+        "steps_per_epoch": edge["steps_per_epoch"],
+        "edge_steps": steps_e,
+        "cloud_steps": steps_c,
+        "epochs": epochs,
+        "link": link_records,
+        "totals": totals,
+    }
+
+
+def write_record(record: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run(cfg: RunConfig, *, progress: bool = True, channels=None) -> dict:
+    """Both roles in this process: the cloud in a thread, the edge here. Returns the run record.
+
+    ``channels``: optional ``((edge_data, cloud_data), (edge_control, cloud_control))``; by default
+    the transfer engine's in-process pairs, the data pair shaped by ``cfg.link``.
+    """
+    from hierbench.methods import channels as ch
+
+    torch.set_num_threads(max(cfg.threads_edge, cfg.threads_cloud))
+    own = channels is None
+    if own:
+        channels = ch.inprocess_channels(cfg)
+    (edge_data, cloud_data), (edge_ctrl, cloud_ctrl) = channels
+    prog = Progress(progress)
+    cloud = CloudRole(cloud_data, cloud_ctrl, progress=prog)
+    error: list[BaseException] = []
+
+    def cloud_main():
+        try:
+            cloud.run()
+        except BaseException as exc:
+            error.append(exc)
+            for c in (cloud_data, cloud_ctrl):
+                c.close()
+
+    thread = threading.Thread(target=cloud_main, name="cloud", daemon=True)
+    thread.start()
+    try:
+        edge_rec = EdgeRole(cfg, edge_data, edge_ctrl, progress=prog).run()
+    except BaseException:
+        if error:
+            raise error[0] from None
+        raise
+    thread.join()
+    if error:
+        raise error[0]
+    link = ch.link_records(edge_data)
+    if own:
+        for c in (edge_data, cloud_data, edge_ctrl, cloud_ctrl):
+            c.close()
+    return assemble_record(cfg, edge_rec, link)
+
+
+@contextlib.contextmanager
+def _pinned(cpu: int | None):
+    """Run this process on one CPU (restored afterwards), or leave it alone."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+def run_cloud(
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
+    link: str | None = None,
+    outages: tuple = (),
+    cpu: int | None = None,
+    threads: int = 1,
+    progress: bool = True,
+    accept_timeout: float | None = 300.0,
+) -> dict:
+    """The cloud process: listen, accept the data then the control connection, train, report.
+
+    ``link`` (and ``outages``) shape what the cloud sends on the data channel (split learning's
+    gradients, at the downlink rate); it must equal the edge's ``cfg.link``.
+    """
+    from hierbench import transfer
+    from hierbench.methods.channels import EngineChannel, make_link
+
+    torch.set_num_threads(threads)
+    shaped = make_link(RunConfig(link=link, outages=outages))
+    with _pinned(cpu), transfer.listen(host, port, secret, link=shaped) as lst:
+        print(f"hierbench cloud listening on {lst.host}:{lst.port}", flush=True)
+        data = lst.accept(timeout=accept_timeout)
+        control = lst.accept(timeout=accept_timeout, link=transfer.Link())
+        try:
+            cloud = CloudRole(
+                EngineChannel(data), EngineChannel(control), progress=Progress(progress)
+            )
+            cloud.expected_link = link
+            result = cloud.run()
+        finally:
+            data.close()
+            control.close()
+    return result
+
+
+def run_edge(
+    cfg: RunConfig,
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
+    cpu: int | None = None,
+    progress: bool = True,
+    connect_timeout: float = 60.0,
+) -> dict:
+    """The edge process: connect the data then the control channel, drive the run, return the
+    merged run record."""
+    from hierbench import transfer
+    from hierbench.methods.channels import EngineChannel, link_records, make_link
+
+    torch.set_num_threads(cfg.threads_edge)
+    with _pinned(cpu):
+        data = transfer.connect(
+            host, port, secret, link=make_link(cfg), slots=cfg.slots, timeout=connect_timeout
+        )
+        control = transfer.connect(host, port, secret, timeout=connect_timeout)
+        try:
+            rec = EdgeRole(
+                cfg, EngineChannel(data), EngineChannel(control), progress=Progress(progress)
+            ).run()
+            links = link_records(EngineChannel(data))
+        finally:
+            data.close()
+            control.close()
+    record = assemble_record(cfg, rec, links)
+    record["processes"] = 2
+    return record
+
+
+def run_two_processes(
+    cfg: RunConfig, *, cpus: tuple[int | None, int | None] = (None, None), progress: bool = True
+) -> dict:
+    """The edge here and the cloud in a child process (``hierbench cloud``), over loopback TCP.
+
+    ``cpus``: (edge CPU, cloud CPU) to pin each process to one core, or ``None``.
+    """
+    secret = secrets.token_hex(32)
+    cmd = [
+        sys.executable,
+        "-m",
+        "hierbench.cli",
+        "cloud",
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--threads",
+        str(cfg.threads_cloud),
+        "--link",
+        cfg.link or "none",
+    ]
+    for a, b in cfg.outages:
+        cmd += ["--outage", f"{a}:{b}"]
+    if cpus[1] is not None:
+        cmd += ["--cpu", str(cpus[1])]
+    env = dict(os.environ, HIERBENCH_SECRET=secret)
+    child = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        line = child.stdout.readline()
+        if "listening on" not in line:
+            child.wait(timeout=30)
+            raise RuntimeError(f"cloud process failed to start: {line}{child.stderr.read()}")
+        host, _, port = line.strip().rpartition(" ")[2].rpartition(":")
+        record = run_edge(cfg, host, int(port), secret.encode(), cpu=cpus[0], progress=progress)
+        rc = child.wait(timeout=120)
+        if rc != 0:
+            raise RuntimeError(f"cloud process exited with {rc}: {child.stderr.read()[-2000:]}")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    record["cpus"] = list(cpus)
+    return record

@@ -1,0 +1,194 @@
+"""The three methods on real CIFAR-10 in one process: they train, and compute what they claim."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from hierbench.methods import RunConfig, run
+from hierbench.methods.channels import inprocess_channels
+from hierbench.methods.plain import train_plain
+from hierbench.methods.roles import CloudRole, EdgeRole
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def small(cifar10_root, **kw) -> RunConfig:
+    base = dict(
+        dataset="cifar10",
+        data_root=str(cifar10_root),
+        limit_per_class=8,
+        batch_size=16,
+        epochs=1,
+        batches_per_epoch=3,
+        link=None,
+        eval="none",
+        model="resnet18",
+        stem="imagenet",
+        cut="layer2",
+        augment=False,
+        codec="fp32",
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def run_roles(cfg: RunConfig, cloud_cls=CloudRole):
+    """Both roles over the engine's in-process channels; returns (edge, cloud, edge record)."""
+    (ed, cd), (ec, cc) = inprocess_channels(cfg)
+    cloud = cloud_cls(cd, cc)
+    t = threading.Thread(target=cloud.run, daemon=True)
+    t.start()
+    edge = EdgeRole(cfg, ed, ec)
+    rec = edge.run()
+    t.join(timeout=60)
+    assert not t.is_alive()
+    for c in (ed, cd, ec, cc):
+        c.close()
+    return edge, cloud, rec
+
+
+def _params(*modules):
+    return [p.detach().clone() for m in modules if m is not None for p in m.parameters()]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("method", ["cloud_only", "split", "hierarchical"])
+def test_each_method_trains_in_one_and_two_processes(cifar10_root, method):
+    """Memorise 32 real images over 6 epochs: the loss falls (the exit's too). The same run
+    across two processes (loopback TCP, HMAC handshake) trains identically."""
+    from hierbench.methods.runner import run_two_processes
+
+    cfg = small(
+        cifar10_root,
+        method=method,
+        codec="q8",
+        link="200mbit/1ms",
+        limit_per_class=4,
+        batch_size=8,
+        batches_per_epoch=4,
+        epochs=6,
+        lr=0.02,
+        eval="end",
+        eval_samples=64,
+    )
+    one = run(cfg, progress=False)
+    first, last = one["epochs"][0], one["epochs"][-1]
+    assert last["cloud_train_loss"] < 0.7 * first["cloud_train_loss"], one["epochs"]
+    if method == "hierarchical":
+        assert last["edge_train_loss"] < 0.8 * first["edge_train_loss"]
+        assert 0.0 <= last["exit_acc"] <= 1.0
+    assert 0.0 <= last["final_acc"] <= 1.0
+    assert one["totals"]["batches"] == 24
+
+    two = run_two_processes(cfg, progress=False)
+    assert two["processes"] == 2
+    for a, b in zip(one["epochs"], two["epochs"], strict=True):
+        for key in ("cloud_train_loss", "edge_train_loss", "final_acc", "exit_acc"):
+            assert a.get(key) == b.get(key), key
+    assert one["totals"]["bytes_up"] == two["totals"]["bytes_up"]
+    assert one["totals"]["bytes_down"] == two["totals"]["bytes_down"]
+
+
+def test_cloud_only_equals_plain_training(cifar10_root):
+    cfg = small(cifar10_root, method="cloud_only", augment=True)
+    _, cloud, _ = run_roles(cfg)
+    ref = train_plain(cfg)
+    _assert_same(_params(cloud.net), _params(ref["model"]))
+
+
+def test_split_fp32_gives_the_unsplit_models_gradients(cifar10_root):
+    cfg = small(cifar10_root, method="split", codec="fp32", grad_codec="fp32")
+    edge, cloud, rec = run_roles(cfg)
+    ref = train_plain(cfg)  # the whole model, one optimizer: exact gradients at the cut
+    _assert_same(_params(edge.edge, cloud.net), _params(ref["edge"], ref["cloud"]))
+    assert all(s["bytes_down"] > 0 for s in rec["steps"])
+
+
+def test_hierarchical_lossless_equals_plain_loop(cifar10_root):
+    cfg = small(cifar10_root, method="hierarchical", codec="fp32")
+    edge, cloud, _ = run_roles(cfg)
+    ref = train_plain(cfg)
+    _assert_same(_params(edge.edge, edge.head), _params(ref["edge"], ref["head"]))
+    _assert_same(_params(cloud.net), _params(ref["cloud"]))
+
+
+class _WrongLabelsCloud(CloudRole):
+    """A cloud that trains on permuted labels: its loss differs from the honest cloud's."""
+
+    def _train_step(self, msg, t_recv, nbytes):
+        msg.labels = msg.labels.flip(0)
+        return super()._train_step(msg, t_recv, nbytes)
+
+
+def test_hierarchical_no_gradient_crosses_and_edge_ignores_cloud(cifar10_root):
+    cfg = small(cifar10_root, method="hierarchical", codec="q8")
+    edge_a, cloud_a, rec = run_roles(cfg)
+    edge_b, cloud_b, _ = run_roles(cfg, _WrongLabelsCloud)
+    # Nothing comes down: no step received bytes, and the cloud sent no data messages.
+    assert all(s["bytes_down"] == 0 for s in rec["steps"])
+    assert all(s["bytes_down"] == 0 for s in rec["cloud"]["steps"])
+    # The edge's parameters do not depend on the cloud's loss ...
+    _assert_same(_params(edge_a.edge, edge_a.head), _params(edge_b.edge, edge_b.head))
+    # ... while the clouds did learn different things.
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(_params(cloud_a.net), _params(cloud_b.net), strict=True)
+    )
+
+
+@pytest.mark.parametrize("codec", ["q8", "q4+zstd1", "q2"])
+def test_quantized_uploads_are_smaller(cifar10_root, codec):
+    cfg = small(cifar10_root, method="hierarchical", codec=codec)
+    _, _, rec = run_roles(cfg)
+    fp32 = small(cifar10_root, method="hierarchical", codec="fp32")
+    _, _, rec32 = run_roles(fp32)
+    up = sum(s["bytes_up"] for s in rec["steps"])
+    up32 = sum(s["bytes_up"] for s in rec32["steps"])
+    assert up < up32 / 3
+
+
+def test_hierarchical_edge_trains_through_an_outage(cifar10_root):
+    """Link down for the first seconds: the edge keeps training (the backlog holds its
+    uploads), the cloud catches up when the link returns, nothing is lost or duplicated."""
+    outage_s = 3.0
+    cfg = small(
+        cifar10_root,
+        method="hierarchical",
+        codec="q8",
+        link="50mbit/2ms",
+        outages=((0.0, outage_s),),
+        batches_per_epoch=6,
+        epochs=2,
+        slots=2,
+    )
+    rec = run(cfg, progress=False)
+    total = rec["steps_per_epoch"] * cfg.epochs
+    assert total >= 8
+    link = [r for r in rec["link"]["messages"] if r["direction"] == "sent"]
+    t_up = rec["link"]["epoch"]  # outages are relative to the data endpoint's creation
+    edge_steps = rec["edge_steps"]
+    cloud_steps = rec["cloud_steps"]
+    assert [s["step"] for s in edge_steps] == list(range(total))
+    assert [s["step"] for s in cloud_steps] == list(range(total))  # in order, none lost/duplicated
+    assert sorted(r["seq"] for r in link) == list(range(len(link)))  # one message per seq
+    assert len(link) == total + 1  # the batches + END
+    first_delivery = min(s["t_recv"] for s in cloud_steps)
+    # Nothing reached the cloud while the link was down ...
+    assert first_delivery >= t_up + outage_s
+    # ... while the edge went on: more steps done than the ring alone could hold.
+    done_during_outage = sum(1 for s in edge_steps if s["t1"] < first_delivery)
+    assert done_during_outage > cfg.slots + 1, done_during_outage
