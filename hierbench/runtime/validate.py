@@ -1,0 +1,77 @@
+"""Predicted against measured: the runtime model checked on run records (torch-free).
+
+A run record (:mod:`hierbench.methods.runner`) holds the config and the measured training wall
+clock; this module rebuilds the same scenario from the config and a device profile, predicts the
+method's total time, and reports the error. The cloud of a measured run on this machine is the same
+CPU as the edge, so ``cloud_speedup`` is 1 unless a cloud profile is given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hierbench.runtime.model import Conventions, Scenario, predict
+from hierbench.runtime.profiles import Profile, load_profile
+from hierbench.runtime.wire import parse_codec
+
+_METHOD_KEY = {"cloud_only": "cloud-only", "split": "split", "hierarchical": "hierarchical"}
+
+
+@dataclass(frozen=True)
+class Check:
+    record: str
+    method: str
+    link: str
+    batches: int
+    latency: str
+    predicted_s: float
+    measured_s: float
+    bottleneck: str
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted_s / self.measured_s - 1.0)
+
+
+def profile_for(cfg: dict, profile_dir: Path, threads: int) -> Profile:
+    """The CPU profile matching a run's model, stem and dataset at ``threads`` threads."""
+    stem_part = "" if cfg["model"] == "vgg16" else f"-{cfg['stem']}"
+    path = Path(profile_dir) / f"{cfg['model']}{stem_part}-{cfg['dataset']}-cpu-t{threads}.csv"
+    return load_profile(path)
+
+
+def check_record(
+    path: str | Path,
+    profile_dir: str | Path,
+    *,
+    latency: str = "pipelined",
+    cloud_speedup: float = 1.0,
+) -> Check:
+    """Predict the run in ``path`` from the profiles and compare with its measured wall clock."""
+    rec = json.loads(Path(path).read_text())
+    cfg = rec["config"]
+    n = int(rec["totals"]["batches"])
+    edge = profile_for(cfg, Path(profile_dir), int(cfg.get("threads_edge", 1)))
+    sc = Scenario(
+        edge=edge,
+        link=cfg["link"] or "inf",
+        n_batches=n,
+        cloud_speedup=cloud_speedup,
+        edge_slowdown=float(cfg.get("edge_slowdown", 1.0)),
+        head=cfg.get("exit_head", "conv"),
+        conventions=Conventions(latency=latency),
+        grad_codec=parse_codec(cfg.get("grad_codec", "fp32")),
+    )
+    pred = predict(sc, cfg["cut"], parse_codec(cfg["codec"]))[_METHOD_KEY[cfg["method"]]]
+    return Check(
+        record=str(path),
+        method=cfg["method"],
+        link=cfg["link"] or "unshaped",
+        batches=n,
+        latency=latency,
+        predicted_s=pred.total_s,
+        measured_s=float(rec["totals"]["train_wall_s"]),
+        bottleneck=pred.bottleneck,
+    )
