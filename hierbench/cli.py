@@ -104,6 +104,7 @@ def _run_config(args: argparse.Namespace):
         eval_samples=args.eval_samples or None,
         outages=outages,
         slots=args.slots,
+        checkpoint_every=args.checkpoint_every,
     )
 
 
@@ -181,6 +182,8 @@ def _cmd_cloud(args: argparse.Namespace) -> int:
         cpu=args.cpu,
         threads=args.threads,
         progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
     )
     return 0
 
@@ -237,6 +240,12 @@ def _add_run_args(s: argparse.ArgumentParser) -> None:
         help="link down from START to END seconds after the start (repeatable)",
     )
     s.add_argument("--slots", type=int, default=2, help="transfer ring slots")
+    s.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="the cloud checkpoints every N steps; the edge replays to a restarted cloud",
+    )
     s.add_argument("--out", type=Path, default=None, help="write the run record (JSON) here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -438,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the downlink shaping; must equal the edge's --link (none: unshaped)",
     )
     s.add_argument("--outage", action="append", metavar="START:END")
+    s.add_argument("--checkpoint-dir", default=None, help="where the cloud keeps its checkpoint")
+    s.add_argument(
+        "--resume", action="store_true", help="start from the checkpoint in --checkpoint-dir"
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_cloud)
 

@@ -26,8 +26,9 @@ class EngineChannel:
     def recv(self, timeout: float | None = None) -> bytes:
         return self.endpoint.recv(timeout=timeout).data
 
-    def close(self) -> None:
-        self.endpoint.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued (for up to ``timeout`` seconds; None: all), then close."""
+        self.endpoint.close(timeout=timeout)
 
 
 def make_link(cfg: RunConfig) -> transfer.Link:

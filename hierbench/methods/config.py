@@ -45,6 +45,10 @@ class RunConfig:
         slots: transfer-engine ring slots (2 = double buffering).
         backlog_bytes: how many encoded bytes the hierarchical edge may queue while the link is
             slow or down before it waits (the edge keeps training meanwhile).
+        checkpoint_every: the cloud checkpoints every this many steps (0: never) and
+            acknowledges them; the edge keeps what is not acknowledged and, if the cloud goes
+            away, reconnects and replays from the step the restarted cloud asks for. For the
+            pipelined methods (cloud_only, hierarchical), with ``eval`` "end" or "none".
     """
 
     method: str = "hierarchical"
@@ -74,6 +78,7 @@ class RunConfig:
     outages: tuple[tuple[float, float], ...] = field(default_factory=tuple)
     slots: int = 2
     backlog_bytes: int = 256 << 20
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         from hierbench.models import EXIT_HEADS, MODELS, STEMS
@@ -89,6 +94,18 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
             raise ValueError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.checkpoint_every and self.method == "split":
+            raise ConfigError(
+                "checkpoint/resume supports cloud_only and hierarchical: split learning is "
+                "synchronous (the edge waits on every gradient); restart a split run instead"
+            )
+        if self.checkpoint_every and self.eval == "epoch":
+            raise ConfigError(
+                "with checkpoint_every, eval must be 'end' or 'none' (evaluation traffic in flight "
+                "when the cloud restarts is not replayed)"
+            )
         if self.edge_slowdown < 1.0:
             raise ValueError(f"edge_slowdown must be >= 1, got {self.edge_slowdown}")
         outages = tuple((float(a), float(b)) for a, b in self.outages)

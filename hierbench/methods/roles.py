@@ -21,10 +21,12 @@ same parameters, and ``split`` with the fp32 codec computes exactly the unsplit 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -54,7 +56,7 @@ class Channel(Protocol):
 
     def recv(self, timeout: float | None = None) -> bytes: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float | None = None) -> None: ...
 
 
 class Sender:
@@ -62,31 +64,50 @@ class Sender:
 
     The hierarchical edge puts its uploads here and goes on training; ``put`` waits only when the
     backlog is full (the link is far slower than the edge, or down). Errors of the sending thread
-    are raised by the next ``put`` or by ``flush``.
+    are raised by the next ``put`` or by ``flush``, unless ``recover`` is given: then a failed send
+    calls ``recover(generation)``, which reconnects and :meth:`reset` s the queue, and sending
+    goes on (the edge's resume after a cloud restart).
     """
 
-    def __init__(self, channel: Channel, max_bytes: int, name: str = "uplink") -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        max_bytes: int,
+        name: str = "uplink",
+        recover: Callable[[int], None] | None = None,
+    ) -> None:
         self._channel = channel
         self._max = max_bytes
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
         self._bytes = 0
         self._cv = threading.Condition()
         self._error: BaseException | None = None
         self._closing = False
+        self._recover = recover
+        self.generation = 0
         self.stall_s = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes, step: int = -1) -> None:
         t0 = now()
         with self._cv:
             while self._bytes and self._bytes + len(data) > self._max and self._error is None:
                 self._cv.wait()
             self._raise()
-            self._queue.append(data)
+            self._queue.append((step, data))
             self._bytes += len(data)
             self._cv.notify_all()
         self.stall_s += now() - t0
+
+    def reset(self, channel: Channel, entries, generation: int) -> None:
+        """Send ``entries`` ((step, bytes), in order) on ``channel`` instead of what is queued."""
+        with self._cv:
+            self._channel = channel
+            self._queue = collections.deque(entries)
+            self._bytes = sum(len(d) for _, d in self._queue)
+            self.generation = generation
+            self._cv.notify_all()
 
     def flush(self) -> None:
         """Wait until everything queued has been handed to the channel."""
@@ -113,29 +134,52 @@ class Sender:
                     self._cv.wait()
                 if not self._queue:
                     return
-                data = self._queue[0]
+                _, data = self._queue[0]
+                channel, generation = self._channel, self.generation
             try:
-                self._channel.send(data)
-            except BaseException as exc:  # surfaced by put()/flush()
+                channel.send(data)
+            except BaseException as exc:  # surfaced by put()/flush(), unless we can recover
+                error: BaseException = exc
+                if self._recover is not None and not self._closing:
+                    try:
+                        self._recover(generation)
+                        continue
+                    except BaseException as again:
+                        error = again
                 with self._cv:
-                    self._error = exc
+                    self._error = error
                     self._cv.notify_all()
                 return
             with self._cv:
-                self._queue.popleft()
-                self._bytes -= len(data)
+                if self.generation == generation and self._queue:
+                    self._queue.popleft()
+                    self._bytes -= len(data)
                 self._cv.notify_all()
 
 
 class Receiver:
-    """Receives and parses messages on a background thread, so the sender never blocks on us."""
+    """Receives and parses messages on a background thread, so the sender never blocks on us.
 
-    def __init__(self, channel: Channel, name: str) -> None:
+    ``hook(message)`` sees every message first and returns True to consume it (acknowledgements);
+    ``recover(generation)`` (optional) reconnects after a failed receive and returns the new
+    channel and its generation.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        name: str,
+        hook: Callable[[Message], bool] | None = None,
+        recover: Callable[[int], tuple[Channel, int]] | None = None,
+    ) -> None:
         self._channel = channel
         self._queue: collections.deque[Message] = collections.deque()
         self._cv = threading.Condition()
         self._error: BaseException | None = None
         self._stop = False
+        self._hook = hook
+        self._recover = recover
+        self.generation = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -155,10 +199,19 @@ class Receiver:
             try:
                 msg = wire.unpack(self._channel.recv())
             except BaseException as exc:
+                error: BaseException = exc
+                if self._recover is not None and not self._stop:
+                    try:
+                        self._channel, self.generation = self._recover(self.generation)
+                        continue
+                    except BaseException as again:
+                        error = again
                 with self._cv:
-                    self._error = exc
+                    self._error = error
                     self._cv.notify_all()
                 return
+            if self._hook is not None and self._hook(msg):
+                continue
             with self._cv:
                 self._queue.append(msg)
                 self._cv.notify_all()
@@ -217,6 +270,8 @@ class EdgeRole:
         control: Channel,
         *,
         progress: ProgressFn | None = None,
+        reconnect: Callable[[], tuple[Channel, Channel]] | None = None,
+        reconnect_timeout: float = 120.0,
     ) -> None:
         self.cfg = cfg
         self.data = data
@@ -224,6 +279,16 @@ class EdgeRole:
         self.progress = progress
         self.codec = ActivationCodec(cfg.codec)
         self.grad_codec = ActivationCodec(cfg.grad_codec)
+        # Resume after a cloud restart: keep every upload the cloud has not acknowledged as
+        # checkpointed, reconnect on a failed transfer, replay from the step the cloud asks for.
+        self.reconnect = reconnect if cfg.checkpoint_every else None
+        self.reconnect_timeout = reconnect_timeout
+        self.retained: collections.deque[tuple[int, bytes]] | None = (
+            collections.deque() if cfg.checkpoint_every else None
+        )
+        self._lock = threading.RLock()
+        self._gen = 0
+        self.reconnects = 0
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -254,19 +319,26 @@ class EdgeRole:
             edge_params += list(self.head.parameters())
         self.opt, self.sched = make_optimizer(cfg, edge_params, total)
 
-        self.control.send(
-            wire.pack(
-                Message(
-                    Kind.CONTROL,
-                    payload=wire.pack_json(
-                        {"type": "hello", "config": cfg.to_dict(), "steps_per_epoch": spe}
-                    ),
-                )
+        self._hello = {"type": "hello", "config": cfg.to_dict(), "steps_per_epoch": spe}
+        start = self._handshake(self.control)
+        if start != 0:
+            raise TransferError(
+                f"the cloud resumes at step {start}, but this edge starts a new run: restart the "
+                "cloud without --resume (or with an empty checkpoint folder)"
             )
+        resilient = self.reconnect is not None
+        self.inbox = Receiver(
+            self.control,
+            "control-in",
+            hook=self._on_control,
+            recover=self._recover_control if resilient else None,
         )
-        self.inbox = Receiver(self.control, "control-in")
-        self.uplink = Sender(self.data, cfg.backlog_bytes, "uplink")
-        self.ctrl_out = Sender(self.control, 1 << 62, "control-out")
+        self.uplink = Sender(
+            self.data, cfg.backlog_bytes, "uplink", recover=self._recover if resilient else None
+        )
+        self.ctrl_out = Sender(
+            self.control, 1 << 62, "control-out", recover=self._recover if resilient else None
+        )
         steps, epochs = [], []
         t_start = now()
         for epoch in range(cfg.epochs):
@@ -285,7 +357,7 @@ class EdgeRole:
             if cfg.eval == "epoch" or (cfg.eval == "end" and epoch == cfg.epochs - 1):
                 ep.update(self._evaluate(epoch, test))
             epochs.append(ep)
-        self.uplink.put(wire.pack(Message(Kind.END, step=total)))
+        self._upload(total, wire.pack(Message(Kind.END, step=total)))
         self.uplink.flush()
         t_edge_done = now()
         self.ctrl_out.flush()
@@ -301,8 +373,75 @@ class EdgeRole:
             "steps": steps,
             "epochs": epochs,
             "uplink_stall_s": self.uplink.stall_s,
+            "reconnects": self.reconnects,
             "cloud": cloud,
         }
+
+    # -- uploads, acknowledgements and resume -----------------------------------------------
+
+    def _handshake(self, control: Channel) -> int:
+        """Send hello on a (new) control channel; return the step the cloud expects next."""
+        control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(self._hello))))
+        msg = wire.unpack(control.recv())
+        welcome = wire.unpack_json(msg.payload)
+        if welcome.get("type") != "welcome":
+            raise TransferError(f"expected the cloud's welcome, got {welcome.get('type')!r}")
+        return int(welcome["next_step"])
+
+    def _upload(self, step: int, msg: bytes) -> None:
+        if self.retained is not None:
+            with self._lock:
+                self.retained.append((step, msg))
+        self.uplink.put(msg, step)
+
+    def _on_control(self, msg: Message) -> bool:
+        """Consume the cloud's checkpoint acknowledgements: forget what it no longer needs."""
+        if msg.kind != Kind.CONTROL or self.retained is None:
+            return False
+        obj = wire.unpack_json(msg.payload)
+        if obj.get("type") != "ack":
+            return False
+        with self._lock:
+            while self.retained and self.retained[0][0] < int(obj["next_step"]):
+                self.retained.popleft()
+        return True
+
+    def _recover(self, generation: int) -> None:
+        """The cloud went away: reconnect (it restarts from its checkpoint) and replay."""
+        with self._lock:
+            if generation < self._gen:
+                return  # another thread already reconnected
+            for c in (self.data, self.control):
+                with contextlib.suppress(BaseException):
+                    c.close(timeout=0)  # the peer is gone: drop what is queued (it is retained)
+            deadline = now() + self.reconnect_timeout
+            while True:
+                try:
+                    data, control = self.reconnect()
+                    start = self._handshake(control)
+                    break
+                except (TransferError, OSError) as exc:
+                    if now() > deadline:
+                        raise TransferError(
+                            f"the cloud did not come back within {self.reconnect_timeout} s: {exc}"
+                        ) from exc
+                    time.sleep(0.5)
+            kept = list(self.retained)
+            if kept and kept[0][0] > start:
+                raise TransferError(
+                    f"the cloud resumed at step {start}, but the edge only kept steps from "
+                    f"{kept[0][0]} on: its checkpoint is older than its last acknowledgement"
+                )
+            self.data, self.control = data, control
+            self._gen += 1
+            self.reconnects += 1
+            self.uplink.reset(data, [(st, m) for st, m in kept if st >= start], self._gen)
+            self.ctrl_out.reset(control, [], self._gen)
+
+    def _recover_control(self, generation: int) -> tuple[Channel, int]:
+        self._recover(generation)
+        with self._lock:
+            return self.control, self._gen
 
     # -- one training step per method -------------------------------------------------------
 
@@ -314,7 +453,7 @@ class EdgeRole:
             payload = wire.pack_raw_images(x)
             msg = wire.pack(Message(Kind.RAW, step, epoch, y, payload))
             rec["t_sent"] = now()
-            self.uplink.put(msg)
+            self._upload(step, msg)
             rec.update(t1=now(), bytes_up=len(msg), bytes_down=0, loss=None)
             return rec
         xf = hdata.normalize(x, self.mean, self.std)
@@ -343,7 +482,7 @@ class EdgeRole:
             rec["loss"] = None
         else:  # hierarchical: upload first, then learn from the early exit; never wait
             rec["t_sent"] = now()
-            self.uplink.put(msg)
+            self._upload(step, msg)
             t_b = now()
             loss = F.cross_entropy(self.head(act), y)
             self.opt.zero_grad(set_to_none=True)
@@ -411,11 +550,55 @@ class EdgeRole:
 class CloudRole:
     """The server: receives the config, trains its part in arrival order, reports back."""
 
-    def __init__(self, data: Channel, control: Channel, *, progress: ProgressFn | None = None):
+    def __init__(
+        self,
+        data: Channel,
+        control: Channel,
+        *,
+        progress: ProgressFn | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ):
         self.data = data
         self.control = control
         self.progress = progress
         self.codec = None
+        self.checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / "cloud.pt"
+        self.resume = resume
+        if resume and self.checkpoint is None:
+            raise ValueError("resume needs a checkpoint folder")
+
+    def _save(self, next_step: int, steps, epochs, losses) -> None:
+        """Checkpoint the cloud's state (atomically), then tell the edge what it may forget."""
+        state = {
+            "config": self.cfg.to_dict(),
+            "next_step": next_step,
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "steps": steps,
+            "epochs": epochs,
+            "losses": losses,
+        }
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint)
+        ack = {"type": "ack", "next_step": next_step}
+        self.control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(ack))))
+
+    def _load(self):
+        if not self.checkpoint.exists():
+            return None
+        state = torch.load(self.checkpoint, weights_only=True)
+        if state["config"] != self.cfg.to_dict():
+            raise TransferError(
+                f"checkpoint {self.checkpoint} belongs to another run (its config differs)"
+            )
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        return state
 
     def _control_json(self) -> dict:
         msg = wire.unpack(self.control.recv())
@@ -444,6 +627,13 @@ class CloudRole:
         self.grad_codec = ActivationCodec(cfg.grad_codec)
         steps, epochs, losses = [], [], []
         expected = 0
+        state = self._load() if self.resume else None
+        if state is not None:
+            expected = int(state["next_step"])
+            steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
+        welcome = {"type": "welcome", "next_step": expected}
+        self.control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(welcome))))
+        every = cfg.checkpoint_every if self.checkpoint is not None else 0
         while True:
             raw = self.data.recv()
             t_recv = now()
@@ -464,6 +654,8 @@ class CloudRole:
                 losses = []
                 if cfg.eval == "epoch" or (cfg.eval == "end" and epoch == cfg.epochs - 1):
                     self._evaluate(epoch)
+            if every and expected % every == 0 and expected < total:
+                self._save(expected, steps, epochs, losses)
         if expected != total:
             raise TransferError(f"END after {expected} of {total} steps")
         result = {"type": "records", "steps": steps, "epochs": epochs, "t_end": now()}

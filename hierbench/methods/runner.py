@@ -88,6 +88,7 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "bytes_up": sum(r["bytes_up"] for r in steps_e),
         "bytes_down": sum(r.get("bytes_down", 0) for r in steps_e),
         "uplink_stall_s": edge["uplink_stall_s"],
+        "reconnects": edge.get("reconnects", 0),
     }
     # Training time excludes the edge's evaluation pauses (the only evaluation on the critical
     # path; the cloud evaluates between epochs while the edge goes on).
@@ -189,6 +190,8 @@ def run_cloud(
     threads: int = 1,
     progress: bool = True,
     accept_timeout: float | None = 300.0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """The cloud process: listen, accept the data then the control connection, train, report.
 
@@ -206,7 +209,11 @@ def run_cloud(
         control = lst.accept(timeout=accept_timeout, link=transfer.Link())
         try:
             cloud = CloudRole(
-                EngineChannel(data), EngineChannel(control), progress=Progress(progress)
+                EngineChannel(data),
+                EngineChannel(control),
+                progress=Progress(progress),
+                checkpoint_dir=checkpoint_dir,
+                resume=resume,
             )
             cloud.expected_link = link
             result = cloud.run()
@@ -232,19 +239,29 @@ def run_edge(
     from hierbench.methods.channels import EngineChannel, link_records, make_link
 
     torch.set_num_threads(cfg.threads_edge)
-    with _pinned(cpu):
+
+    def connect_both(timeout: float = connect_timeout):
         data = transfer.connect(
-            host, port, secret, link=make_link(cfg), slots=cfg.slots, timeout=connect_timeout
+            host, port, secret, link=make_link(cfg), slots=cfg.slots, timeout=timeout
         )
-        control = transfer.connect(host, port, secret, timeout=connect_timeout)
+        control = transfer.connect(host, port, secret, timeout=timeout)
+        return EngineChannel(data), EngineChannel(control)
+
+    with _pinned(cpu):
+        data, control = connect_both()
+        edge = EdgeRole(
+            cfg,
+            data,
+            control,
+            progress=Progress(progress),
+            reconnect=lambda: connect_both(5.0),
+        )
         try:
-            rec = EdgeRole(
-                cfg, EngineChannel(data), EngineChannel(control), progress=Progress(progress)
-            ).run()
-            links = link_records(EngineChannel(data))
+            rec = edge.run()
+            links = link_records(edge.data)  # the last connection's timeline
         finally:
-            data.close()
-            control.close()
+            for c in (edge.data, edge.control):
+                c.close()
     record = assemble_record(cfg, rec, links)
     record["processes"] = 2
     return record

@@ -192,3 +192,87 @@ def test_hierarchical_edge_trains_through_an_outage(cifar10_root):
     # ... while the edge went on: more steps done than the ring alone could hold.
     done_during_outage = sum(1 for s in edge_steps if s["t1"] < first_delivery)
     assert done_during_outage > cfg.slots + 1, done_during_outage
+
+
+def _start_cloud(port: int, secret: str, ckpt, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "hierbench.cli",
+        "cloud",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--link",
+        "20mbit/1ms",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--quiet",
+        *extra,
+    ]
+    env = dict(os.environ, HIERBENCH_SECRET=secret)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    line = proc.stdout.readline()
+    assert "listening on" in line, line + proc.stderr.read()
+    return proc
+
+
+def test_killed_cloud_resumes_from_its_checkpoint(cifar10_root, tmp_path):
+    """SIGKILL the cloud process mid-run, restart it with --resume: the edge reconnects,
+    replays what the checkpoint lacks, and the run completes exactly as an uninterrupted one."""
+    import socket
+    import time
+
+    from hierbench.methods.runner import run_edge
+
+    cfg = small(
+        cifar10_root,
+        method="hierarchical",
+        codec="q8",
+        link="20mbit/1ms",
+        batches_per_epoch=5,
+        epochs=4,
+        checkpoint_every=3,
+        edge_slowdown=2.0,
+        eval="end",
+        eval_samples=32,
+    )
+    reference = run(cfg.replace(checkpoint_every=0), progress=False)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = "kill-and-resume-test-secret"
+    ckpt = tmp_path / "ckpt"
+    first = _start_cloud(port, secret, ckpt)
+    result: dict = {}
+
+    def edge():
+        try:
+            result["record"] = run_edge(cfg, "127.0.0.1", port, secret.encode(), progress=False)
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=edge, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 120
+    while not (ckpt / "cloud.pt").exists():
+        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
+        time.sleep(0.05)
+    first.kill()  # SIGKILL: no clean shutdown, no last words
+    first.wait()
+    second = _start_cloud(port, secret, ckpt, "--resume")
+    t.join(timeout=180)
+    assert not t.is_alive()
+    assert second.wait(timeout=60) == 0, second.stderr.read()
+    assert "error" not in result, result.get("error")
+    rec = result["record"]
+    assert rec["totals"]["reconnects"] >= 1
+    total = reference["totals"]["batches"]
+    assert [s["step"] for s in rec["cloud_steps"]] == list(range(total))
+    # Resumed training is the uninterrupted training: same loss at every step, same accuracy.
+    assert [s["loss"] for s in rec["cloud_steps"]] == [s["loss"] for s in reference["cloud_steps"]]
+    assert rec["epochs"][-1]["final_acc"] == reference["epochs"][-1]["final_acc"]
