@@ -14,34 +14,14 @@
 
 #include "../common/checks.h"
 #include "../common/simd.h"
+#include "cpu_common.h"
 
 namespace hierbench {
 namespace {
 
-struct MinMax {
-  float lo, hi;
-  int nan;
-};
-
-// Widening loads that the vectoriser understands (plain integer shifts and selects; no calls).
-inline float load_f32(const float* p, int64_t i) { return p[i]; }
-inline float load_f32(const at::BFloat16* p, int64_t i) { return bf16_to_f32(p[i].x); }
-inline float load_f32(const at::Half* p, int64_t i) { return f16_to_f32(p[i].x); }
-
-template <typename T>
-inline MinMax minmax_range(const T* p, int64_t n) {
-  float lo = std::numeric_limits<float>::infinity();
-  float hi = -std::numeric_limits<float>::infinity();
-  int nan = 0;
-#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(| : nan)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = load_f32(p, i);
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-    nan |= (v != v);
-  }
-  return {lo, hi, nan};
-}
+using cpu::combine;
+using cpu::MinMax;
+using cpu::minmax_range;
 
 HIERBENCH_TARGET_CLONES MinMax minmax_f32(const float* p, int64_t n) {
   return minmax_range(p, n);
@@ -62,13 +42,6 @@ inline MinMax minmax_any(const void* p, at::ScalarType t, int64_t n) {
     default:
       return minmax_f16(static_cast<const at::Half*>(p), n);
   }
-}
-
-inline MinMax combine(MinMax a, const MinMax& b) {
-  a.lo = b.lo < a.lo ? b.lo : a.lo;
-  a.hi = b.hi > a.hi ? b.hi : a.hi;
-  a.nan |= b.nan;
-  return a;
 }
 
 // Large groups are cut into chunks so that a per-tensor reduction still uses every thread.

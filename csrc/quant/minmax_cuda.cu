@@ -16,33 +16,17 @@
 #include <cstdint>
 
 #include "../common/checks.h"
+#include "cuda_common.cuh"
 
 namespace hierbench {
 namespace {
 
+using device::Acc;
+using device::acc_empty;
+using device::to_f32;
+
 constexpr int kThreads = 256;
 constexpr int64_t kPerBlock = int64_t{kThreads} * 64;  // elements a block takes before splitting
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(at::Half v) { return __half2float(static_cast<__half>(v)); }
-__device__ __forceinline__ float to_f32(at::BFloat16 v) {
-  return __uint_as_float(static_cast<uint32_t>(v.x) << 16);
-}
-
-struct Acc {
-  float lo, hi;
-  int nan;
-  __device__ __forceinline__ void add(float v) {
-    lo = fminf(lo, v);  // fminf/fmaxf ignore NaN; NaN is tracked separately
-    hi = fmaxf(hi, v);
-    nan |= (v != v);
-  }
-  __device__ __forceinline__ void merge(const Acc& o) {
-    lo = fminf(lo, o.lo);
-    hi = fmaxf(hi, o.hi);
-    nan |= o.nan;
-  }
-};
 
 __device__ __forceinline__ Acc warp_reduce(Acc a) {
 #pragma unroll
@@ -61,7 +45,7 @@ __device__ __forceinline__ Acc block_reduce(Acc a) {
   if (lane == 0) warps[warp] = a;
   __syncthreads();
   if (warp == 0) {
-    a = lane < kThreads / 32 ? warps[lane] : Acc{INFINITY, -INFINITY, 0};
+    a = lane < kThreads / 32 ? warps[lane] : acc_empty();
     a = warp_reduce(a);
   }
   return a;  // valid in thread 0
@@ -76,7 +60,7 @@ __global__ void minmax_kernel(const T* __restrict__ x, int64_t numel, int64_t gr
   const int64_t group_end = min(numel, group_begin + group_size);
   const int64_t begin = group_begin + int64_t{blockIdx.x} * slice;
   const int64_t end = min(group_end, begin + slice);
-  Acc a{INFINITY, -INFINITY, 0};
+  Acc a = acc_empty();
   constexpr int kVec = 16 / sizeof(T);
   // Scalar head up to 16-byte alignment, then 16-byte vector loads, then a scalar tail.
   const int64_t misalign = static_cast<int64_t>(reinterpret_cast<uintptr_t>(x + begin) & 15);

@@ -26,14 +26,21 @@
 #include <vector>
 
 #include "../common/simd.h"
+#include "cpu_common.h"
 #include "quant_common.h"
 
 namespace hierbench::quant {
 namespace {
 
-// Force inlining into the target_clones entry points: a helper left out of line is compiled for
-// baseline x86-64 only, and its loops would not use AVX2/AVX-512.
-#define HB_INLINE inline __attribute__((always_inline))
+using cpu::combine;
+using cpu::kEmpty;
+using cpu::load_f32;
+using cpu::MinMax;
+using cpu::minmax_range;
+using cpu::store_f32;
+
+// Every helper is HIERBENCH_INLINE (force-inlined into the target_clones entry points; see
+// cpu_common.h).
 
 constexpr int64_t kChunk = int64_t{1} << 16;  // elements per parallel task (byte-aligned)
 constexpr int64_t kSub = 1024;                // codes staged in L1 before packing
@@ -41,52 +48,12 @@ constexpr int64_t kColMin = 64;     // channel min/max: rows shorter than this g
 constexpr int64_t kPrefetch = 1024;  // software prefetch distance of the fused group loop (bytes)
 
 // ----------------------------------------------------------------------------------------------
-// element access
-// ----------------------------------------------------------------------------------------------
-HB_INLINE float load_f32(const float* p, int64_t i) { return p[i]; }
-HB_INLINE float load_f32(const at::BFloat16* p, int64_t i) { return bf16_to_f32(p[i].x); }
-HB_INLINE float load_f32(const at::Half* p, int64_t i) { return f16_to_f32(p[i].x); }
-
-HB_INLINE void store_f32(float* p, int64_t i, float v) { p[i] = v; }
-HB_INLINE void store_f32(at::BFloat16* p, int64_t i, float v) { p[i].x = f32_to_bf16(v); }
-HB_INLINE void store_f32(at::Half* p, int64_t i, float v) { p[i].x = f32_to_f16(v); }
-
-struct MinMax {
-  float lo, hi;
-  int nan;
-};
-constexpr MinMax kEmpty{std::numeric_limits<float>::infinity(),
-                        -std::numeric_limits<float>::infinity(), 0};
-
-HB_INLINE MinMax combine(MinMax a, const MinMax& b) {
-  a.lo = b.lo < a.lo ? b.lo : a.lo;
-  a.hi = b.hi > a.hi ? b.hi : a.hi;
-  a.nan |= b.nan;
-  return a;
-}
-
-// ----------------------------------------------------------------------------------------------
 // inner loops (templates, inlined into the target_clones functions below)
 // ----------------------------------------------------------------------------------------------
-template <typename T>
-HB_INLINE MinMax minmax_range(const T* __restrict__ p, int64_t n) {
-  float lo = std::numeric_limits<float>::infinity();
-  float hi = -std::numeric_limits<float>::infinity();
-  int nan = 0;
-#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(| : nan)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = load_f32(p, i);
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-    nan |= (v != v);
-  }
-  return {lo, hi, nan};
-}
-
 // rint(t) for t in [0, 2^22), as the low bits of t + 2^23: the float addition rounds to nearest
 // even and leaves the integer in the mantissa. One add instead of add, sub and convert; the
 // result equals code_nearest(t) of quant_common.h.
-HB_INLINE uint32_t rint_bits(float t) { return f32_to_bits(t + kRoundMagic); }
+HIERBENCH_INLINE uint32_t rint_bits(float t) { return f32_to_bits(t + kRoundMagic); }
 
 // Codes of n elements with one (qlo, inv) into c[0..n). k: flat index of x[0] (for the
 // generator).
@@ -97,7 +64,7 @@ HB_INLINE uint32_t rint_bits(float t) { return f32_to_bits(t + kRoundMagic); }
 // + 1 could pass qmax). kClampLow adds the lower clamp, which maps an invalid group's NaN
 // (inf * 0) to code 0 (per-channel path, where invalid channels are not filtered out).
 template <bool kClampLow = false, typename T>
-HB_INLINE void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float inv, float qmax,
+HIERBENCH_INLINE void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float inv, float qmax,
                             bool stochastic, int64_t k, Keys keys, uint8_t* __restrict__ c) {
   if (!stochastic) {
 #pragma omp simd
@@ -121,7 +88,7 @@ HB_INLINE void codes_scalar(const T* __restrict__ x, int64_t n, float qlo, float
 
 // The same with per-element parameters (per-channel), clamped on both sides.
 template <typename T>
-HB_INLINE void codes_table(const T* __restrict__ x, int64_t n, const float* __restrict__ qlo,
+HIERBENCH_INLINE void codes_table(const T* __restrict__ x, int64_t n, const float* __restrict__ qlo,
                            const float* __restrict__ inv, float qmax, bool stochastic, int64_t k,
                            Keys keys, uint8_t* __restrict__ c) {
   if (!stochastic) {
@@ -143,7 +110,7 @@ HB_INLINE void codes_table(const T* __restrict__ x, int64_t n, const float* __re
 
 // Pack n codes (each < 2^bits) into ceil(n * bits / 8) bytes, lowest bits first. Full bytes go
 // through 16/32-bit words so the loop vectorises; the tail byte (end of tensor only) is scalar.
-HB_INLINE void pack(const uint8_t* __restrict__ c, int64_t n, int bits, uint8_t* __restrict__ out) {
+HIERBENCH_INLINE void pack(const uint8_t* __restrict__ c, int64_t n, int bits, uint8_t* __restrict__ out) {
   if (bits == 4) {
     const int64_t full = n / 2;
 #pragma omp simd
@@ -171,7 +138,7 @@ HB_INLINE void pack(const uint8_t* __restrict__ c, int64_t n, int bits, uint8_t*
 }
 
 // Unpack n codes from payload bytes into c (the inverse of pack; bits 2 or 4).
-HB_INLINE void unpack(const uint8_t* __restrict__ p, int64_t n, int bits, uint8_t* __restrict__ c) {
+HIERBENCH_INLINE void unpack(const uint8_t* __restrict__ p, int64_t n, int bits, uint8_t* __restrict__ c) {
   if (bits == 4) {
     const int64_t full = n / 2;
 #pragma omp simd
@@ -196,7 +163,7 @@ HB_INLINE void unpack(const uint8_t* __restrict__ p, int64_t n, int bits, uint8_
 
 // Length of the sub-block starting at k (ending at most at `end`): at most kSub elements and
 // never across a multiple of 2^32, so the generator's high index word is constant in each.
-HB_INLINE int64_t sub_len(int64_t k, int64_t end) {
+HIERBENCH_INLINE int64_t sub_len(int64_t k, int64_t end) {
   const int64_t to_wrap = (int64_t{1} << 32) - (k & 0xffffffffLL);
   return std::min({kSub, end - k, to_wrap});
 }
@@ -214,7 +181,7 @@ struct QArgs {
 
 // Quantize + pack flat elements [k, k + n) of one group with parameters p; k is byte-aligned.
 template <typename T>
-HB_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, const GroupParams& p) {
+HIERBENCH_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, const GroupParams& p) {
   const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
   if (p.scale != p.scale) {  // invalid group (NaN/inf inside): codes 0
@@ -236,7 +203,7 @@ HB_INLINE void span_scalar(const QArgs& a, int64_t k, int64_t n, const GroupPara
 // the hardware prefetcher alone leaves the core waiting on DRAM (groups are short, the min/max
 // loop restarts the stream at each one).
 template <typename T>
-HB_INLINE GroupParams fused_params(const QArgs& a, int64_t g) {
+HIERBENCH_INLINE GroupParams fused_params(const QArgs& a, int64_t g) {
   const T* x = static_cast<const T*>(a.x);
   const int64_t begin = g * a.s.group_size;
   const int64_t n = std::min(a.s.group_size, a.s.numel - begin);
@@ -250,7 +217,7 @@ HB_INLINE GroupParams fused_params(const QArgs& a, int64_t g) {
 // pipelined by one group: the parameters of group g + 1 (two dependent divisions) are computed
 // before the codes of group g, so their latency overlaps the codes loop.
 template <typename T>
-HB_INLINE void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
+HIERBENCH_INLINE void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
   const Spec& s = a.s;
   GroupParams next = fused_params<T>(a, g0);
   for (int64_t g = g0; g < g1; ++g) {
@@ -266,7 +233,7 @@ HB_INLINE void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
 // Per-channel quantize of flat elements [k, k + n): the channel of element e is
 // (e / inner) % channels, constant over runs of `inner` elements.
 template <typename T>
-HB_INLINE void span_channel(const QArgs& a, int64_t k, int64_t n, const float* qlo_c,
+HIERBENCH_INLINE void span_channel(const QArgs& a, int64_t k, int64_t n, const float* qlo_c,
                          const float* inv_c) {
   const T* x = static_cast<const T*>(a.x);
   const Spec& s = a.s;
@@ -300,7 +267,7 @@ HB_INLINE void span_channel(const QArgs& a, int64_t k, int64_t n, const float* q
 // Elementwise, NaN-sticky min/max of `rows` rows of n elements (row stride `stride`) into
 // lo[0..n), hi[0..n): the per-channel reduction when channels are short runs.
 template <typename T>
-HB_INLINE void columns_minmax(const T* __restrict__ x, int64_t rows, int64_t stride, int64_t n,
+HIERBENCH_INLINE void columns_minmax(const T* __restrict__ x, int64_t rows, int64_t stride, int64_t n,
                            float* __restrict__ lo, float* __restrict__ hi) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* p = x + r * stride;
@@ -326,7 +293,7 @@ struct DArgs {
 };
 
 template <typename O>
-HB_INLINE void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float lo, float scale) {
+HIERBENCH_INLINE void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float lo, float scale) {
   O* out = static_cast<O*>(a.out);
   const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
@@ -345,7 +312,7 @@ HB_INLINE void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float l
 }
 
 template <typename O>
-HB_INLINE void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
+HIERBENCH_INLINE void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
   O* out = static_cast<O*>(a.out);
   const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
@@ -383,7 +350,7 @@ HB_INLINE void span_dequant_channel(const DArgs& a, int64_t k, int64_t n) {
 }
 
 template <typename O>
-HB_INLINE void groups_dequant(const DArgs& a, int64_t g0, int64_t g1) {
+HIERBENCH_INLINE void groups_dequant(const DArgs& a, int64_t g0, int64_t g1) {
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t begin = g * a.s.group_size;
     const int64_t n = std::min(a.s.group_size, a.s.numel - begin);

@@ -25,10 +25,15 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda_common.cuh"
 #include "quant_common.h"
 
 namespace hierbench::quant {
 namespace {
+
+using device::Acc;
+using device::acc_empty;
+using device::to_f32;
 
 constexpr int kThreads = 256;
 constexpr int kMaxSlotsPerLane = 8;              // fused path: up to 32 * 8 slots per group
@@ -40,14 +45,6 @@ constexpr int64_t kColumnInner = 256;            // per-channel rows shorter tha
 // ----------------------------------------------------------------------------------------------
 __device__ __forceinline__ int64_t dceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(at::Half v) {
-  return __half2float(__ushort_as_half(v.x));
-}
-__device__ __forceinline__ float to_f32(at::BFloat16 v) {
-  return __uint_as_float(static_cast<uint32_t>(v.x) << 16);
-}
-
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(at::Half* p, float v) {
   p->x = __half_as_ushort(__float2half_rn(v));
@@ -56,21 +53,6 @@ __device__ __forceinline__ void store(at::BFloat16* p, float v) {
   p->x = __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
-struct Acc {
-  float lo, hi;
-  int nan;
-  __device__ __forceinline__ void add(float v) {
-    lo = fminf(lo, v);  // fminf/fmaxf skip NaN; NaN is tracked separately
-    hi = fmaxf(hi, v);
-    nan |= (v != v);
-  }
-  __device__ __forceinline__ void merge(const Acc& o) {
-    lo = fminf(lo, o.lo);
-    hi = fmaxf(hi, o.hi);
-    nan |= o.nan;
-  }
-};
-__device__ __forceinline__ Acc acc_empty() { return {INFINITY, -INFINITY, 0}; }
 
 // Butterfly reduction within aligned sub-warps of `width` lanes: every lane gets the result.
 __device__ __forceinline__ Acc subwarp_reduce(Acc a, int width) {

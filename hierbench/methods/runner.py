@@ -267,6 +267,39 @@ def run_edge(
     return record
 
 
+def start_cloud_process(
+    secret: str,
+    *,
+    link: str | None,
+    listen: str = "127.0.0.1:0",
+    outages: tuple = (),
+    threads: int = 1,
+    cpu: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen, str, int]:
+    """Start ``hierbench cloud`` in a child process; return it and the address it listens on.
+
+    ``extra``: more ``hierbench cloud`` arguments (``--checkpoint-dir``, ``--resume``).
+    """
+    cmd = [sys.executable, "-m", "hierbench.cli", "cloud", "--listen", listen, "--quiet"]
+    cmd += ["--threads", str(threads), "--link", link or "none", *extra]
+    for a, b in outages:
+        cmd += ["--outage", f"{a}:{b}"]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    env = dict(os.environ, HIERBENCH_SECRET=secret)
+    child = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    line = child.stdout.readline()
+    if "listening on" not in line:
+        child.kill()
+        child.wait()
+        raise RuntimeError(f"cloud process failed to start: {line}{child.stderr.read()}")
+    host, _, port = line.strip().rpartition(" ")[2].rpartition(":")
+    return child, host, int(port)
+
+
 def run_two_processes(
     cfg: RunConfig, *, cpus: tuple[int | None, int | None] = (None, None), progress: bool = True
 ) -> dict:
@@ -275,34 +308,11 @@ def run_two_processes(
     ``cpus``: (edge CPU, cloud CPU) to pin each process to one core, or ``None``.
     """
     secret = secrets.token_hex(32)
-    cmd = [
-        sys.executable,
-        "-m",
-        "hierbench.cli",
-        "cloud",
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--threads",
-        str(cfg.threads_cloud),
-        "--link",
-        cfg.link or "none",
-    ]
-    for a, b in cfg.outages:
-        cmd += ["--outage", f"{a}:{b}"]
-    if cpus[1] is not None:
-        cmd += ["--cpu", str(cpus[1])]
-    env = dict(os.environ, HIERBENCH_SECRET=secret)
-    child = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    child, host, port = start_cloud_process(
+        secret, link=cfg.link, outages=cfg.outages, threads=cfg.threads_cloud, cpu=cpus[1]
     )
     try:
-        line = child.stdout.readline()
-        if "listening on" not in line:
-            child.wait(timeout=30)
-            raise RuntimeError(f"cloud process failed to start: {line}{child.stderr.read()}")
-        host, _, port = line.strip().rpartition(" ")[2].rpartition(":")
-        record = run_edge(cfg, host, int(port), secret.encode(), cpu=cpus[0], progress=progress)
+        record = run_edge(cfg, host, port, secret.encode(), cpu=cpus[0], progress=progress)
         rc = child.wait(timeout=120)
         if rc != 0:
             raise RuntimeError(f"cloud process exited with {rc}: {child.stderr.read()[-2000:]}")

@@ -195,28 +195,14 @@ def test_hierarchical_edge_trains_through_an_outage(cifar10_root):
 
 
 def _start_cloud(port: int, secret: str, ckpt, *extra: str):
-    import os
-    import subprocess
-    import sys
+    from hierbench.methods.runner import start_cloud_process
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "hierbench.cli",
-        "cloud",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--link",
-        "20mbit/1ms",
-        "--checkpoint-dir",
-        str(ckpt),
-        "--quiet",
-        *extra,
-    ]
-    env = dict(os.environ, HIERBENCH_SECRET=secret)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    line = proc.stdout.readline()
-    assert "listening on" in line, line + proc.stderr.read()
+    proc, _, _ = start_cloud_process(
+        secret,
+        link="20mbit/1ms",
+        listen=f"127.0.0.1:{port}",
+        extra=("--checkpoint-dir", str(ckpt), *extra),
+    )
     return proc
 
 
