@@ -10,8 +10,11 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-installed
 EXT    := $(VENV)/.ext-built
 PRESET ?= quick
+# `make reproduce` regenerates results/$(PRESET) in place (git diff shows what changed);
+# REPRODUCE_FLAGS=--resume continues an interrupted run instead.
+REPRODUCE_FLAGS ?= --overwrite
 
-.PHONY: all setup build test reproduce bench lint format gpu-check clean
+.PHONY: all setup build test reproduce readme-results bench lint format gpu-check clean
 
 all: test
 
@@ -34,7 +37,13 @@ test: $(EXT)
 	$(PY) -m pytest -q
 
 reproduce: $(EXT)
-	$(VENV)/bin/hierbench reproduce --preset $(PRESET)
+	$(VENV)/bin/hierbench reproduce --preset $(PRESET) $(REPRODUCE_FLAGS)
+	@if [ "$(PRESET)" = quick ]; then $(MAKE) --no-print-directory readme-results; fi
+
+# The README's results block, generated from the committed results folders.
+readme-results: $(DEPS)
+	$(VENV)/bin/hierbench report --no-plots --readme README.md \
+	    $(wildcard results/quick results/accuracy results/paper)
 
 bench: $(EXT)
 	$(PY) -m pytest benchmarks -q --benchmark-json=results/bench/cpu-latest.json

@@ -6,7 +6,8 @@ subcommand that needs no native code (``models``) works without the extension.
     hierbench info                     build, devices, dataset roots
     hierbench data [--dataset ...]     decode and cache datasets; report counts and load speed
     hierbench models [--model ...]     cut points: activation shape and bytes per sample
-    hierbench reproduce [--preset ...] the main job (see ``reproduce --help``)
+    hierbench reproduce [--preset ...] the main job: a preset's runs + report -> results/<preset>/
+    hierbench report FOLDER...         tables and plots of a results folder (no torch needed)
     hierbench profile --model ...      measure a device profile (per-block costs) -> CSV
     hierbench predict --model ...      runtime-model table: methods x cuts x codecs for a link
 """
@@ -256,6 +257,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce.main(args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hierbench import report
+
+    for folder in args.folder:
+        report.write_report(folder, args.profiles, plots=not args.no_plots)
+    if args.readme is not None:
+        changed = report.update_readme(args.readme, report.headline_markdown(args.folder))
+        print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     from hierbench import profile
 
@@ -454,13 +466,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_cloud)
 
-    s = sub.add_parser("reproduce", help="the main job: regenerate results/<preset>/")
-    s.add_argument("--preset", default="quick")
+    s = sub.add_parser(
+        "reproduce",
+        help="the main job: run a preset's grid, write results/<preset>/ (tables, plots)",
+    )
+    s.add_argument("--preset", default="quick", help="smoke | quick (default) | accuracy | paper")
     s.add_argument(
         "--out", type=Path, default=None, help="output folder (default results/<preset>)"
     )
-    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    s.add_argument(
+        "--overwrite", action="store_true", help="delete an existing output folder first"
+    )
+    s.add_argument("--resume", action="store_true", help="keep an existing folder's finished runs")
+    s.add_argument("--list", action="store_true", help="list the preset's runs and exit")
+    s.add_argument("--profiles", type=Path, default=Path("results/profiles"))
+    s.add_argument("--quiet", action="store_true", help="no per-run progress bars")
     s.set_defaults(func=_cmd_reproduce)
+
+    s = sub.add_parser(
+        "report", help="tables and plots of a results folder (run records + profiles, no torch)"
+    )
+    s.add_argument("folder", type=Path, nargs="+", help="results folder(s), e.g. results/quick")
+    s.add_argument("--profiles", type=Path, default=Path("results/profiles"))
+    s.add_argument("--no-plots", action="store_true")
+    s.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also regenerate this README's results block from the folders (first: runtime)",
+    )
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("profile", help="measure a device profile (per-block costs) as CSV")
     s.add_argument("--model", required=True, choices=["vgg16", "resnet18"])

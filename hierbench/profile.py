@@ -25,9 +25,11 @@ measures, as medians of ``repeats`` after ``warmup`` untimed runs:
   (:func:`hierbench.runtime.wire.encoded_bytes`), and a zstd ratio column left at 1.0.
 
 Inputs are random (normalised-image statistics do not change dense compute time). The profile's
-metadata records the device, CPU model, threads, torch version, batch, date, command and the load
-average before and after: timings taken on a loaded machine are not trustworthy, and the
-profiler warns when the load exceeds the cores left free.
+metadata records the device, CPU model, threads, torch version, batch, date, command, the load
+average before and after, and ``cpu_share``: the CPU time the profiler got divided by wall time ×
+threads. Timings taken while other work competed for the cores are not trustworthy: the profiler
+warns when ``cpu_share`` < 0.75 (the load average alone cannot tell other work from the
+profiler's own previous runs).
 
 The data format and its torch-free loader live in :mod:`hierbench.runtime.profiles`;
 :func:`load_profile` and :func:`write_profile` are re-exported here.
@@ -78,6 +80,10 @@ __all__ = [
 
 #: The optimizer every method trains with (PAPER.md, "Conventions").
 OPTIMIZER = {"name": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+#: Below this share of its threads' CPU time, a CPU profile is flagged as contended.
+CPU_SHARE_WARN = 0.75
 
 
 def _sgd(params) -> torch.optim.Optimizer:
@@ -278,13 +284,7 @@ def measure_profile(
     nthreads = torch.get_num_threads()
     load_start = os.getloadavg()
     started = time.perf_counter()
-    loaded = None
-    if dev.type == "cpu" and load_start[0] > max(0.5, (os.cpu_count() or 1) - nthreads + 0.5):
-        loaded = (
-            f"load average {load_start[0]:.2f} with {os.cpu_count()} cores and {nthreads} "
-            "profiling thread(s): other work competes; timings are not trustworthy"
-        )
-        warnings.warn(loaded, RuntimeWarning, stacklevel=2)
+    cpu_started = time.process_time()
     torch.manual_seed(seed)
     net = build_model(model, num_classes, stem=stem, input_size=input_size).to(dev).train()
     timer = _Timer(dev)
@@ -388,6 +388,18 @@ def measure_profile(
         r["zstd_ratio"] = dict.fromkeys(WIRE_BITS, 1.0)
 
     load_end = os.getloadavg()
+    # Contention check: the CPU time this process got against what its threads could have had.
+    # (The load average is recorded too, but it counts this profiler's own earlier work — e.g.
+    # the previous profile of a script — so it cannot tell competition from ourselves.)
+    wall = time.perf_counter() - started
+    cpu_share = (time.process_time() - cpu_started) / max(wall * nthreads, 1e-9)
+    loaded = None
+    if dev.type == "cpu" and cpu_share < CPU_SHARE_WARN:
+        loaded = (
+            f"the profiler got {cpu_share:.0%} of {nthreads} thread(s)' CPU time: other work "
+            "competed for the cores; timings are not trustworthy"
+        )
+        warnings.warn(loaded, RuntimeWarning, stacklevel=2)
     meta = {
         "format": FORMAT,
         "model": model,
@@ -418,6 +430,7 @@ def measure_profile(
         "zstd_ratio": "1.0 placeholder: data-dependent, not measured by the profiler",
         "loadavg_start": [round(v, 2) for v in load_start],
         "loadavg_end": [round(v, 2) for v in load_end],
+        "cpu_share": round(cpu_share, 3),
         "profile_wall_s": round(time.perf_counter() - started, 1),
         "warning": loaded,
         "notes": list(net.notes),

@@ -1,17 +1,13 @@
 """``hierbench reproduce``: the main job, regenerating ``results/<preset>/``.
 
-Stages that exist today (each writes JSON and a Markdown table into the output folder):
-
-1. ``data``   decode + cache CIFAR-10 and Tiny ImageNet; counts, classes, load times.
-2. ``cuts``   for the paper's four configurations, the activation bytes per sample at every cut
-              at fp32 / 8 / 4 / 2 bits against the raw uint8 image, and the link-bound limit of
-              the upload reduction, 1 - D(s)/D0 (``../shared/PAPER.md``: at a 3G rate the link
-              dominates and the runtime reduction approaches this). Computed, not trained.
-3. ``loader`` images/s of the loader (augment + normalise) beside a ResNet-18 training step's
-              images/s on this CPU: the data path must stay under 10 % of training time.
-
-Measured training runs, the runtime model and the report come with the training-methods,
-runtime-model and reproduce issues; until then this is the most complete run that exists.
+1. ``foundation`` (preset ``quick``): decode + cache CIFAR-10 and Tiny ImageNet (counts, classes,
+   load times), and the loader's images/s (augment + normalise) beside a ResNet-18 training
+   step's: the data path must stay under 10 % of training time. -> ``foundation.json``
+2. the preset's grid of runs (:mod:`hierbench.experiments`): timing runs (two processes) and
+   accuracy runs, one run record each under ``runs/``; resumable (``--resume``), never
+   overwritten without ``--overwrite``.
+3. the report (:mod:`hierbench.report`): tables, plots and ``README.md`` from the run records
+   and the committed profiles.
 """
 
 from __future__ import annotations
@@ -19,28 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import time
 from pathlib import Path
 
-from hierbench.errors import ConfigError
-
+# The foundation checks' settings (the experiment presets are in hierbench.experiments).
 PRESETS = {
     # loader_batches: batches timed for the loader; train_steps: ResNet-18 steps timed
-    "smoke": {"datasets": ("cifar10",), "loader_batches": 20, "train_steps": 2},
     "quick": {"datasets": ("cifar10", "tiny-imagenet"), "loader_batches": 391, "train_steps": 5},
 }
-
-# The paper's four headline configurations (PAPER.md), torchvision-style networks.
-PAPER_CONFIGS = (
-    ("vgg16", "cifar10", "pool4", 29),
-    ("resnet18", "cifar10", "layer3", 61),
-    ("vgg16", "tiny-imagenet", "pool4", 25),
-    ("resnet18", "tiny-imagenet", "layer4", 81),
-)
-DATASET_SHAPE = {"cifar10": (10, 32), "tiny-imagenet": (200, 64)}
-BITS = (32, 8, 4, 2)
 
 
 def _environment() -> dict:
@@ -81,32 +64,6 @@ def stage_data(datasets) -> dict:
     return {"rows": rows}
 
 
-def stage_cuts() -> dict:
-    from hierbench import models
-
-    rows = []
-    for name, dataset, paper_cut, paper_pct in PAPER_CONFIGS:
-        classes, size = DATASET_SHAPE[dataset]
-        model = models.build_model(name, classes, stem="imagenet", input_size=size)
-        raw = model.input_bytes()
-        for cut in model.cuts:
-            row = {
-                "model": name,
-                "dataset": dataset,
-                "cut": cut,
-                "shape": "x".join(map(str, model.cut_shape(cut))),
-                "raw_bytes": raw,
-                "paper_cut": cut == paper_cut,
-                "paper_reduction_pct": paper_pct if cut == paper_cut else None,
-            }
-            for b in BITS:
-                nbytes = model.cut_bytes(cut, bits=b)
-                row[f"bytes_{b}bit"] = nbytes
-                row[f"link_bound_reduction_{b}bit_pct"] = round(100 * (1 - nbytes / raw), 1)
-            rows.append(row)
-    return {"rows": rows, "stem": "imagenet", "labels": "excluded (same for both methods)"}
-
-
 def stage_loader(loader_batches: int, train_steps: int) -> dict:
     import torch
 
@@ -145,76 +102,40 @@ def stage_loader(loader_batches: int, train_steps: int) -> dict:
     }
 
 
-def _markdown(results: dict) -> str:
-    lines = [f"# hierbench reproduce — preset `{results['preset']}`", ""]
-    env = results["environment"]
-    lines += [
-        f"Made by `hierbench reproduce --preset {results['preset']}` on {env['time_utc']} "
-        f"(torch {env['torch']}, {env['threads']} threads).",
-        "",
-    ]
-    if "data" in results:
-        lines += [
-            "## Datasets",
-            "",
-            "| dataset | split | images | classes | load s |",
-            "|---|---|---|---|---|",
-        ]
-        for r in results["data"]["rows"]:
-            cells = (r["dataset"], r["split"], r["images"], r["classes"], r["load_s"])
-            lines.append("| " + " | ".join(map(str, cells)) + " |")
-        lines.append("")
-    lines += [
-        "## Bytes per sample at each cut (imagenet stem; labels excluded)",
-        "",
-        "Link-bound limit of the runtime reduction of hierarchical against cloud-only training "
-        "when the upload dominates: 1 − D(s)/D0, D0 = raw uint8 image. **Computed from shapes, "
-        "not measured**; the paper's measured reduction is beside its chosen cut.",
-        "",
-        "| model | dataset | cut | C×H×W | raw B | fp32 B | 8-bit B "
-        "| limit @8 bit | limit @4 bit | paper |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["cuts"]["rows"]:
-        paper = f"{r['paper_reduction_pct']} %" if r["paper_cut"] else ""
-        lines.append(
-            f"| {r['model']} | {r['dataset']} | {r['cut']} | {r['shape']} | {r['raw_bytes']} | "
-            f"{r['bytes_32bit']} | {r['bytes_8bit']} | {r['link_bound_reduction_8bit_pct']} % | "
-            f"{r['link_bound_reduction_4bit_pct']} % | {paper} |"
-        )
-    lo = results["loader"]
-    lines += [
-        "",
-        "## Data path against training (CIFAR-10, batch 128)",
-        "",
-        f"Loader (augment + normalise): {lo['loader_images_per_s']} images/s; ResNet-18 training "
-        f"step: {lo['resnet18_train_images_per_s']} images/s; the data path costs "
-        f"{lo['loader_share_of_training_pct']} % of training time.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def main(args: argparse.Namespace) -> int:
-    if args.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; valid choices: {', '.join(PRESETS)}")
-    cfg = PRESETS[args.preset]
-    out = args.out or Path("results") / args.preset
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise ConfigError(f"{out} exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"preset": args.preset, "environment": _environment()}
+    """``hierbench reproduce``: run a preset's grid (resumable), then write its report."""
+    import shlex
+    import sys
+
+    from hierbench import experiments, report
+
+    preset = experiments.get_preset(args.preset)
+    if args.list:
+        print(experiments.describe(preset))
+        return 0
+    out = args.out or Path("results") / preset.name
+    command = "hierbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
-    print("[1/3] data", flush=True)
-    results["data"] = stage_data(cfg["datasets"])
-    print("[2/3] cuts", flush=True)
-    results["cuts"] = stage_cuts()
-    print("[3/3] loader vs training step", flush=True)
-    results["loader"] = stage_loader(cfg["loader_batches"], cfg["train_steps"])
-    results["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "README.md").write_text(_markdown(results))
-    print(f"wrote {out}/results.json and {out}/README.md in {results['elapsed_s']} s")
+    print(f"hierbench reproduce --preset {preset.name}: {preset.description}", flush=True)
+    print(f"budget: {preset.budget}; output: {out}", flush=True)
+    previous = experiments.prepare_folder(out, preset, overwrite=args.overwrite, resume=args.resume)
+    out.mkdir(parents=True, exist_ok=True)
+    if preset.foundation and not (out / "foundation.json").is_file():
+        cfg = PRESETS["quick"]
+        found: dict = {"environment": _environment()}
+        print("[foundation] data: decode + cache the datasets", flush=True)
+        found["data"] = stage_data(cfg["datasets"])
+        print("[foundation] the loader against a ResNet-18 training step", flush=True)
+        found["loader"] = stage_loader(cfg["loader_batches"], cfg["train_steps"])
+        (out / "foundation.json").write_text(json.dumps(found, indent=2) + "\n")
+    experiments.run_preset(
+        preset,
+        out,
+        prepared=True,
+        previous=previous,
+        progress=not args.quiet,
+        command=command,
+    )
+    report.write_report(out, args.profiles)
+    print(f"hierbench reproduce: {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

@@ -16,6 +16,19 @@ FORBIDDEN = {
     "ops": {"data", "models", "codec", "transfer", "methods", "runtime", "report"},
     "codec": {"data", "models", "transfer", "methods", "runtime", "report"},
     "transfer": {"data", "models", "ops", "codec", "methods", "runtime", "report"},
+    "runtime": {
+        "data",
+        "models",
+        "ops",
+        "codec",
+        "transfer",
+        "methods",
+        "report",
+        "experiments",
+        "_ext",
+    },
+    "report": {"data", "models", "ops", "codec", "transfer", "methods", "experiments", "_ext"},
+    "experiments": {"report"},
 }
 
 

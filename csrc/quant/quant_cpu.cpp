@@ -213,12 +213,62 @@ HIERBENCH_INLINE GroupParams fused_params(const QArgs& a, int64_t g) {
   return group_params(m.lo, m.hi, m.nan, n == 0, a.s.qmax);
 }
 
+// Full groups of a compile-time size N (the common group sizes), round to nearest: the same
+// computation as groups_fused below, but every loop has a constant trip count, so the compiler
+// unrolls it with no remainder code and no per-group loop set-up.
+template <int64_t N, typename T>
+HIERBENCH_INLINE GroupParams fixed_params(const T* x, float qmax) {
+  const char* ahead = reinterpret_cast<const char*>(x) + kPrefetch;
+  for (int64_t off = 0; off < N * int64_t{sizeof(T)}; off += 64) __builtin_prefetch(ahead + off);
+  const MinMax m = minmax_range(x, N);
+  return group_params(m.lo, m.hi, m.nan, false, qmax);
+}
+
+template <int64_t N, typename T>
+HIERBENCH_INLINE void groups_fixed(const QArgs& a, int64_t g0, int64_t g1) {
+  const Spec& s = a.s;
+  const T* x = static_cast<const T*>(a.x);
+  const int bits = s.bits;
+  GroupParams next = fixed_params<N>(x + g0 * N, s.qmax);
+  for (int64_t g = g0; g < g1; ++g) {
+    const GroupParams p = next;
+    if (g + 1 < g1) next = fixed_params<N>(x + (g + 1) * N, s.qmax);
+    a.scale[g] = p.scale;
+    a.offset[g] = p.offset;
+    uint8_t* dst = a.payload + g * N * bits / 8;
+    if (p.scale != p.scale) {  // invalid group (NaN/inf inside): codes 0
+      std::memset(dst, 0, N * bits / 8);
+      continue;
+    }
+    alignas(64) uint8_t codes[N];
+    uint8_t* c = bits == 8 ? dst : codes;
+    codes_scalar(x + g * N, N, p.qlo, p.inv, s.qmax, false, 0, s.keys, c);
+    if (bits != 8) pack(codes, N, bits, dst);
+  }
+}
+
 // Groups [g0, g1) of a "group" quantization, fused: min/max, parameters, codes, pack. Software
 // pipelined by one group: the parameters of group g + 1 (two dependent divisions) are computed
-// before the codes of group g, so their latency overlaps the codes loop.
+// before the codes of group g, so their latency overlaps the codes loop. Full groups of the
+// common sizes with round-to-nearest take the constant-size path above.
 template <typename T>
 HIERBENCH_INLINE void groups_fused(const QArgs& a, int64_t g0, int64_t g1) {
   const Spec& s = a.s;
+  if (!s.stochastic) {
+    const int64_t full_end = std::min(g1, s.numel / s.group_size);
+    if (full_end > g0) {
+      bool done = true;
+      switch (s.group_size) {
+        case 32: groups_fixed<32, T>(a, g0, full_end); break;
+        case 64: groups_fixed<64, T>(a, g0, full_end); break;
+        case 128: groups_fixed<128, T>(a, g0, full_end); break;
+        case 256: groups_fixed<256, T>(a, g0, full_end); break;
+        default: done = false;
+      }
+      if (done) g0 = full_end;
+    }
+    if (g0 >= g1) return;
+  }
   GroupParams next = fused_params<T>(a, g0);
   for (int64_t g = g0; g < g1; ++g) {
     const GroupParams p = next;

@@ -1,7 +1,8 @@
-"""The methods' math as one plain PyTorch loop: no roles, channels, codec or link.
+"""The methods' math as one plain PyTorch loop: no roles, channels, threads or link.
 
 The oracle the tests hold the roles to (cloud-only must equal plain training of the whole model;
-hierarchical with a lossless codec must equal this loop's edge/exit and cloud updates), and the
+hierarchical must equal this loop's edge/exit and cloud updates — the cloud trains on
+``decode(encode(act))`` with the run's codec, exactly the values the cloud role receives), and the
 baseline of the harness-overhead benchmark. Same seed, model construction, data order,
 augmentation and optimizer as :mod:`hierbench.methods.roles`.
 """
@@ -38,8 +39,13 @@ def batches(cfg: RunConfig):
     return spe, train.mean, train.std, gen()
 
 
-def train_plain(cfg: RunConfig) -> dict:
-    """Train ``cfg.method``'s math in one loop; return the modules and per-step losses."""
+def train_plain(cfg: RunConfig, *, codec: bool = True) -> dict:
+    """Train ``cfg.method``'s math in one loop; return the modules and per-step losses.
+
+    ``codec``: hierarchical only — pass the cut activations through ``cfg.codec`` (encode then
+    decode, as the roles do) before the cloud part; ``False`` feeds the cloud the exact
+    activations (the math of an ideal lossless, free codec).
+    """
     spe, mean, std, it = batches(cfg)
     total = spe * cfg.epochs
     model, edge, cloud, head = build_parts(cfg)
@@ -64,6 +70,9 @@ def train_plain(cfg: RunConfig) -> dict:
             "losses": losses,
             "loop_s": loop_s,
         }
+    from hierbench.codec import ActivationCodec
+
+    wire = ActivationCodec(cfg.codec) if codec else None
     opt_e, sched_e = make_optimizer(cfg, [*edge.parameters(), *head.parameters()], total)
     opt_c, sched_c = make_optimizer(cfg, cloud.parameters(), total)
     for _, x, y in it:
@@ -73,7 +82,10 @@ def train_plain(cfg: RunConfig) -> dict:
         loss_e.backward()
         opt_e.step()
         sched_e.step()
-        loss_c = F.cross_entropy(cloud(act.detach()), y)
+        sent = act.detach()
+        if wire is not None:
+            sent = wire.decode(wire.encode(sent))
+        loss_c = F.cross_entropy(cloud(sent), y)
         opt_c.zero_grad(set_to_none=True)
         loss_c.backward()
         opt_c.step()

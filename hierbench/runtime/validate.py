@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierbench.runtime.model import Conventions, Scenario, predict
+from hierbench.errors import ConfigError
+from hierbench.runtime.model import Conventions, Prediction, Scenario, predict
 from hierbench.runtime.profiles import Profile, load_profile
 from hierbench.runtime.wire import parse_codec
 
@@ -29,6 +30,7 @@ class Check:
     predicted_s: float
     measured_s: float
     bottleneck: str
+    prediction: Prediction | None = None
 
     @property
     def error_pct(self) -> float:
@@ -42,6 +44,35 @@ def profile_for(cfg: dict, profile_dir: Path, threads: int) -> Profile:
     return load_profile(path)
 
 
+def predict_record(
+    rec: dict,
+    profile_dir: str | Path,
+    *,
+    latency: str = "pipelined",
+    cloud_speedup: float = 1.0,
+) -> Prediction:
+    """The runtime model's prediction for the run a record describes (its config, its number of
+    batches), from the CPU profile taken with the edge's thread count."""
+    cfg = rec["config"]
+    edge = profile_for(cfg, Path(profile_dir), int(cfg.get("threads_edge", 1)))
+    if int(cfg.get("batch_size", edge.batch)) != edge.batch:
+        raise ConfigError(
+            f"the run used batch {cfg['batch_size']} but the profile was taken at batch "
+            f"{edge.batch}: profile the run's batch (`hierbench profile --batch ...`) to predict it"
+        )
+    sc = Scenario(
+        edge=edge,
+        link=cfg["link"] or "inf",
+        n_batches=int(rec["totals"]["batches"]),
+        cloud_speedup=cloud_speedup,
+        edge_slowdown=float(cfg.get("edge_slowdown", 1.0)),
+        head=cfg.get("exit_head", "conv"),
+        conventions=Conventions(latency=latency),
+        grad_codec=parse_codec(cfg.get("grad_codec", "fp32")),
+    )
+    return predict(sc, cfg["cut"], parse_codec(cfg["codec"]))[_METHOD_KEY[cfg["method"]]]
+
+
 def check_record(
     path: str | Path,
     profile_dir: str | Path,
@@ -52,26 +83,15 @@ def check_record(
     """Predict the run in ``path`` from the profiles and compare with its measured wall clock."""
     rec = json.loads(Path(path).read_text())
     cfg = rec["config"]
-    n = int(rec["totals"]["batches"])
-    edge = profile_for(cfg, Path(profile_dir), int(cfg.get("threads_edge", 1)))
-    sc = Scenario(
-        edge=edge,
-        link=cfg["link"] or "inf",
-        n_batches=n,
-        cloud_speedup=cloud_speedup,
-        edge_slowdown=float(cfg.get("edge_slowdown", 1.0)),
-        head=cfg.get("exit_head", "conv"),
-        conventions=Conventions(latency=latency),
-        grad_codec=parse_codec(cfg.get("grad_codec", "fp32")),
-    )
-    pred = predict(sc, cfg["cut"], parse_codec(cfg["codec"]))[_METHOD_KEY[cfg["method"]]]
+    pred = predict_record(rec, profile_dir, latency=latency, cloud_speedup=cloud_speedup)
     return Check(
         record=str(path),
         method=cfg["method"],
         link=cfg["link"] or "unshaped",
-        batches=n,
+        batches=int(rec["totals"]["batches"]),
         latency=latency,
         predicted_s=pred.total_s,
         measured_s=float(rec["totals"]["train_wall_s"]),
         bottleneck=pred.bottleneck,
+        prediction=pred,
     )

@@ -25,7 +25,9 @@ GRANULARITIES = [
     ("channel", 128, 1),
     ("channel", 128, -1),
     ("group", 32, 1),
+    ("group", 64, 1),  # 32, 64, 128, 256: the CPU's constant-size path for full groups
     ("group", 128, 1),
+    ("group", 256, 1),
     ("group", 1024, 1),
 ]
 ROUNDINGS = ["nearest", "stochastic"]

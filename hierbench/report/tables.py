@@ -1,0 +1,377 @@
+"""The report's tables, as pandas DataFrames, from profiles and run records only (no torch).
+
+- :func:`reduction_table` (a): predicted reduction of hierarchical training against cloud-only
+  and split learning per model × dataset × link, at the cut the separation-point search picks
+  (8-bit only, and 8- or 4-bit) and at the paper's cut, with the published number beside.
+- :func:`sensitivity_table`: which convention or assumption moves each headline number, and by
+  how much (one assumption changed at a time).
+- :func:`accuracy_table` (b): accuracy per method and cut, final classifier and edge exit.
+- :func:`validation_table` (c): predicted against measured wall clock of two-process runs, with
+  the per-stage times that explain the difference; :func:`measured_table`: the measured
+  reductions.
+- :func:`bytes_table` (d): bytes per sample at every cut for every codec.
+
+Fractions are stored as fractions (0.61), times in seconds; the Markdown renderer formats them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from hierbench.errors import ConfigError
+from hierbench.runtime.model import (
+    Conventions,
+    Scenario,
+    activation_bytes,
+    cloud_only,
+    hierarchical,
+    predict,
+    raw_bytes,
+)
+from hierbench.runtime.partition import search
+from hierbench.runtime.profiles import Profile
+from hierbench.runtime.table import load_for
+from hierbench.runtime.validate import predict_record
+from hierbench.runtime.wire import CodecSetting, encoded_bytes, parse_codec
+
+METHOD_ORDER = {"cloud_only": 0, "split": 1, "hierarchical": 2}
+
+
+def _profiles(profile_dir: Path, cfg: Sequence, threads: int = 1) -> tuple[Profile, Profile | None]:
+    model, stem, dataset = cfg[0], cfg[1], cfg[2]
+    return load_for(profile_dir, model, stem, dataset, threads)
+
+
+def _label(model: str, dataset: str) -> str:
+    return (
+        {"vgg16": "VGG-16", "resnet18": "ResNet-18"}[model]
+        + " / "
+        + {
+            "cifar10": "CIFAR-10",
+            "tiny-imagenet": "Tiny ImageNet",
+        }.get(dataset, dataset)
+    )
+
+
+# -- (a) reductions ----------------------------------------------------------------------------
+def reduction_table(
+    profile_dir: Path, configs: Sequence[Sequence], links: Sequence[str]
+) -> pd.DataFrame:
+    """Predicted reductions per configuration × link (one epoch; every batch uploaded)."""
+    rows = []
+    for cfg in configs:
+        model, _stem, dataset, paper_cut, published = cfg
+        edge, cloud = _profiles(profile_dir, cfg)
+        for link in links:
+            sc = Scenario(edge, link, cloud=cloud)
+            base = cloud_only(sc)
+            s8 = search(sc, codecs=["q8"])
+            s84 = search(sc, codecs=["q8", "q4"])
+            p8 = predict(sc, paper_cut, "q8")
+            p4 = hierarchical(sc, paper_cut, "q4")
+            row = {
+                "config": _label(model, dataset),
+                "model": model,
+                "dataset": dataset,
+                "link": link,
+                "t_cloud_only_s": base.total_s,
+                "search_q8_cut": s8.best.cut if s8.best else "cloud-only",
+                "search_q8_vs_cloud": s8.reduction_vs_cloud,
+                "search_q8_vs_split": s8.reduction_vs_split,
+                "search_q84_pick": f"{s84.best.cut}/{s84.best.codec}" if s84.best else "cloud-only",
+                "search_q84_vs_cloud": s84.reduction_vs_cloud,
+                "paper_cut": paper_cut,
+                "paper_cut_q8_vs_cloud": p8["hierarchical"].reduction_vs(base),
+                "paper_cut_q8_vs_split": p8["hierarchical"].reduction_vs(p8["split"]),
+                "paper_cut_q4_vs_cloud": p4.reduction_vs(base),
+                "bottleneck": p8["hierarchical"].bottleneck,
+                "published_3g": published if link == "3g" else None,
+            }
+            row["delta_pp"] = (
+                100 * (row["paper_cut_q8_vs_cloud"] - published) if link == "3g" else None
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- sensitivity -------------------------------------------------------------------------------
+def sensitivity_table(
+    profile_dir: Path, configs: Sequence[Sequence], link: str = "3g"
+) -> pd.DataFrame:
+    """Predicted reduction vs cloud-only at the paper's cut, one assumption changed at a time.
+
+    Rows: the variants; columns: the configurations. The first two rows are byte counts only
+    (what PAPER.md's 33 / 67 / 33 / 83 % are), the third is the model under the base conventions.
+    """
+    variants: list[tuple[str, dict]] = []
+    cols: dict[str, list] = {}
+    names: list[str] = []
+    for cfg in configs:
+        model, _stem, dataset, cut, published = cfg
+        edge, cloud = _profiles(profile_dir, cfg)
+        try:
+            edge2, _ = _profiles(profile_dir, cfg, threads=2)
+        except Exception:
+            edge2 = None
+        sc = Scenario(edge, link, cloud=cloud)
+
+        def red(s: Scenario, codec: str = "q8", at: str = cut) -> float:
+            return hierarchical(s, at, codec).reduction_vs(cloud_only(s))
+
+        numel = edge.cut_numel(cut)
+        byte_only = 1 - (numel * 8 / 8) / edge.input_bytes
+        bytes_all = 1 - activation_bytes(sc, cut, "q8") / raw_bytes(sc)
+        conv = sc.conventions
+        ten = replace(sc, epochs=10)
+        values = {
+            "link-bound limit: 1 − (8-bit codes)/(uint8 pixels)": byte_only,
+            "… with scales/offsets, labels, frame headers: 1 − D(s)/D0": bytes_all,
+            "runtime model, base conventions (ours)": red(sc),
+            "latency paid once (pipelined), not per message": red(
+                replace(sc, conventions=replace(conv, latency="pipelined"))
+            ),
+            "labels as ⌈log2 K⌉ bits, not 1 byte": red(
+                replace(sc, conventions=replace(conv, labels="log2"))
+            ),
+            "no frame headers": red(replace(sc, conventions=replace(conv, frame_overhead=False))),
+            "10 epochs, baseline's raw data uploaded once": red(
+                replace(ten, conventions=replace(conv, upload="once"))
+            ),
+            "cloud as fast as one edge core (factor 1)": red(replace(sc, cloud_speedup=1.0)),
+            "cloud 100× one edge core": red(replace(sc, cloud_speedup=100.0)),
+            "edge = 2 cores of this CPU (2-thread profile)": (
+                red(replace(sc, edge=edge2)) if edge2 is not None else None
+            ),
+            "edge 4× faster than one core (k = 0.25)": red(replace(sc, edge_slowdown=0.25)),
+            "edge 4× slower (k = 4)": red(replace(sc, edge_slowdown=4.0)),
+            "4-bit activations instead of 8-bit": red(sc, "q4"),
+            "fp32 activations": red(sc, "fp32"),
+        }
+        best = search(sc, codecs=["q8"])
+        values["the search's cut (8-bit) instead of the paper's"] = best.reduction_vs_cloud
+        values["published"] = published
+        names = list(values)
+        cols[f"{_label(model, dataset)} @{cut}"] = [values[n] for n in names]
+        variants = [(n, {}) for n in names]
+    return pd.DataFrame(cols, index=[n for n, _ in variants])
+
+
+# -- (d) bytes -----------------------------------------------------------------------------------
+BYTES_CODECS = ("fp32", "q8", "q4", "q2", "q4+zstd")
+
+
+def bytes_table(profile_dir: Path, configs: Sequence[Sequence]) -> pd.DataFrame:
+    """Bytes per sample on the wire at every cut for every codec (frame header amortised over a
+    batch of 128, labels excluded), beside the raw uint8 image."""
+    rows = []
+    for cfg in configs:
+        model, _stem, dataset, paper_cut, _ = cfg
+        edge, _ = _profiles(profile_dir, cfg)
+        b = edge.batch
+        for cut in edge.cuts:
+            numel = edge.cut_numel(cut)
+            row = {
+                "config": _label(model, dataset),
+                "cut": cut + (" (paper)" if cut == paper_cut else ""),
+                "shape": "×".join(str(v) for v in edge.block(cut).out_shape or ()),
+                "raw_uint8": edge.input_bytes / b,
+            }
+            for name in BYTES_CODECS:
+                codec: CodecSetting = parse_codec(name)
+                row[name] = (
+                    encoded_bytes(numel, codec, zstd_ratio=edge.zstd_ratio(cut, codec.wire)) / b
+                )
+            row["q8_over_raw"] = row["q8"] / row["raw_uint8"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- run records ----------------------------------------------------------------------------------
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def stage_medians(rec: dict) -> dict:
+    """Median per-batch stage times measured in a run: edge compute, uplink transmission,
+    cloud step."""
+    edge = [r["compute_s"] for r in rec["edge_steps"] if r.get("compute_s") is not None]
+    cloud = [r["t1"] - r["t0"] for r in rec["cloud_steps"]]
+    msgs = (rec.get("link") or {}).get("messages") or []
+    up = [m["tx_end"] - m["tx_start"] for m in msgs if m["direction"] == "sent"]
+    return {"edge_s": _median(edge), "link_up_s": _median(up[1:] or up), "cloud_s": _median(cloud)}
+
+
+def _predict(rec: dict, profile_dir: Path, latency: str = "pipelined"):
+    """The model's prediction for a run, or ``None`` when no profile matches it."""
+    try:
+        return predict_record(rec, profile_dir, latency=latency)
+    except ConfigError:
+        return None
+
+
+def validation_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame:
+    """Predicted (runtime model, this machine's profiles, cloud factor 1) against measured.
+
+    Runs no committed profile matches (another batch size, model or thread count) are listed
+    without a prediction."""
+    rows = []
+    for rec in records:
+        cfg = rec["config"]
+        pipe = _predict(rec, profile_dir, "pipelined")
+        if pipe is None:
+            rows.append(
+                {
+                    "link": cfg["link"] or "unshaped",
+                    "method": cfg["method"],
+                    "codec": cfg["codec"] if cfg["method"] != "cloud_only" else "raw uint8",
+                    "batches": rec["totals"]["batches"],
+                    "measured_s": rec["totals"]["train_wall_s"],
+                    "bottleneck": "no matching profile",
+                    "id": rec.get("_id", ""),
+                }
+            )
+            continue
+        per_msg = predict_record(rec, profile_dir, latency="per-message")
+        measured = rec["totals"]["train_wall_s"]
+        st = stage_medians(rec)
+        if cfg["method"] == "cloud_only":
+            pred_edge, pred_cloud = 0.0, pipe.parts["t_full"]
+        elif cfg["method"] == "split":
+            p = pipe.parts
+            pred_edge = p["t_eF"] + p["t_eB"] + p["t_eU"]
+            pred_cloud = p["t_cF"] + p["t_cB"] + p["t_cU"]
+        else:
+            pred_edge, pred_cloud = pipe.t_E, pipe.t_C
+        link = (rec.get("link") or {}).get("spec") or ""
+        rows.append(
+            {
+                "link": cfg["link"] or "unshaped",
+                "method": cfg["method"],
+                "codec": cfg["codec"] if cfg["method"] != "cloud_only" else "raw uint8",
+                "batches": rec["totals"]["batches"],
+                "measured_s": measured,
+                "predicted_s": pipe.total_s,
+                "error": pipe.total_s / measured - 1,
+                "predicted_per_message_s": per_msg.total_s,
+                "error_per_message": per_msg.total_s / measured - 1,
+                "edge_ms_measured": None if st["edge_s"] is None else 1e3 * st["edge_s"],
+                "edge_ms_profile": 1e3 * pred_edge,
+                "cloud_ms_measured": None if st["cloud_s"] is None else 1e3 * st["cloud_s"],
+                "cloud_ms_profile": 1e3 * pred_cloud,
+                "bytes_up_per_batch": rec["totals"]["bytes_up"] / rec["totals"]["batches"],
+                "bytes_up_predicted": pipe.bytes_up,
+                "bottleneck": pipe.bottleneck,
+                "link_spec": link,
+                "id": rec.get("_id", ""),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["_o"] = df["method"].map(METHOD_ORDER)
+        df = df.sort_values(["link", "codec", "_o"], kind="stable").drop(columns="_o")
+    return df.reset_index(drop=True)
+
+
+def measured_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame:
+    """Measured wall clock of the three methods per link (same batches), the reductions of
+    hierarchical training, and the model's predicted reductions for the same runs."""
+    by: dict[tuple, dict] = {}
+    for rec in records:
+        cfg = rec["config"]
+        key = (cfg["link"], cfg["model"], cfg["dataset"], rec["totals"]["batches"])
+        slot = by.setdefault(key, {})
+        name = cfg["method"] if cfg["method"] != "hierarchical" else f"hierarchical/{cfg['codec']}"
+        slot[name] = rec
+    rows = []
+    for (link, model, dataset, n), recs in by.items():
+        base, spl = recs.get("cloud_only"), recs.get("split")
+        for name, rec in recs.items():
+            if not name.startswith("hierarchical"):
+                continue
+            t = rec["totals"]["train_wall_s"]
+            row = {
+                "config": _label(model, dataset),
+                "link": link,
+                "batches": n,
+                "method": name,
+                "cut": rec["config"]["cut"],
+                "hier_s": t,
+                "cloud_only_s": base["totals"]["train_wall_s"] if base else None,
+                "split_s": spl["totals"]["train_wall_s"] if spl else None,
+            }
+            row["vs_cloud"] = 1 - t / row["cloud_only_s"] if base else None
+            row["vs_split"] = 1 - t / row["split_s"] if spl else None
+            ph, pb, ps = (_predict(r, profile_dir) if r else None for r in (rec, base, spl))
+            row["predicted_vs_cloud"] = 1 - ph.total_s / pb.total_s if ph and pb else None
+            row["predicted_vs_split"] = 1 - ph.total_s / ps.total_s if ph and ps else None
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
+    """Test accuracy per run: final classifier and edge exit after the last epoch, the best
+    epoch, and the drop against the standard (cloud-only) run of the same budget."""
+    rows = []
+    for rec in records:
+        cfg = rec["config"]
+        eps = [e for e in rec["epochs"] if e.get("final_acc") is not None]
+        if not eps:
+            continue
+        last = eps[-1]
+        n_train = rec["steps_per_epoch"] * cfg["batch_size"]
+        rows.append(
+            {
+                "budget": budget_label(rec),
+                "method": cfg["method"],
+                "cut": cfg["cut"] if cfg["method"] != "cloud_only" else "",
+                "codec": cfg["codec"] if cfg["method"] != "cloud_only" else "",
+                "epochs": len(rec["epochs"]),
+                "train_images_per_epoch": n_train,
+                "test_images": last.get("eval_samples"),
+                "final_acc": last["final_acc"],
+                "exit_acc": last.get("exit_acc"),
+                "best_final_acc": max(e["final_acc"] for e in eps),
+                "cloud_train_loss": last.get("cloud_train_loss"),
+                "edge_train_loss": last.get("edge_train_loss"),
+                "id": rec.get("_id", ""),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if not len(df):
+        return df
+    std = df[df["method"] == "cloud_only"].set_index("budget")["final_acc"]
+    df["drop_vs_standard_pp"] = [
+        100 * (std[b] - a) if b in std.index else None
+        for b, a in zip(df["budget"], df["final_acc"], strict=True)
+    ]
+    df["_o"] = df["method"].map(METHOD_ORDER)
+    return (
+        df.sort_values(["budget", "_o", "cut", "codec"]).drop(columns="_o").reset_index(drop=True)
+    )
+
+
+def budget_label(rec: dict) -> str:
+    """``resnet18 cifar10, 2 epochs × 9,984 images`` — what an accuracy figure was bought with."""
+    cfg = rec["config"]
+    n_train = rec["steps_per_epoch"] * cfg["batch_size"]
+    return f"{cfg['model']} {cfg['dataset']}, {cfg['epochs']} epochs × {n_train:,} images" + (
+        f" (≤{cfg['limit_per_class']}/class)" if cfg.get("limit_per_class") else ""
+    )
+
+
+__all__ = [
+    "Conventions",
+    "accuracy_table",
+    "budget_label",
+    "bytes_table",
+    "measured_table",
+    "reduction_table",
+    "sensitivity_table",
+    "stage_medians",
+    "validation_table",
+]
