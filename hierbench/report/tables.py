@@ -16,7 +16,6 @@ Fractions are stored as fractions (0.61), times in seconds; the Markdown rendere
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from hierbench.runtime.model import (
 from hierbench.runtime.partition import search
 from hierbench.runtime.profiles import Profile
 from hierbench.runtime.table import load_for
-from hierbench.runtime.validate import predict_record
+from hierbench.runtime.validate import predict_from_stages, predict_record, stage_medians
 from hierbench.runtime.wire import CodecSetting, encoded_bytes, parse_codec
 
 METHOD_ORDER = {"cloud_only": 0, "split": 1, "hierarchical": 2}
@@ -192,20 +191,6 @@ def bytes_table(profile_dir: Path, configs: Sequence[Sequence]) -> pd.DataFrame:
 
 
 # -- run records ----------------------------------------------------------------------------------
-def _median(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def stage_medians(rec: dict) -> dict:
-    """Median per-batch stage times measured in a run: edge compute, uplink transmission,
-    cloud step."""
-    edge = [r["compute_s"] for r in rec["edge_steps"] if r.get("compute_s") is not None]
-    cloud = [r["t1"] - r["t0"] for r in rec["cloud_steps"]]
-    msgs = (rec.get("link") or {}).get("messages") or []
-    up = [m["tx_end"] - m["tx_start"] for m in msgs if m["direction"] == "sent"]
-    return {"edge_s": _median(edge), "link_up_s": _median(up[1:] or up), "cloud_s": _median(cloud)}
-
-
 def _predict(rec: dict, profile_dir: Path, latency: str = "pipelined"):
     """The model's prediction for a run, or ``None`` when no profile matches it."""
     try:
@@ -237,6 +222,7 @@ def validation_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame
             )
             continue
         per_msg = predict_record(rec, profile_dir, latency="per-message")
+        staged = predict_from_stages(rec, pipe)
         measured = rec["totals"]["train_wall_s"]
         st = stage_medians(rec)
         if cfg["method"] == "cloud_only":
@@ -259,6 +245,7 @@ def validation_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame
                 "error": pipe.total_s / measured - 1,
                 "predicted_per_message_s": per_msg.total_s,
                 "error_per_message": per_msg.total_s / measured - 1,
+                "error_run_compute": (None if staged is None else staged / measured - 1),
                 "edge_ms_measured": None if st["edge_s"] is None else 1e3 * st["edge_s"],
                 "edge_ms_profile": 1e3 * pred_edge,
                 "cloud_ms_measured": None if st["cloud_s"] is None else 1e3 * st["cloud_s"],

@@ -9,6 +9,7 @@ CPU as the edge, so ``cloud_speedup`` is 1 unless a cloud profile is given.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,42 @@ def check_record(
         bottleneck=pred.bottleneck,
         prediction=pred,
     )
+
+
+def stage_medians(rec: dict) -> dict:
+    """Mean per-batch stage times measured in a run: edge compute (its ``compute_s``: forward,
+    exit, backward, step, codec), uplink transmission of one message (median), cloud step. Means,
+    not medians, for the compute stages: a pipeline's period is paid N times, outliers included."""
+    edge = [r["compute_s"] for r in rec["edge_steps"] if r.get("compute_s") is not None]
+    cloud = [r["t1"] - r["t0"] for r in rec["cloud_steps"]]
+    msgs = (rec.get("link") or {}).get("messages") or []
+    up = [m["tx_end"] - m["tx_start"] for m in msgs if m["direction"] == "sent"]
+    return {
+        "edge_s": statistics.fmean(edge) if edge else None,
+        "link_up_s": statistics.median(up[1:] or up) if up else None,
+        "cloud_s": statistics.fmean(cloud) if cloud else None,
+    }
+
+
+def predict_from_stages(rec: dict, pred: Prediction) -> float | None:
+    """The model's formula with the run's own measured compute times (mean edge compute and
+    cloud step per batch) in place of the profile's; the link terms stay the model's.
+
+    Its error against the measured wall clock is the error of the formulas (pipeline structure,
+    latency, fill); what is left of the profile-based error is the profile's (compute measured
+    at another time, alone on the machine)."""
+    st = stage_medians(rec)
+    n = pred.n_batches
+    p = pred.parts
+    edge, cloud = st["edge_s"], st["cloud_s"]
+    if cloud is None:
+        return None
+    if pred.method == "cloud-only":
+        return (p["t_up"] + cloud) + (n - 1) * max(pred.t_L, cloud)
+    if edge is None:
+        return None
+    if pred.method == "split":
+        return n * (edge + cloud + p["t_up"] + p["t_down"])
+    scale = edge / pred.t_E if pred.t_E > 0 else 1.0
+    fill = (p["t_eF"] + p["t_enc"]) * scale + p["t_up"] + cloud
+    return fill + (n - 1) * max(edge, pred.t_L, cloud)
