@@ -147,11 +147,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     _validate_names(cfg)
+    ckpt = dict(checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     if args.processes == 1:
-        record = runner.run(cfg, progress=not args.quiet)
+        record = runner.run(cfg, progress=not args.quiet, **ckpt)
     else:
         record = runner.run_two_processes(
-            cfg, cpus=(args.cpu_edge, args.cpu_cloud), progress=not args.quiet
+            cfg, cpus=(args.cpu_edge, args.cpu_cloud), progress=not args.quiet, **ckpt
         )
     _finish_record(record, args.out)
     return 0
@@ -163,7 +164,16 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     _validate_names(cfg)
     host, port = _host_port(args.connect)
-    record = runner.run_edge(cfg, host, port, _secret(args), cpu=args.cpu, progress=not args.quiet)
+    record = runner.run_edge(
+        cfg,
+        host,
+        port,
+        _secret(args),
+        cpu=args.cpu,
+        progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+    )
     _finish_record(record, args.out)
     return 0
 
@@ -182,7 +192,7 @@ def _cmd_cloud(args: argparse.Namespace) -> int:
         outages=outages,
         cpu=args.cpu,
         threads=args.threads,
-        progress=not args.quiet,
+        progress=runner.Progress(not args.quiet or args.progress_lines, lines=args.progress_lines),
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
     )
@@ -245,7 +255,17 @@ def _add_run_args(s: argparse.ArgumentParser) -> None:
         "--checkpoint-every",
         type=int,
         default=0,
-        help="the cloud checkpoints every N steps; the edge replays to a restarted cloud",
+        help="checkpoint every N steps (see --checkpoint-dir); the edge replays to a restarted "
+        "cloud, a restarted edge resumes against the cloud",
+    )
+    s.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="with --checkpoint-every: where the edge (edge.pt) and, with --processes 2, the "
+        "cloud (cloud.pt) keep their checkpoints",
+    )
+    s.add_argument(
+        "--resume", action="store_true", help="start from the checkpoint(s) in --checkpoint-dir"
     )
     s.add_argument("--out", type=Path, default=None, help="write the run record (JSON) here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -464,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="start from the checkpoint in --checkpoint-dir"
     )
     s.add_argument("--quiet", action="store_true")
+    s.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="progress as lines on stdout, for a parent process (hierbench train --processes 2)",
+    )
     s.set_defaults(func=_cmd_cloud)
 
     s = sub.add_parser(

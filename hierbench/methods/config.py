@@ -45,10 +45,11 @@ class RunConfig:
         slots: transfer-engine ring slots (2 = double buffering).
         backlog_bytes: how many encoded bytes the hierarchical edge may queue while the link is
             slow or down before it waits (the edge keeps training meanwhile).
-        checkpoint_every: the cloud checkpoints every this many steps (0: never) and
-            acknowledges them; the edge keeps what is not acknowledged and, if the cloud goes
-            away, reconnects and replays from the step the restarted cloud asks for. For the
-            pipelined methods (cloud_only, hierarchical), with ``eval`` "end" or "none".
+        checkpoint_every: each role with a checkpoint folder checkpoints every this many steps
+            (0: never); the cloud acknowledges its checkpoints, the edge keeps what is not
+            acknowledged (in memory and in its own checkpoint). A killed cloud or edge restarted
+            with ``--resume`` continues the run (protocol: :mod:`hierbench.methods.roles`). For
+            the pipelined methods (cloud_only, hierarchical), with ``eval`` "end" or "none".
     """
 
     method: str = "hierarchical"

@@ -16,6 +16,48 @@ Per method (``../shared/PAPER.md``):
 
 Both roles build the full model from the same seed and cut it, so every method starts from the
 same parameters, and ``split`` with the fp32 codec computes exactly the unsplit model's gradients.
+
+Checkpoint and resume (``cfg.checkpoint_every = N``; cloud_only and hierarchical)
+---------------------------------------------------------------------------------
+
+Each role checkpoints every ``N`` steps into its checkpoint folder, atomically (write a temporary
+file, then rename): the cloud to ``cloud.pt`` (its model, optimizer, scheduler, records), the edge
+to ``edge.pt`` (edge layers, exit head, optimizer, scheduler, data position, records, and the
+uploads the cloud has not acknowledged yet, as uint8 tensors). Both are plain ``torch.save`` dicts
+of tensors, numbers, strings and lists, read back with ``torch.load(weights_only=True)``.
+
+The protocol, on the control channel (JSON objects; steps are global batch indices)::
+
+    edge  -> cloud  hello    {config, steps_per_epoch, evals_done}   first, on every connection
+    cloud -> edge   welcome  {next_step}  or  {error}                 the step the cloud needs next
+    cloud -> edge   ack      {next_step}   after each cloud checkpoint: the edge may forget
+                                           every upload below next_step
+    ...             eval / eval_result, then after END on the data channel: records
+    edge  -> cloud  done     the edge has the records (only with checkpoint_every: until then
+                             the cloud stays ready for a reconnect)
+
+*Uploads* carry their step in the message header. The edge keeps every upload from the last
+acknowledged step on (in memory, and in its checkpoint). After ``welcome {next_step: s}`` it
+sends, in order, exactly the kept uploads with step >= s and then every new one; the cloud
+accepts only step ``expected`` (anything else is a :class:`ProtocolError`), so each step is
+trained exactly once, in order.
+
+*The cloud goes away* (killed, restarted with ``--resume``): the edge's next send or receive
+fails; it reconnects (retrying for ``reconnect_timeout``), says hello, and replays from the
+``next_step`` of the restarted cloud's checkpoint, which is never below the last acknowledgement.
+
+*The edge goes away* (killed, restarted with ``--resume``): the cloud's receive fails; it keeps
+its state in memory, goes back to ``accept()``, checks the new edge's hello (same config) and
+welcomes it with the step it needs next. The restarted edge loads its checkpoint (position ``e``,
+kept uploads from ``a <= next_step``); it recomputes steps ``e ..`` in order (the data order and
+augmentation depend only on ``(seed, epoch)``, the codec's rounding on the step), and uploads
+only those the cloud still needs: kept ones from ``next_step`` on, recomputed ones from
+``max(e, next_step)`` on. Training is deterministic, so the edge's recomputed state equals the
+one it lost, and the run equals an uninterrupted one.
+
+*Evaluation* requests the edge has sent but got no result for are resent after a reconnect;
+``evals_done`` in hello tells the cloud which results the edge already holds, and the cloud
+redoes any other evaluation of an epoch it has trained.
 """
 
 from __future__ import annotations
@@ -23,6 +65,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +78,7 @@ import torch.nn.functional as F
 from hierbench import data as hdata
 from hierbench import models
 from hierbench.codec import ActivationCodec
-from hierbench.errors import TransferError
+from hierbench.errors import ConfigError, TransferError, TransferTimeout
 from hierbench.methods import wire
 from hierbench.methods.config import RunConfig
 from hierbench.methods.wire import Kind, Message
@@ -86,15 +129,21 @@ class Sender:
         self._recover = recover
         self.generation = 0
         self.stall_s = 0.0
+        self._last_step = -1  # the highest step queued (puts of steps <= it are duplicates)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def put(self, data: bytes, step: int = -1) -> None:
+        """Queue ``data``; a message with a step (>= 0) that a :meth:`reset` already queued is
+        dropped (the reset replayed it), so each step goes out once per connection."""
         t0 = now()
         with self._cv:
             while self._bytes and self._bytes + len(data) > self._max and self._error is None:
                 self._cv.wait()
             self._raise()
+            if 0 <= step <= self._last_step:
+                return
+            self._last_step = max(self._last_step, step)
             self._queue.append((step, data))
             self._bytes += len(data)
             self._cv.notify_all()
@@ -106,6 +155,7 @@ class Sender:
             self._channel = channel
             self._queue = collections.deque(entries)
             self._bytes = sum(len(d) for _, d in self._queue)
+            self._last_step = max([self._last_step, *(st for st, _ in self._queue)])
             self.generation = generation
             self._cv.notify_all()
 
@@ -291,9 +341,62 @@ def _idle(compute_s: float, slowdown: float) -> float:
 
 ProgressFn = Callable[[str, int, int, dict], None]
 
+EDGE_CHECKPOINT = "edge.pt"
+CLOUD_CHECKPOINT = "cloud.pt"
+
+
+class ProtocolError(TransferError):
+    """The peer broke the protocol (a lost or reordered step, an unexpected message): reconnecting
+    would not help, so the resume machinery lets this one through."""
+
+
+def _control(obj: dict) -> bytes:
+    return wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(obj)))
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file, flushed to disk, then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, cfg: RunConfig, role: str) -> dict:
+    """Read ``path`` (weights_only) and check that it is ``role``'s checkpoint of this run."""
+    if not path.exists():
+        raise ConfigError(
+            f"--resume: no {role} checkpoint at {path}; check --checkpoint-dir, or start without "
+            "--resume to begin a new run"
+        )
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # truncated, not a checkpoint, or unsafe content
+        raise ConfigError(f"cannot read the {role} checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("role", role) != role or "config" not in state:
+        raise ConfigError(f"{path} is not a hierbench {role} checkpoint")
+    mine, theirs = cfg.to_dict(), state["config"]
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+        raise ConfigError(
+            f"the {role} checkpoint {path} belongs to another run ({detail}); resume with the "
+            "same settings, or use another --checkpoint-dir (or none) for a new run"
+        )
+    return state
+
 
 class EdgeRole:
-    """The device: holds the data, runs the edge layers (and exit), drives the run."""
+    """The device: holds the data, runs the edge layers (and exit), drives the run.
+
+    With ``cfg.checkpoint_every`` it keeps every upload the cloud has not acknowledged (and with
+    a ``reconnect`` function, reconnects and replays when the cloud goes away); with a
+    ``checkpoint_dir`` it also checkpoints itself to ``<checkpoint_dir>/edge.pt``, and with
+    ``resume`` it starts from that checkpoint (see the module docstring for the protocol).
+    """
 
     def __init__(
         self,
@@ -304,6 +407,8 @@ class EdgeRole:
         progress: ProgressFn | None = None,
         reconnect: Callable[[], tuple[Channel, Channel]] | None = None,
         reconnect_timeout: float = 120.0,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
     ) -> None:
         self.cfg = cfg
         self.data = data
@@ -311,6 +416,15 @@ class EdgeRole:
         self.progress = progress
         self.codec = ActivationCodec(cfg.codec)
         self.grad_codec = ActivationCodec(cfg.grad_codec)
+        if resume and checkpoint_dir is None:
+            raise ConfigError("--resume needs --checkpoint-dir (the folder of the edge checkpoint)")
+        if checkpoint_dir is not None and not cfg.checkpoint_every:
+            raise ConfigError(
+                "a checkpoint folder was given but checkpoint_every is 0: nothing would be saved; "
+                "set --checkpoint-every N"
+            )
+        self.checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / EDGE_CHECKPOINT
+        self.resume = resume
         # Resume after a cloud restart: keep every upload the cloud has not acknowledged as
         # checkpointed, reconnect on a failed transfer, replay from the step the cloud asks for.
         self.reconnect = reconnect if cfg.checkpoint_every else None
@@ -320,7 +434,12 @@ class EdgeRole:
         )
         self._lock = threading.RLock()
         self._gen = 0
+        self._floor = 0  # uploads below this step are not sent: the cloud already has them
+        self._eval_pending: dict[int, list[bytes]] = {}  # evaluations sent, no result yet
+        self._evals_done: set[int] = set()
+        self._abort: str | None = None  # why the cloud stopped, if it said so
         self.reconnects = 0
+        self.resumed_from: int | None = None
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -345,6 +464,7 @@ class EdgeRole:
         if spe < 1:
             raise ValueError(f"{len(train)} training images give no batch of {cfg.batch_size}")
         total = spe * cfg.epochs
+        self.spe, self.total = spe, total
         _, self.edge, _, self.head = build_parts(cfg)
         edge_params = [] if self.edge is None else list(self.edge.parameters())
         if self.head is not None:
@@ -354,13 +474,28 @@ class EdgeRole:
             shape = (cfg.batch_size, 3, cfg.input_size, cfg.input_size)
             warm_up([self.edge], _synthetic(shape), self.head, cfg.num_classes)
 
-        self._hello = {"type": "hello", "config": cfg.to_dict(), "steps_per_epoch": spe}
+        steps, epochs, losses = [], [], []
+        first = 0
+        t_start = now()
+        if self.resume:
+            state = self._load()
+            first, t_start = int(state["next_step"]), float(state["t_start"])
+            steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
+            self.resumed_from = first
         start = self._handshake(self.control)
-        if start != 0:
+        kept_from = self.retained[0][0] if self.retained else first
+        if not self.resume and start != 0:
             raise TransferError(
-                f"the cloud resumes at step {start}, but this edge starts a new run: restart the "
-                "cloud without --resume (or with an empty checkpoint folder)"
+                f"the cloud is at step {start}, but this edge starts a new run: restart this edge "
+                "with --resume and its --checkpoint-dir, or restart the cloud without --resume"
             )
+        if start < kept_from:
+            raise TransferError(
+                f"the cloud needs step {start}, but this edge's checkpoint keeps uploads from step "
+                f"{kept_from} on: the cloud lost more than it acknowledged (was it restarted "
+                "without --resume, or with another --checkpoint-dir?)"
+            )
+        self._floor = start
         resilient = self.reconnect is not None
         self.inbox = Receiver(
             self.control,
@@ -371,32 +506,46 @@ class EdgeRole:
         self.uplink = Sender(
             self.data, cfg.backlog_bytes, "uplink", recover=self._recover if resilient else None
         )
+        if self.retained:  # a resumed edge: first what the cloud lacks of what it kept
+            self.uplink.reset(self.data, [(st, m) for st, m in self.retained if st >= start], 0)
         self.ctrl_out = Sender(
             self.control, 1 << 62, "control-out", recover=self._recover if resilient else None
         )
-        steps, epochs = [], []
-        t_start = now()
-        for epoch in range(cfg.epochs):
+        every = cfg.checkpoint_every if self.checkpoint is not None else 0
+        e0, i0 = divmod(first, spe)
+        for epoch in range(e0, cfg.epochs):
             loader.set_epoch(epoch)
-            losses = []
             for i, (x, y) in enumerate(loader):
                 if i >= spe:
                     break
-                rec = self._train_step(epoch * spe + i, epoch, x, y)
+                if epoch == e0 and i < i0:
+                    continue  # drawing the batch replays the epoch's augmentation generator
+                step = epoch * spe + i
+                rec = self._train_step(step, epoch, x, y)
                 steps.append(rec)
                 if rec.get("loss") is not None:
                     losses.append(rec["loss"])
                 if self.progress:
-                    self.progress("edge", epoch * spe + i + 1, total, rec)
+                    self.progress("edge", step + 1, total, rec)
+                if every and (step + 1) % every == 0 and (step + 1) % spe != 0:
+                    self._save(step + 1, t_start, steps, epochs, losses)
             ep = {"epoch": epoch, "edge_train_loss": _mean(losses)}
+            losses = []
             if cfg.eval == "epoch" or (cfg.eval == "end" and epoch == cfg.epochs - 1):
                 ep.update(self._evaluate(epoch, test))
             epochs.append(ep)
+            nxt = (epoch + 1) * spe
+            if every and nxt % every == 0 and nxt < total:
+                self._save(nxt, t_start, steps, epochs, losses)
         self._upload(total, wire.pack(Message(Kind.END, step=total)))
         self.uplink.flush()
         t_edge_done = now()
         self.ctrl_out.flush()
         cloud = self._collect(epochs)
+        if cfg.checkpoint_every:  # the cloud waits for this before it stops accepting edges
+            self.inbox.close()
+            self.ctrl_out.put(_control({"type": "done"}))
+            self.ctrl_out.flush()
         self.uplink.close()
         self.ctrl_out.close()
         self.inbox.close()
@@ -409,32 +558,101 @@ class EdgeRole:
             "epochs": epochs,
             "uplink_stall_s": self.uplink.stall_s,
             "reconnects": self.reconnects,
+            "resumed_from": self.resumed_from,
             "cloud": cloud,
         }
+
+    # -- the edge's own checkpoint -----------------------------------------------------------
+
+    def _save(self, next_step: int, t_start: float, steps, epochs, losses) -> None:
+        """Checkpoint the edge after ``next_step`` steps, with the uploads not yet acknowledged
+        (as uint8 tensors: nothing in the file needs more than ``weights_only`` to load)."""
+        with self._lock:
+            kept = list(self.retained)
+
+        def state_of(x):
+            return None if x is None else x.state_dict()
+
+        state = {
+            "role": "edge",
+            "version": 1,
+            "config": self.cfg.to_dict(),
+            "steps_per_epoch": self.spe,
+            "next_step": next_step,
+            "t_start": t_start,
+            "edge": state_of(self.edge),
+            "head": state_of(self.head),
+            "opt": state_of(self.opt),
+            "sched": state_of(self.sched),
+            "steps": steps,
+            "epochs": epochs,
+            "losses": losses,
+            "kept_steps": [st for st, _ in kept],
+            "kept": [torch.frombuffer(bytearray(m), dtype=torch.uint8) for _, m in kept],
+        }
+        _atomic_save(state, self.checkpoint)
+
+    def _load(self) -> dict:
+        state = _load_checkpoint(self.checkpoint, self.cfg, "edge")
+        if int(state["steps_per_epoch"]) != self.spe:
+            raise ConfigError(
+                f"the edge checkpoint {self.checkpoint} has {state['steps_per_epoch']} steps per "
+                f"epoch, this run {self.spe}: the dataset changed; start a new run"
+            )
+        for module, key in ((self.edge, "edge"), (self.head, "head"), (self.opt, "opt")):
+            if module is not None:
+                module.load_state_dict(state[key])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["sched"])
+        self.retained = collections.deque(
+            (int(st), t.numpy().tobytes())
+            for st, t in zip(state["kept_steps"], state["kept"], strict=True)
+        )
+        return state
 
     # -- uploads, acknowledgements and resume -----------------------------------------------
 
     def _handshake(self, control: Channel) -> int:
         """Send hello on a (new) control channel; return the step the cloud expects next."""
-        control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(self._hello))))
-        msg = wire.unpack(control.recv())
+        with self._lock:
+            done = sorted(self._evals_done)
+        hello = {
+            "type": "hello",
+            "config": self.cfg.to_dict(),
+            "steps_per_epoch": self.spe,
+            "evals_done": done,
+        }
+        control.send(_control(hello))
+        msg = wire.unpack(control.recv(timeout=60.0))
         welcome = wire.unpack_json(msg.payload)
         if welcome.get("type") != "welcome":
-            raise TransferError(f"expected the cloud's welcome, got {welcome.get('type')!r}")
+            raise ProtocolError(f"expected the cloud's welcome, got {welcome.get('type')!r}")
+        if "error" in welcome:
+            raise ConfigError(f"the cloud refused this edge: {welcome['error']}")
         return int(welcome["next_step"])
 
     def _upload(self, step: int, msg: bytes) -> None:
         if self.retained is not None:
             with self._lock:
                 self.retained.append((step, msg))
-        self.uplink.put(msg, step)
+        if step >= self._floor:
+            self.uplink.put(msg, step)
 
     def _on_control(self, msg: Message) -> bool:
-        """Consume the cloud's checkpoint acknowledgements: forget what it no longer needs."""
-        if msg.kind != Kind.CONTROL or self.retained is None:
+        """Consume the cloud's checkpoint acknowledgements (forget what it no longer needs) and
+        note evaluation results (they stay queued for :meth:`_collect`)."""
+        if msg.kind != Kind.CONTROL:
             return False
         obj = wire.unpack_json(msg.payload)
-        if obj.get("type") != "ack":
+        if obj.get("type") == "abort":
+            self._abort = str(obj.get("error"))
+            return False
+        if obj.get("type") == "eval_result":
+            with self._lock:
+                self._eval_pending.pop(obj.get("epoch"), None)
+                self._evals_done.add(obj.get("epoch"))
+            return False
+        if obj.get("type") != "ack" or self.retained is None:
             return False
         with self._lock:
             while self.retained and self.retained[0][0] < int(obj["next_step"]):
@@ -451,10 +669,14 @@ class EdgeRole:
                     c.close(timeout=0)  # the peer is gone: drop what is queued (it is retained)
             deadline = now() + self.reconnect_timeout
             while True:
+                if self._abort is not None:
+                    raise ProtocolError(f"the cloud stopped the run: {self._abort}")
                 try:
                     data, control = self.reconnect()
                     start = self._handshake(control)
                     break
+                except ProtocolError:
+                    raise
                 except (TransferError, OSError) as exc:
                     if now() > deadline:
                         raise TransferError(
@@ -471,7 +693,8 @@ class EdgeRole:
             self._gen += 1
             self.reconnects += 1
             self.uplink.reset(data, [(st, m) for st, m in kept if st >= start], self._gen)
-            self.ctrl_out.reset(control, [], self._gen)
+            resend = [m for epoch in sorted(self._eval_pending) for m in self._eval_pending[epoch]]
+            self.ctrl_out.reset(control, resend, self._gen)
 
     def _recover_control(self, generation: int) -> tuple[Channel, int]:
         self._recover(generation)
@@ -559,9 +782,12 @@ class EdgeRole:
                 mod.train()
         out["exit_acc"] = correct_exit / len(test) if self.head is not None else None
         req = {"type": "eval", "epoch": epoch, "batches": len(batches)}
-        self.ctrl_out.put(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(req))))
-        for b in batches:
-            self.ctrl_out.put(b)
+        msgs = [_control(req), *batches]
+        with self._lock:  # atomic with a reconnect, which resends what has no result yet
+            if epoch not in self._evals_done:
+                self._eval_pending[epoch] = msgs
+            for m in msgs:
+                self.ctrl_out.put(m)
         out["edge_eval_s"] = now() - t0
         return out
 
@@ -574,16 +800,25 @@ class EdgeRole:
                 by_epoch[obj["epoch"]].update(
                     final_acc=obj["final_acc"], cloud_eval_s=obj["eval_s"]
                 )
+            elif obj.get("type") == "abort":
+                raise ProtocolError(f"the cloud stopped the run: {obj.get('error')}")
             elif obj.get("type") == "records":
                 for e in obj.get("epochs", []):
                     by_epoch[e["epoch"]]["cloud_train_loss"] = e["cloud_train_loss"]
                 return obj
             else:
-                raise TransferError(f"unexpected control message {obj.get('type')!r}")
+                raise ProtocolError(f"unexpected control message {obj.get('type')!r}")
 
 
 class CloudRole:
-    """The server: receives the config, trains its part in arrival order, reports back."""
+    """The server: receives the config, trains its part in arrival order, reports back.
+
+    With ``checkpoint_dir`` and ``cfg.checkpoint_every`` it checkpoints to
+    ``<checkpoint_dir>/cloud.pt`` and acknowledges; with ``resume`` it starts from that
+    checkpoint. With ``reaccept`` (a function returning the next edge's data and control
+    channels) and ``cfg.checkpoint_every``, an edge that goes away is waited for: the cloud keeps
+    its state, accepts the restarted edge and asks it for the step it needs next.
+    """
 
     def __init__(
         self,
@@ -593,19 +828,30 @@ class CloudRole:
         progress: ProgressFn | None = None,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
+        reaccept: Callable[[], tuple[Channel, Channel]] | None = None,
+        log: Callable[[str], None] | None = None,
     ):
         self.data = data
         self.control = control
         self.progress = progress
         self.codec = None
-        self.checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / "cloud.pt"
+        self.checkpoint = (
+            None if checkpoint_dir is None else Path(checkpoint_dir) / CLOUD_CHECKPOINT
+        )
         self.resume = resume
+        self.reaccept = reaccept
+        self.log = log
+        self.reconnects = 0
         if resume and self.checkpoint is None:
-            raise ValueError("resume needs a checkpoint folder")
+            raise ConfigError(
+                "--resume needs --checkpoint-dir (the folder of the cloud checkpoint)"
+            )
 
     def _save(self, next_step: int, steps, epochs, losses) -> None:
         """Checkpoint the cloud's state (atomically), then tell the edge what it may forget."""
         state = {
+            "role": "cloud",
+            "version": 1,
             "config": self.cfg.to_dict(),
             "next_step": next_step,
             "net": self.net.state_dict(),
@@ -615,36 +861,48 @@ class CloudRole:
             "epochs": epochs,
             "losses": losses,
         }
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.checkpoint)
-        ack = {"type": "ack", "next_step": next_step}
-        self.control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(ack))))
+        _atomic_save(state, self.checkpoint)
+        self.control.send(_control({"type": "ack", "next_step": next_step}))
 
     def _load(self):
+        """The checkpoint's state, or None if there is none yet (the cloud died before its first
+        checkpoint: the edge still keeps every upload, so the run restarts from step 0)."""
         if not self.checkpoint.exists():
+            self._say(f"no checkpoint at {self.checkpoint} yet: the cloud starts at step 0")
             return None
-        state = torch.load(self.checkpoint, weights_only=True)
-        if state["config"] != self.cfg.to_dict():
-            raise TransferError(
-                f"checkpoint {self.checkpoint} belongs to another run (its config differs)"
-            )
+        state = _load_checkpoint(self.checkpoint, self.cfg, "cloud")
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         return state
 
-    def _control_json(self) -> dict:
-        msg = wire.unpack(self.control.recv())
+    def _say(self, text: str) -> None:
+        if self.log is not None:
+            self.log(f"cloud: {text}")
+
+    def _control_json(self, control: Channel | None = None, timeout: float | None = None) -> dict:
+        msg = wire.unpack((control or self.control).recv(timeout=timeout))
         if msg.kind != Kind.CONTROL:
-            raise TransferError(f"expected a control message, got {msg.kind.name}")
+            raise ProtocolError(f"expected a control message, got {msg.kind.name}")
         return wire.unpack_json(msg.payload)
+
+    def _welcome(self, control: Channel, hello: dict, next_step: int) -> None:
+        """Answer a hello: the step this cloud needs next; note which evaluations are owed."""
+        control.send(_control({"type": "welcome", "next_step": next_step}))
+        done = set(hello.get("evals_done", []))
+        spe, cfg = self.spe, self.cfg
+        self._owed = [
+            e
+            for e in range(cfg.epochs)
+            if (cfg.eval == "epoch" or (cfg.eval == "end" and e == cfg.epochs - 1))
+            and next_step >= (e + 1) * spe
+            and e not in done
+        ]
 
     def run(self) -> dict:
         hello = self._control_json()
         if hello.get("type") != "hello":
-            raise TransferError(f"expected hello, got {hello.get('type')!r}")
+            raise ProtocolError(f"expected hello, got {hello.get('type')!r}")
         cfg = RunConfig.from_dict(hello["config"])
         expected_link = getattr(self, "expected_link", cfg.link)
         if expected_link != cfg.link:
@@ -654,7 +912,7 @@ class CloudRole:
             )
         spe = int(hello["steps_per_epoch"])
         total = spe * cfg.epochs
-        self.cfg = cfg
+        self.cfg, self.spe = cfg, spe
         self.mean, self.std = NORMALIZATION[cfg.dataset]
         model, _, self.net, _ = build_parts(cfg)  # cloud_only: the whole model, else its part
         self.opt, self.sched = make_optimizer(cfg, self.net.parameters(), total)
@@ -671,36 +929,96 @@ class CloudRole:
         if state is not None:
             expected = int(state["next_step"])
             steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
-        welcome = {"type": "welcome", "next_step": expected}
-        self.control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(welcome))))
+            self._say(f"resumed from {self.checkpoint} at step {expected}")
+        self._welcome(self.control, hello, expected)
         every = cfg.checkpoint_every if self.checkpoint is not None else 0
+        resilient = self.reaccept is not None and cfg.checkpoint_every > 0
         while True:
-            raw = self.data.recv()
-            t_recv = now()
-            msg = wire.unpack(raw)
-            if msg.kind == Kind.END:
-                break
-            if msg.step != expected:
-                raise TransferError(f"expected step {expected}, got {msg.step}: lost or reordered")
-            expected += 1
-            rec = self._train_step(msg, t_recv, len(raw))
-            steps.append(rec)
-            losses.append(rec["loss"])
-            if self.progress:
-                self.progress("cloud", msg.step + 1, total, rec)
-            if (msg.step + 1) % spe == 0:
-                epoch = msg.step // spe
-                epochs.append({"epoch": epoch, "cloud_train_loss": _mean(losses)})
-                losses = []
-                if cfg.eval == "epoch" or (cfg.eval == "end" and epoch == cfg.epochs - 1):
-                    self._evaluate(epoch)
-            if every and expected % every == 0 and expected < total:
-                self._save(expected, steps, epochs, losses)
-        if expected != total:
-            raise TransferError(f"END after {expected} of {total} steps")
-        result = {"type": "records", "steps": steps, "epochs": epochs, "t_end": now()}
-        self.control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(result))))
-        return result
+            try:
+                if self._owed:  # evaluations owed to the edge come first (the model is ready)
+                    self._evaluate(self._owed[0])
+                    self._owed.pop(0)
+                    continue
+                raw = self.data.recv()
+                t_recv = now()
+                msg = wire.unpack(raw)
+                if msg.kind == Kind.END:
+                    if expected != total:
+                        raise ProtocolError(f"END after {expected} of {total} steps")
+                    result = {"type": "records", "steps": steps, "epochs": epochs, "t_end": now()}
+                    self.control.send(_control(result))
+                    if cfg.checkpoint_every:  # stay ready for a reconnect until the edge has it
+                        bye = self._control_json()
+                        if bye.get("type") != "done":
+                            raise ProtocolError(f"expected done, got {bye.get('type')!r}")
+                    return result
+                if msg.step != expected:
+                    raise ProtocolError(
+                        f"expected step {expected}, got {msg.step}: lost or reordered"
+                    )
+                expected += 1
+                rec = self._train_step(msg, t_recv, len(raw))
+                steps.append(rec)
+                losses.append(rec["loss"])
+                if self.progress:
+                    self.progress("cloud", msg.step + 1, total, rec)
+                if (msg.step + 1) % spe == 0:
+                    epoch = msg.step // spe
+                    epochs.append({"epoch": epoch, "cloud_train_loss": _mean(losses)})
+                    losses = []
+                    if cfg.eval == "epoch" or (cfg.eval == "end" and epoch == cfg.epochs - 1):
+                        self._owed.append(epoch)
+                if every and expected % every == 0 and expected < total:
+                    self._save(expected, steps, epochs, losses)
+            except ProtocolError as exc:  # tell the edge, so that it does not wait to reconnect
+                with contextlib.suppress(BaseException):
+                    self.control.send(_control({"type": "abort", "error": str(exc)}))
+                raise
+            except TransferError as exc:
+                if not resilient:
+                    raise
+                self._accept_edge(exc, expected)
+
+    def _accept_edge(self, why: BaseException, next_step: int) -> None:
+        """The edge went away: wait for it (or its restart), check its hello, welcome it."""
+        self._say(f"lost the edge at step {next_step} ({why}); waiting for it to reconnect")
+        for c in (self.data, self.control):
+            with contextlib.suppress(BaseException):
+                c.close(timeout=0)
+        while True:
+            try:
+                data, control = self.reaccept()
+            except TransferTimeout as exc:
+                raise TransferError(
+                    f"the edge went away at step {next_step} and did not come back: {exc}"
+                ) from exc
+            except TransferError as exc:  # a connection that failed its handshake
+                self._say(f"a reconnect attempt failed ({exc}); waiting again")
+                continue
+            try:
+                hello = self._control_json(control, timeout=30.0)
+                problem = None
+                if hello.get("type") != "hello":
+                    problem = f"expected hello, got {hello.get('type')!r}"
+                elif hello.get("config") != self.cfg.to_dict():
+                    problem = "this cloud runs another config (start a separate cloud for it)"
+                elif int(hello.get("steps_per_epoch", -1)) != self.spe:
+                    problem = f"steps_per_epoch {hello.get('steps_per_epoch')}, not {self.spe}"
+                if problem is None:
+                    self._welcome(control, hello, next_step)
+                    self.data, self.control = data, control
+                    self.reconnects += 1
+                    self._say(f"an edge reconnected; it resumes uploads at step {next_step}")
+                    return
+                control.send(_control({"type": "welcome", "error": problem}))
+                control.close()
+                data.close(timeout=0)
+                self._say(f"refused an edge: {problem}")
+            except (TransferError, OSError) as exc:  # a stale or half-made connection
+                for c in (data, control):
+                    with contextlib.suppress(BaseException):
+                        c.close(timeout=0)
+                self._say(f"a reconnect attempt failed ({exc}); waiting again")
 
     def _forward_input(self, msg: Message) -> torch.Tensor:
         if msg.kind == Kind.RAW:
@@ -741,7 +1059,7 @@ class CloudRole:
     def _evaluate(self, epoch: int) -> None:
         req = self._control_json()
         if req.get("type") != "eval" or req.get("epoch") != epoch:
-            raise TransferError(f"expected the evaluation of epoch {epoch}, got {req}")
+            raise ProtocolError(f"expected the evaluation of epoch {epoch}, got {req}")
         t0 = now()
         self.net.eval()
         correct = n = 0
@@ -758,7 +1076,7 @@ class CloudRole:
             "final_acc": correct / max(n, 1),
             "eval_s": now() - t0,
         }
-        self.control.send(wire.pack(Message(Kind.CONTROL, payload=wire.pack_json(res))))
+        self.control.send(_control(res))
 
 
 def _mean(xs: list) -> float | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hierbench.errors import TransferError
 from hierbench.methods.config import RunConfig
 from hierbench.methods.roles import CloudRole, EdgeRole
 
@@ -44,32 +45,79 @@ def environment() -> dict:
 
 
 class Progress:
-    """A one-line console progress bar per role (stderr), throttled to a few updates a second."""
+    """Console progress on stderr: one line showing every role (``edge 12/20 [###...] loss 1.23
+    | cloud 9/20 [##....] loss 2.10 | 4.2s``), redrawn a few times a second.
 
-    def __init__(self, enabled: bool = True, stream=sys.stderr) -> None:
+    ``lines=True`` writes machine-readable lines instead, to stdout by default (``progress ROLE
+    DONE TOTAL LOSS`` and ``note TEXT``), for a parent process to show in its own line
+    (:func:`run_two_processes`). Call :meth:`close` at the end to finish the line.
+    """
+
+    def __init__(self, enabled: bool = True, stream=None, *, lines: bool = False) -> None:
         self.enabled = enabled
-        self.stream = stream
+        self.stream = (sys.stdout if lines else sys.stderr) if stream is None else stream
+        self.lines = lines
+        self._state: dict[str, tuple[int, int, float | None]] = {}
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
         self._t0 = time.perf_counter()
+        self._width = 0  # characters of the line on screen (0: none)
 
     def __call__(self, role: str, done: int, total: int, rec: dict) -> None:
         if not self.enabled:
             return
         t = time.perf_counter()
-        if done < total and t - self._last.get(role, 0.0) < 0.5:
-            return
-        self._last[role] = t
-        width = 24
-        fill = int(width * done / max(total, 1))
-        loss = rec.get("loss")
-        loss_s = f" loss {loss:.3f}" if loss is not None else ""
         with self._lock:
-            self.stream.write(
-                f"\r{role:5s} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
-                f"{loss_s} {t - self._t0:7.1f}s" + ("\n" if done >= total else "")
-            )
+            self._state[role] = (done, total, rec.get("loss"))
+            key = role if self.lines else ""
+            if done < total and t - self._last.get(key, 0.0) < (0.5 if self.lines else 0.25):
+                return
+            self._last[key] = t
+            if self.lines:
+                loss = rec.get("loss")
+                loss_s = "nan" if loss is None else repr(float(loss))
+                self.stream.write(f"progress {role} {done} {total} {loss_s}\n")
+                self.stream.flush()
+            else:
+                self._draw(t)
+
+    def note(self, text: str) -> None:
+        """A message on a line of its own (the progress line is redrawn below it)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if self.lines:
+                self.stream.write(f"note {text}\n")
+            else:
+                self.stream.write("\r" + " " * self._width + "\r" + text + "\n")
+                self._width = 0
+                if self._state:
+                    self._draw(time.perf_counter())
             self.stream.flush()
+
+    def close(self) -> None:
+        """Draw the final state and end the line."""
+        if not self.enabled or self.lines:
+            return
+        with self._lock:
+            if self._state:
+                self._draw(time.perf_counter())
+                self.stream.write("\n")
+                self.stream.flush()
+            self._state.clear()
+            self._width = 0
+
+    def _draw(self, t: float) -> None:
+        parts = []
+        for role, (done, total, loss) in self._state.items():
+            fill = int(10 * done / max(total, 1))
+            loss_s = f" loss {loss:.3f}" if loss is not None and loss == loss else ""
+            parts.append(f"{role} {done}/{total} [{'#' * fill}{'.' * (10 - fill)}]{loss_s}")
+        line = " | ".join(parts) + f" | {t - self._t0:.1f}s"
+        pad = max(self._width - len(line), 0)
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._width = len(line)
 
 
 def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None) -> dict:
@@ -122,11 +170,20 @@ def write_record(record: dict, path: str | Path) -> Path:
     return path
 
 
-def run(cfg: RunConfig, *, progress: bool = True, channels=None) -> dict:
+def run(
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    channels=None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> dict:
     """Both roles in this process: the cloud in a thread, the edge here. Returns the run record.
 
     ``channels``: optional ``((edge_data, cloud_data), (edge_control, cloud_control))``; by default
     the transfer engine's in-process pairs, the data pair shaped by ``cfg.link``.
+    ``checkpoint_dir`` (with ``cfg.checkpoint_every``): both roles checkpoint there (``edge.pt``,
+    ``cloud.pt``); ``resume``: both start from their checkpoints.
     """
     from hierbench.methods import channels as ch
 
@@ -136,7 +193,9 @@ def run(cfg: RunConfig, *, progress: bool = True, channels=None) -> dict:
         channels = ch.inprocess_channels(cfg)
     (edge_data, cloud_data), (edge_ctrl, cloud_ctrl) = channels
     prog = Progress(progress)
-    cloud = CloudRole(cloud_data, cloud_ctrl, progress=prog)
+    cloud = CloudRole(
+        cloud_data, cloud_ctrl, progress=prog, checkpoint_dir=checkpoint_dir, resume=resume
+    )
     error: list[BaseException] = []
 
     def cloud_main():
@@ -150,11 +209,24 @@ def run(cfg: RunConfig, *, progress: bool = True, channels=None) -> dict:
     thread = threading.Thread(target=cloud_main, name="cloud", daemon=True)
     thread.start()
     try:
-        edge_rec = EdgeRole(cfg, edge_data, edge_ctrl, progress=prog).run()
+        edge_rec = EdgeRole(
+            cfg,
+            edge_data,
+            edge_ctrl,
+            progress=prog,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+        ).run()
     except BaseException:
-        if error:
+        if own:  # let the cloud thread fail too, rather than wait for an edge that is gone
+            for c in (edge_data, cloud_data, edge_ctrl, cloud_ctrl):
+                c.close(timeout=0)
+            thread.join(timeout=10)
+        if error and not isinstance(error[0], TransferError):
             raise error[0] from None
         raise
+    finally:
+        prog.close()
     thread.join()
     if error:
         raise error[0]
@@ -188,7 +260,7 @@ def run_cloud(
     outages: tuple = (),
     cpu: int | None = None,
     threads: int = 1,
-    progress: bool = True,
+    progress: bool | Progress = True,
     accept_timeout: float | None = 300.0,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -196,30 +268,45 @@ def run_cloud(
     """The cloud process: listen, accept the data then the control connection, train, report.
 
     ``link`` (and ``outages``) shape what the cloud sends on the data channel (split learning's
-    gradients, at the downlink rate); it must equal the edge's ``cfg.link``.
+    gradients, at the downlink rate); it must equal the edge's ``cfg.link``. With
+    ``cfg.checkpoint_every``, an edge that goes away is waited for (``accept_timeout`` seconds
+    per connection): the cloud accepts it again when it comes back, restarted or not.
     """
     from hierbench import transfer
     from hierbench.methods.channels import EngineChannel, make_link
 
     torch.set_num_threads(threads)
     shaped = make_link(RunConfig(link=link, outages=outages))
+    prog = progress if isinstance(progress, Progress) else Progress(progress)
     with _pinned(cpu), transfer.listen(host, port, secret, link=shaped) as lst:
         print(f"hierbench cloud listening on {lst.host}:{lst.port}", flush=True)
-        data = lst.accept(timeout=accept_timeout)
-        control = lst.accept(timeout=accept_timeout, link=transfer.Link())
+
+        def accept_both():
+            data = lst.accept(timeout=accept_timeout)
+            try:
+                control = lst.accept(timeout=accept_timeout, link=transfer.Link())
+            except BaseException:
+                data.close(timeout=0)
+                raise
+            return EngineChannel(data), EngineChannel(control)
+
+        data, control = accept_both()
+        cloud = CloudRole(
+            data,
+            control,
+            progress=prog,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            reaccept=accept_both,
+            log=prog.note if prog.lines else lambda text: print(text, file=sys.stderr, flush=True),
+        )
+        cloud.expected_link = link
         try:
-            cloud = CloudRole(
-                EngineChannel(data),
-                EngineChannel(control),
-                progress=Progress(progress),
-                checkpoint_dir=checkpoint_dir,
-                resume=resume,
-            )
-            cloud.expected_link = link
             result = cloud.run()
         finally:
-            data.close()
-            control.close()
+            prog.close()
+            for c in {id(x): x for x in (data, control, cloud.data, cloud.control)}.values():
+                c.close()
     return result
 
 
@@ -230,21 +317,33 @@ def run_edge(
     secret: bytes,
     *,
     cpu: int | None = None,
-    progress: bool = True,
+    progress: bool | Progress = True,
     connect_timeout: float = 60.0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """The edge process: connect the data then the control channel, drive the run, return the
-    merged run record."""
+    merged run record.
+
+    ``checkpoint_dir`` (with ``cfg.checkpoint_every``): the edge checkpoints to
+    ``<checkpoint_dir>/edge.pt``; ``resume``: it starts from there, and the cloud (still running,
+    or restarted with ``--resume``) tells it from which step to upload.
+    """
     from hierbench import transfer
     from hierbench.methods.channels import EngineChannel, link_records, make_link
 
     torch.set_num_threads(cfg.threads_edge)
+    prog = progress if isinstance(progress, Progress) else Progress(progress)
 
     def connect_both(timeout: float = connect_timeout):
         data = transfer.connect(
             host, port, secret, link=make_link(cfg), slots=cfg.slots, timeout=timeout
         )
-        control = transfer.connect(host, port, secret, timeout=timeout)
+        try:
+            control = transfer.connect(host, port, secret, timeout=timeout)
+        except BaseException:
+            data.close(timeout=0)
+            raise
         return EngineChannel(data), EngineChannel(control)
 
     with _pinned(cpu):
@@ -253,13 +352,17 @@ def run_edge(
             cfg,
             data,
             control,
-            progress=Progress(progress),
+            progress=prog,
             reconnect=lambda: connect_both(5.0),
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
         )
         try:
             rec = edge.run()
             links = link_records(edge.data)  # the last connection's timeline
         finally:
+            if not isinstance(progress, Progress):
+                prog.close()
             for c in (edge.data, edge.control):
                 c.close()
     record = assemble_record(cfg, rec, links)
@@ -276,12 +379,16 @@ def start_cloud_process(
     threads: int = 1,
     cpu: int | None = None,
     extra: tuple[str, ...] = (),
+    progress_lines: bool = False,
 ) -> tuple[subprocess.Popen, str, int]:
     """Start ``hierbench cloud`` in a child process; return it and the address it listens on.
 
     ``extra``: more ``hierbench cloud`` arguments (``--checkpoint-dir``, ``--resume``).
+    ``progress_lines``: the child reports its progress on stdout as lines for
+    :func:`follow_progress` (else it runs ``--quiet``).
     """
-    cmd = [sys.executable, "-m", "hierbench.cli", "cloud", "--listen", listen, "--quiet"]
+    cmd = [sys.executable, "-m", "hierbench.cli", "cloud", "--listen", listen]
+    cmd += ["--progress-lines" if progress_lines else "--quiet"]
     cmd += ["--threads", str(threads), "--link", link or "none", *extra]
     for a, b in outages:
         cmd += ["--outage", f"{a}:{b}"]
@@ -300,23 +407,74 @@ def start_cloud_process(
     return child, host, int(port)
 
 
+def follow_progress(stream, progress: Progress) -> threading.Thread:
+    """Show a child's ``--progress-lines`` output (read from ``stream`` on a thread until EOF)
+    in ``progress``: its role's state joins this process's progress line."""
+
+    def follow():
+        for line in stream:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "progress":
+                with contextlib.suppress(ValueError):
+                    role, done, total, loss = rest.split(" ")
+                    value = float(loss)
+                    rec = {"loss": None if value != value else value}
+                    progress(role, int(done), int(total), rec)
+            elif kind == "note":
+                progress.note(rest)
+
+    thread = threading.Thread(target=follow, name="child-progress", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_two_processes(
-    cfg: RunConfig, *, cpus: tuple[int | None, int | None] = (None, None), progress: bool = True
+    cfg: RunConfig,
+    *,
+    cpus: tuple[int | None, int | None] = (None, None),
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """The edge here and the cloud in a child process (``hierbench cloud``), over loopback TCP.
 
     ``cpus``: (edge CPU, cloud CPU) to pin each process to one core, or ``None``.
+    ``checkpoint_dir`` (with ``cfg.checkpoint_every``): both roles checkpoint there (``edge.pt``,
+    ``cloud.pt``); ``resume``: both start from their checkpoints. With ``progress`` the console
+    line shows both roles (the child's progress is forwarded from its stdout).
     """
     secret = secrets.token_hex(32)
+    extra: tuple[str, ...] = ()
+    if checkpoint_dir is not None:
+        extra = ("--checkpoint-dir", str(checkpoint_dir), *(("--resume",) if resume else ()))
     child, host, port = start_cloud_process(
-        secret, link=cfg.link, outages=cfg.outages, threads=cfg.threads_cloud, cpu=cpus[1]
+        secret,
+        link=cfg.link,
+        outages=cfg.outages,
+        threads=cfg.threads_cloud,
+        cpu=cpus[1],
+        extra=extra,
+        progress_lines=progress,
     )
+    prog = Progress(progress)
+    follower = follow_progress(child.stdout, prog)
     try:
-        record = run_edge(cfg, host, port, secret.encode(), cpu=cpus[0], progress=progress)
+        record = run_edge(
+            cfg,
+            host,
+            port,
+            secret.encode(),
+            cpu=cpus[0],
+            progress=prog,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+        )
         rc = child.wait(timeout=120)
+        follower.join(timeout=5)
         if rc != 0:
             raise RuntimeError(f"cloud process exited with {rc}: {child.stderr.read()[-2000:]}")
     finally:
+        prog.close()
         if child.poll() is None:
             child.kill()
             child.wait()

@@ -262,3 +262,151 @@ def test_killed_cloud_resumes_from_its_checkpoint(cifar10_root, tmp_path):
     # Resumed training is the uninterrupted training: same loss at every step, same accuracy.
     assert [s["loss"] for s in rec["cloud_steps"]] == [s["loss"] for s in reference["cloud_steps"]]
     assert rec["epochs"][-1]["final_acc"] == reference["epochs"][-1]["final_acc"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _edge_cli_args(cfg: RunConfig) -> list[str]:
+    """``hierbench edge`` arguments that rebuild ``cfg`` (checked against the record's config)."""
+    args = ["--method", cfg.method, "--model", cfg.model, "--stem", cfg.stem]
+    args += ["--dataset", cfg.dataset, "--data-root", cfg.data_root]
+    args += ["--limit-per-class", str(cfg.limit_per_class), "--cut", cfg.cut]
+    args += ["--exit-head", cfg.exit_head, "--codec", cfg.codec, "--grad-codec", cfg.grad_codec]
+    args += ["--link", cfg.link or "none", "--batch-size", str(cfg.batch_size)]
+    args += ["--epochs", str(cfg.epochs), "--batches-per-epoch", str(cfg.batches_per_epoch)]
+    args += [
+        "--lr",
+        repr(cfg.lr),
+        "--seed",
+        str(cfg.seed),
+        "--edge-slowdown",
+        repr(cfg.edge_slowdown),
+    ]
+    args += ["--threads", str(cfg.threads_edge), "--eval", cfg.eval]
+    args += ["--eval-samples", str(cfg.eval_samples or 0), "--slots", str(cfg.slots)]
+    args += ["--checkpoint-every", str(cfg.checkpoint_every)]
+    return args + ([] if cfg.augment else ["--no-augment"])
+
+
+def test_killed_edge_resumes_from_its_checkpoint(cifar10_root, tmp_path):
+    """SIGKILL the edge process mid-run (after its second checkpoint), restart it with --resume
+    against the still-running cloud: the cloud takes the new edge, asks for the step it needs
+    next, receives every step exactly once and in order, and both roles' per-step losses and
+    the final accuracies equal an uninterrupted run's (augmentation on: the data position
+    restores the augmentation stream too)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cfg = small(
+        cifar10_root,
+        method="hierarchical",
+        codec="q8",
+        link="20mbit/1ms",
+        batches_per_epoch=5,
+        epochs=4,
+        checkpoint_every=3,
+        edge_slowdown=2.0,
+        augment=True,
+        eval="end",
+        eval_samples=32,
+    )
+    reference = run(cfg.replace(checkpoint_every=0), progress=False)
+    port, secret = _free_port(), "edge-kill-and-resume-test-secret"
+    ckpt, out = tmp_path / "ckpt", tmp_path / "edge.json"
+    cloud = _start_cloud(port, secret, ckpt)
+    edge_cmd = [sys.executable, "-m", "hierbench.cli", "edge", "--connect", f"127.0.0.1:{port}"]
+    edge_cmd += [*_edge_cli_args(cfg), "--checkpoint-dir", str(ckpt), "--out", str(out), "--quiet"]
+    env = dict(os.environ, HIERBENCH_SECRET=secret)
+
+    def start_edge(*extra):
+        return subprocess.Popen(
+            [*edge_cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+        )
+
+    try:
+        first = start_edge()
+        deadline = time.monotonic() + 120
+        saved = []  # the edge checkpoint's mtimes seen: kill after its second save
+        while len(saved) < 2:
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            with_ckpt = ckpt / "edge.pt"
+            if with_ckpt.exists() and with_ckpt.stat().st_mtime_ns not in saved:
+                saved.append(with_ckpt.stat().st_mtime_ns)
+            time.sleep(0.02)
+        time.sleep(0.3)  # the edge (and the cloud) go on past the checkpoint
+        first.kill()  # SIGKILL: no clean shutdown, unacknowledged uploads only in the checkpoint
+        first.wait()
+        assert not out.exists()
+        second = start_edge("--resume")
+        stdout, stderr = second.communicate(timeout=180)
+        assert second.returncode == 0, stderr[-3000:]
+        assert cloud.wait(timeout=60) == 0, cloud.stderr.read()
+        assert "an edge reconnected" in cloud.stderr.read()
+    finally:
+        for proc in [cloud, *(p for p in (locals().get("first"), locals().get("second")) if p)]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    rec = json.loads(out.read_text())
+    assert rec["config"] == cfg.to_dict()
+    total = reference["totals"]["batches"]
+    assert rec["edge_steps"][0]["step"] == 0  # the resumed edge's record holds the whole run
+    assert 6 <= rec["edge_steps"][-1]["step"] == total - 1
+    # The cloud trained every step exactly once, in order, across the edge's restart ...
+    assert [s["step"] for s in rec["cloud_steps"]] == list(range(total))
+    assert [s["step"] for s in rec["edge_steps"]] == list(range(total))
+    # ... and the resumed run is the uninterrupted run, on both sides.
+    assert [s["loss"] for s in rec["cloud_steps"]] == [s["loss"] for s in reference["cloud_steps"]]
+    assert [s["loss"] for s in rec["edge_steps"]] == [s["loss"] for s in reference["edge_steps"]]
+    for key in ("final_acc", "exit_acc", "edge_train_loss", "cloud_train_loss"):
+        assert [e.get(key) for e in rec["epochs"]] == [e.get(key) for e in reference["epochs"]], key
+
+
+def test_resume_both_roles_in_one_process(cifar10_root, tmp_path):
+    """Both roles checkpoint into one folder; a second run with resume=True starts each from its
+    checkpoint (the edge uploads only what the cloud lacks) and ends as the uninterrupted run."""
+    cfg = small(
+        cifar10_root,
+        method="hierarchical",
+        codec="q8",
+        augment=True,
+        batches_per_epoch=4,
+        epochs=2,
+        checkpoint_every=3,
+        eval="end",
+        eval_samples=32,
+    )
+    reference = run(cfg.replace(checkpoint_every=0), progress=False)
+    run(cfg, progress=False, checkpoint_dir=tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"edge.pt", "cloud.pt"}
+    again = run(cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert [s["step"] for s in again["cloud_steps"]] == list(range(8))
+    for side in ("edge_steps", "cloud_steps"):
+        assert [s["loss"] for s in again[side]] == [s["loss"] for s in reference[side]], side
+    for a, b in zip(reference["epochs"], again["epochs"], strict=True):
+        untimed = [k for k in a if not k.endswith("_s")]
+        assert {k: a[k] for k in untimed} == {k: b[k] for k in untimed}
+
+
+def test_resume_errors_say_what_to_do(cifar10_root, tmp_path):
+    from hierbench.errors import ConfigError
+
+    cfg = small(cifar10_root, method="hierarchical", checkpoint_every=2, batches_per_epoch=2)
+    with pytest.raises(ConfigError, match=r"no edge checkpoint.*start without --resume"):
+        run(cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="--resume needs --checkpoint-dir"):
+        run(cfg, progress=False, resume=True)
+    with pytest.raises(ConfigError, match="checkpoint_every is 0"):
+        run(cfg.replace(checkpoint_every=0), progress=False, checkpoint_dir=tmp_path)
+    run(cfg.replace(epochs=2), progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"another run \(lr: 0\.05 there, 0\.1 here"):
+        run(cfg.replace(epochs=2, lr=0.1), progress=False, checkpoint_dir=tmp_path, resume=True)
