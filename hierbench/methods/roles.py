@@ -476,13 +476,17 @@ class EdgeRole:
 
         steps, epochs, losses = [], [], []
         first = 0
-        t_start = now()
+        t_start = None
         if self.resume:
             state = self._load()
             first, t_start = int(state["next_step"]), float(state["t_start"])
             steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
             self.resumed_from = first
         start = self._handshake(self.control)
+        if t_start is None:
+            # The training clock starts once the cloud has built (and warmed up) its part and
+            # welcomed the edge: set-up on either side is not training time.
+            t_start = now()
         kept_from = self.retained[0][0] if self.retained else first
         if not self.resume and start != 0:
             raise TransferError(
