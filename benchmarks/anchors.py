@@ -13,13 +13,20 @@ def sync(device: str | torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_median(fn, *, device="cpu", repeat: int = 7, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds (synchronising CUDA), for same-run anchors."""
+def time_median(
+    fn, *, device="cpu", repeat: int = 7, warmup: int = 2, min_time_s: float = 0.2
+) -> float:
+    """Median wall time of ``fn()`` in seconds (synchronising CUDA), for same-run anchors.
+
+    At least ``repeat`` timed calls, and more until ``min_time_s`` seconds of them: a fast op
+    timed only a few times right after warm-up reads high (frequency ramp, thread-pool wake-up),
+    which would flatter the ratio of a benchmark to its anchor.
+    """
     for _ in range(warmup):
         fn()
     sync(device)
-    times = []
-    for _ in range(repeat):
+    times: list[float] = []
+    while len(times) < repeat or sum(times) < min_time_s:
         t0 = time.perf_counter()
         fn()
         sync(device)

@@ -428,7 +428,7 @@ def _section_accuracy(acc: pd.DataFrame, figs: dict) -> list[str]:
                 ("final_acc", "final classifier", lambda v: pct(v)),
                 ("exit_acc", "edge exit", lambda v: pct(v)),
                 ("best_final_acc", "best epoch", lambda v: pct(v)),
-                ("drop_vs_standard_pp", "drop vs standard (pp)", num("+.1f")),
+                ("drop_vs_standard_pp", "drop vs standard (pp; < 0: better)", num("+.1f")),
                 ("cloud_train_loss", "train loss (cloud)", num(".3f")),
                 ("edge_train_loss", "train loss (exit)", num(".3f")),
             ],
