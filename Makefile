@@ -42,7 +42,7 @@ reproduce: $(EXT)
 
 # The README's results block, generated from the committed results folders.
 readme-results: $(DEPS)
-	$(VENV)/bin/hierbench report --no-plots --readme README.md \
+	$(VENV)/bin/hierbench report --readme-only --readme README.md \
 	    $(wildcard results/quick results/accuracy results/paper)
 
 bench: $(EXT)

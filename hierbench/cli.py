@@ -280,8 +280,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from hierbench import report
 
-    for folder in args.folder:
-        report.write_report(folder, args.profiles, plots=not args.no_plots)
+    if not args.readme_only:
+        for folder in args.folder:
+            report.write_report(folder, args.profiles, plots=not args.no_plots)
     if args.readme is not None:
         changed = report.update_readme(args.readme, report.headline_markdown(args.folder))
         print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
@@ -519,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="also regenerate this README's results block from the folders (first: runtime)",
+    )
+    s.add_argument(
+        "--readme-only",
+        action="store_true",
+        help="with --readme: only regenerate the README block from the folders' tables",
     )
     s.set_defaults(func=_cmd_report)
 

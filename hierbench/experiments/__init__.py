@@ -202,7 +202,7 @@ PRESETS: dict[str, Preset] = {
             "at layer3 for the three methods at 3g, 4g and wifi (plus 4-bit hierarchical at 3g); "
             "a 2-epoch accuracy comparison on 10,000 real CIFAR-10 training images"
         ),
-        budget="about 10 minutes on the 2-core reference machine (9 min 24 s measured)",
+        budget="about 10 minutes on the 2-core reference machine (9 min 15 s measured)",
         experiments=tuple(
             [
                 *_validation_grid({"3g": 24, "4g": 40, "wifi": 40}),
