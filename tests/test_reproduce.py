@@ -57,6 +57,8 @@ def test_smoke_writes_every_table_plot_and_record(smoke):
             assert rec["processes"] == 2
     for name in ("reduction", "sensitivity", "bytes", "validation", "measured", "accuracy"):
         assert (smoke / "tables" / f"{name}.csv").stat().st_size > 0, name
+    conventions = (smoke / "tables" / "CONVENTIONS.md").read_text()
+    assert "upload: every-epoch" in conventions and "cloud: ASSUMED" in conventions
     for name in ("runtime_vs_rate", "reduction_vs_cut", "timeline", "accuracy"):
         png = smoke / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -12,6 +12,7 @@ regenerate anywhere without retraining. Writes into the same folder::
     tables/validation.csv  (c) predicted against measured wall clock, per-stage times
     tables/measured.csv    measured reductions of the two-process runs
     tables/bytes.csv       (d) bytes per sample per cut and codec
+    tables/CONVENTIONS.md  the conventions every table rests on (also in README.md)
     plots/runtime_vs_rate.png, reduction_vs_cut.png, timeline.png, accuracy.png
 
 :func:`headline_markdown` is the README's results table, generated from a results folder
@@ -147,7 +148,15 @@ def write_report(
         ("accuracy", acc, False),
     ):
         df.to_csv(folder / "tables" / f"{name}.csv", index=index, float_format="%.6g")
-    say(f"report: tables -> {folder / 'tables'}")
+    (folder / "tables" / "CONVENTIONS.md").write_text(
+        "# Conventions of the tables in this folder\n\n"
+        "Predicted (reduction, sensitivity, bytes, and the predictions in validation):\n\n"
+        + "".join(f"- {c}\n" for c in convention_lines())
+        + "\nMeasured (validation, measured, accuracy):\n\n"
+        + "".join(f"- {c}\n" for c in MEASURED_CONVENTIONS)
+        + "\nFractions are fractions (0.61 = 61 %), times in seconds unless the column says ms.\n"
+    )
+    say(f"report: tables -> {folder / 'tables'} (conventions: tables/CONVENTIONS.md)")
 
     figs: dict[str, str] = {}
     if plots:
