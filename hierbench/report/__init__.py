@@ -108,6 +108,12 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Callable 
     return "\n".join(lines)
 
 
+def _rate(bps) -> str:
+    if bps is None or (isinstance(bps, float) and (math.isnan(bps) or math.isinf(bps))):
+        return "" if bps is None or math.isnan(bps) else "always"
+    return f"{bps / 1e6:.2f} Mbit/s" if bps >= 1e5 else f"{bps / 1e3:.0f} kbit/s"
+
+
 def _dur(s) -> str:
     if s is None:
         return ""
@@ -293,8 +299,12 @@ def _section_reduction(red: pd.DataFrame, settings: dict) -> list[str]:
                 ("published_3g", "published", lambda v: pct(v, digits=0)),
                 ("delta_pp", "Δ pp", num("+.1f")),
                 ("bottleneck", "bottleneck", None),
+                ("crossover_up_bps", "wins below (8-bit, best cut)", _rate),
             ],
         ),
+        "",
+        "*wins below*: the uplink rate (same link shape) under which hierarchical training at the "
+        "search's best 8-bit cut beats cloud-only (`runtime.partition.crossover_rate`).",
         "",
         "CSV: [tables/reduction.csv](tables/reduction.csv).",
         "",

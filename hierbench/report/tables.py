@@ -32,7 +32,7 @@ from hierbench.runtime.model import (
     predict,
     raw_bytes,
 )
-from hierbench.runtime.partition import search
+from hierbench.runtime.partition import crossover_rate, search
 from hierbench.runtime.profiles import Profile
 from hierbench.runtime.table import load_for
 from hierbench.runtime.validate import predict_from_stages, predict_record, stage_medians
@@ -94,6 +94,8 @@ def reduction_table(
             row["delta_pp"] = (
                 100 * (row["paper_cut_q8_vs_cloud"] - published) if link == "3g" else None
             )
+            cross = crossover_rate(sc, codecs=["q8"])
+            row["crossover_up_bps"] = cross.rate_bps if cross.wins_below else None
             rows.append(row)
     return pd.DataFrame(rows)
 
