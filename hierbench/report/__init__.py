@@ -187,6 +187,10 @@ def write_report(
         if accuracy:
             figs["accuracy"] = P.accuracy_curves(folder / "plots" / "accuracy.png", accuracy).name
         say(f"report: plots -> {folder / 'plots'}")
+    else:  # keep pointing at the plots an earlier report drew
+        for name in ("runtime_vs_rate", "reduction_vs_cut", "timeline", "accuracy"):
+            if (folder / "plots" / f"{name}.png").is_file():
+                figs[name] = f"{name}.png"
 
     text = _readme(folder, manifest, records, settings, red, sens, byt, val, meas, acc, figs)
     path = folder / "README.md"
