@@ -45,3 +45,29 @@ def memcpy_seconds(nbytes: int, device: str = "cpu") -> float:
         dst = torch.empty_like(src)
         _MEMCPY_CACHE[key] = time_median(lambda: dst.copy_(src), device=device)
     return _MEMCPY_CACHE[key]
+
+
+def paired_roofline(fn, copy_nbytes: int, device: str = "cpu", rounds: int = 15) -> float:
+    """Median over ``rounds`` of (memcpy time / ``fn`` time), the two timed back to back in each
+    round, the copy on ``copy_nbytes`` bytes (half the bytes ``fn`` moves).
+
+    On a shared host the memory bandwidth drifts between seconds; a ratio of two medians taken at
+    different moments can move by ±30 % while each pair, timed within milliseconds, sees the
+    same machine.
+    """
+    src = torch.empty(max(1, copy_nbytes), dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+    fn()
+    dst.copy_(src)
+    sync(device)
+    ratios = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        t1 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        t2 = time.perf_counter()
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(ratios)

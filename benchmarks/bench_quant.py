@@ -76,13 +76,11 @@ def test_quantize(benchmark, anchor, device, shape_name, bits):
     benchmark.group = f"quantize/{shape_name}/{device}"
     benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=bits, group=GROUP)
     op = torch.ops.hierbench.quantize.out
-    benchmark(
-        _synced(
-            lambda: op(x, bits, "group", GROUP, 1, "nearest", 0, payload=p, scale=s, offset=o),
-            device,
-        )
+    call = _synced(
+        lambda: op(x, bits, "group", GROUP, 1, "nearest", 0, payload=p, scale=s, offset=o), device
     )
-    anchor(benchmark, x.numel() * 4, p.numel() + s.numel() * 8, device)
+    benchmark(call)
+    anchor(benchmark, x.numel() * 4, p.numel() + s.numel() * 8, device, fn=call)
     median = benchmark.stats.stats.median
     if bits == 8:
         qpt = _qpt_seconds(x, device)
@@ -109,8 +107,9 @@ def test_dequantize(benchmark, anchor, device, shape_name, bits):
     benchmark.group = f"dequantize/{shape_name}/{device}"
     benchmark.extra_info.update(shape=shape, dtype="float32", bits=bits, group=GROUP)
     op = torch.ops.hierbench.dequantize.out
-    benchmark(_synced(lambda: op(p, s, o, shape, bits, "group", GROUP, 1, out=out), device))
-    anchor(benchmark, p.numel() + s.numel() * 8, x.numel() * 4, device)
+    call = _synced(lambda: op(p, s, o, shape, bits, "group", GROUP, 1, out=out), device)
+    benchmark(call)
+    anchor(benchmark, p.numel() + s.numel() * 8, x.numel() * 4, device, fn=call)
     if bits == 8 and x.numel() <= 1 << 24:
         ref = time_median(
             lambda: reference.dequantize(p, s, o, shape, bits, "group", GROUP, 1),

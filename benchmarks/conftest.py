@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.anchors import memcpy_seconds
+from benchmarks.anchors import memcpy_seconds, paired_roofline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,10 +70,15 @@ def anchor():
     """Record a result beside its memcpy anchor: ``anchor(benchmark, bytes_moved, device)``.
 
     ``bytes_moved`` counts bytes read + written by the measured op; the anchor copies half of that
-    (a copy reads and writes each byte), so ``roofline_ratio`` = op GB/s over memcpy GB/s.
+    (a copy reads and writes each byte), so ``roofline_ratio`` = op GB/s over memcpy GB/s. With
+    ``fn`` (the measured call), ``roofline_ratio_paired`` is also recorded: the median ratio of
+    op/copy pairs timed back to back (:func:`benchmarks.anchors.paired_roofline`), which drifting
+    memory bandwidth on a shared host does not skew.
     """
 
-    def record(benchmark, bytes_read: int, bytes_written: int, device: str = "cpu") -> None:
+    def record(
+        benchmark, bytes_read: int, bytes_written: int, device: str = "cpu", fn=None
+    ) -> None:
         moved = bytes_read + bytes_written
         copy_s = memcpy_seconds(max(1, moved // 2), device)
         median = benchmark.stats.stats.median
@@ -84,5 +89,7 @@ def anchor():
             memcpy_gbps=moved / copy_s / 1e9,
             roofline_ratio=copy_s / median,
         )
+        if fn is not None:  # the op and a copy timed back to back, round after round
+            benchmark.extra_info["roofline_ratio_paired"] = paired_roofline(fn, moved // 2, device)
 
     return record

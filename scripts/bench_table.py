@@ -1,4 +1,5 @@
-"""Print a pytest-benchmark JSON as a short table: op, shape, device, median, GB/s, roofline.
+"""Print a pytest-benchmark JSON as a short table: op, shape, device, median, GB/s, roofline
+(ratio of medians, and paired: median of back-to-back op/copy ratios).
 
 Usage: python scripts/bench_table.py results/gpu/<file>.json [--markdown]
 """
@@ -26,6 +27,7 @@ def rows(path: str):
             b["stats"]["median"] * 1e3,
             info.get("gbps", float("nan")),
             info.get("roofline_ratio", float("nan")),
+            info.get("roofline_ratio_paired"),
             info.get("time_ratio_vs_quantize_per_tensor"),
             info.get("speedup_vs_reference"),
         )
@@ -35,16 +37,16 @@ def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
     md = "--markdown" in sys.argv
-    head = ("op", "shape", "dev", "median ms", "GB/s", "roofline", "vs qpt", "vs ref")
+    head = ("op", "shape", "dev", "median ms", "GB/s", "roofline", "paired", "vs qpt", "vs ref")
     fmt = (
-        "| {} | {} | {} | {} | {} | {} | {} | {} |"
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |"
         if md
-        else "{:<24} {:<24} {:<5} {:>10} {:>8} {:>8} {:>7} {:>8}"
+        else "{:<24} {:<24} {:<5} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}"
     )
     print(fmt.format(*head))
     if md:
         print("|" + "---|" * len(head))
-    for op, shape, dev, ms, gbps, roof, qpt, ref in rows(sys.argv[1]):
+    for op, shape, dev, ms, gbps, roof, paired, qpt, ref in rows(sys.argv[1]):
         print(
             fmt.format(
                 op,
@@ -53,6 +55,7 @@ def main() -> None:
                 f"{ms:.3f}",
                 f"{gbps:.1f}",
                 f"{roof:.2f}",
+                "" if paired is None else f"{paired:.2f}",
                 "" if qpt is None else f"{qpt:.2f}x",
                 "" if ref is None else f"{ref:.0f}x",
             )
