@@ -207,6 +207,9 @@ class Sender:
                 self._cv.notify_all()
 
 
+_POLL_S = 0.2  # how often a Receiver thread looks at its stop flag
+
+
 class Receiver:
     """Receives and parses messages on a background thread, so the sender never blocks on us.
 
@@ -241,13 +244,22 @@ class Receiver:
                 return self._queue.popleft()
             raise TransferError(f"receiving failed: {self._error}") from self._error
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop receiving and wait for the thread (it polls, so this takes at most ~0.2 s).
+
+        The thread must not outlive the role: a daemon thread still inside the native receive
+        (GIL released) when the interpreter shuts down is killed as it takes the GIL back, and
+        that aborts the process ("terminate called without an active exception")."""
         self._stop = True
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop:
             try:
-                msg = wire.unpack(self._channel.recv())
+                msg = wire.unpack(self._channel.recv(timeout=_POLL_S))
+            except TransferTimeout:
+                continue  # nothing yet: look at _stop again
             except BaseException as exc:
                 error: BaseException = exc
                 if self._recover is not None and not self._stop:
