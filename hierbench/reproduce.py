@@ -1,11 +1,11 @@
 """``hierbench reproduce``: the main job, regenerating ``results/<preset>/``.
 
-1. ``foundation`` (preset ``quick``): decode + cache CIFAR-10 and Tiny ImageNet (counts, classes,
-   load times), and the loader's images/s (augment + normalise) beside a ResNet-18 training
-   step's: the data path must stay under 10 % of training time. -> ``foundation.json``
-2. the preset's grid of runs (:mod:`hierbench.experiments`): timing runs (two processes) and
+1. the preset's grid of runs (:mod:`hierbench.experiments`): timing runs (two processes) and
    accuracy runs, one run record each under ``runs/``; resumable (``--resume``), never
    overwritten without ``--overwrite``.
+2. ``foundation`` (preset ``quick``): decode + cache CIFAR-10 and Tiny ImageNet (counts, classes,
+   load times), and the loader's images/s (augment + normalise) beside a ResNet-18 training
+   step's: the data path must stay under 10 % of training time. -> ``foundation.json``
 3. the report (:mod:`hierbench.report`): tables, plots and ``README.md`` from the run records
    and the committed profiles.
 """
@@ -14,32 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 # The foundation checks' settings (the experiment presets are in hierbench.experiments).
-PRESETS = {
-    # loader_batches: batches timed for the loader; train_steps: ResNet-18 steps timed
-    "quick": {"datasets": ("cifar10", "tiny-imagenet"), "loader_batches": 391, "train_steps": 5},
-}
-
-
-def _environment() -> dict:
-    import torch
-
-    from hierbench import __version__, _ext
-
-    return {
-        "hierbench": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "extension": _ext.build_info() if _ext.available() else None,
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+# loader_batches: batches timed for the loader; train_steps: ResNet-18 steps timed.
+FOUNDATION = {"datasets": ("cifar10", "tiny-imagenet"), "loader_batches": 391, "train_steps": 5}
 
 
 def stage_data(datasets) -> dict:
@@ -118,24 +99,24 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"hierbench reproduce --preset {preset.name}: {preset.description}", flush=True)
     print(f"budget: {preset.budget}; output: {out}", flush=True)
-    previous = experiments.prepare_folder(out, preset, overwrite=args.overwrite, resume=args.resume)
-    out.mkdir(parents=True, exist_ok=True)
+    experiments.run_preset(
+        preset,
+        out,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.quiet,
+        command=command,
+    )
     if preset.foundation and not (out / "foundation.json").is_file():
-        cfg = PRESETS["quick"]
-        found: dict = {"environment": _environment()}
+        from hierbench.methods.runner import environment
+
+        cfg = FOUNDATION
+        found: dict = {"environment": environment()}
         print("[foundation] data: decode + cache the datasets", flush=True)
         found["data"] = stage_data(cfg["datasets"])
         print("[foundation] the loader against a ResNet-18 training step", flush=True)
         found["loader"] = stage_loader(cfg["loader_batches"], cfg["train_steps"])
         (out / "foundation.json").write_text(json.dumps(found, indent=2) + "\n")
-    experiments.run_preset(
-        preset,
-        out,
-        prepared=True,
-        previous=previous,
-        progress=not args.quiet,
-        command=command,
-    )
     report.write_report(out, args.profiles)
     print(f"hierbench reproduce: {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

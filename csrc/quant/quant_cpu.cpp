@@ -342,19 +342,21 @@ struct DArgs {
   Spec s;
 };
 
+// The codes of flat elements [kb, kb + m): the payload itself (8 bits), or unpacked into codes.
+HIERBENCH_INLINE const uint8_t* codes_at(const DArgs& a, int64_t kb, int64_t m, uint8_t* codes) {
+  const uint8_t* src = a.payload + kb * a.s.bits / 8;
+  if (a.s.bits == 8) return src;
+  unpack(src, m, a.s.bits, codes);
+  return codes;
+}
+
 template <typename O>
 HIERBENCH_INLINE void span_dequant_scalar(const DArgs& a, int64_t k, int64_t n, float lo, float scale) {
   O* out = static_cast<O*>(a.out);
-  const Spec& s = a.s;
   alignas(64) uint8_t codes[kSub];
   for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
     m = sub_len(kb, k + n);
-    const uint8_t* src = a.payload + kb * s.bits / 8;
-    const uint8_t* c = src;
-    if (s.bits != 8) {
-      unpack(src, m, s.bits, codes);
-      c = codes;
-    }
+    const uint8_t* c = codes_at(a, kb, m, codes);
     O* o = out + kb;
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) store_f32(o, i, lo + static_cast<float>(c[i]) * scale);
@@ -370,12 +372,7 @@ HIERBENCH_INLINE void span_dequant_channel(const DArgs& a, int64_t k, int64_t n)
   alignas(64) float sc[kSub];
   for (int64_t kb = k, m = 0; kb < k + n; kb += m) {
     m = sub_len(kb, k + n);
-    const uint8_t* src = a.payload + kb * s.bits / 8;
-    const uint8_t* c = src;
-    if (s.bits != 8) {
-      unpack(src, m, s.bits, codes);
-      c = codes;
-    }
+    const uint8_t* c = codes_at(a, kb, m, codes);
     const int64_t row = kb / s.inner;
     int64_t pos = kb - row * s.inner;
     int64_t ch = row % s.channels;

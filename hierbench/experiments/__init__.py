@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hierbench.errors import ConfigError
+from hierbench.runtime.table import PAPER_SETTINGS
 
 __all__ = [
     "PRESETS",
@@ -159,18 +159,6 @@ def _validation_grid(batches: dict[str, int], **extra) -> list[Experiment]:
     return out
 
 
-_PAPER_REPORT = {
-    "configs": [
-        ["vgg16", "imagenet", "cifar10", "pool4", 0.29],
-        ["resnet18", "imagenet", "cifar10", "layer3", 0.61],
-        ["vgg16", "imagenet", "tiny-imagenet", "pool4", 0.25],
-        ["resnet18", "imagenet", "tiny-imagenet", "layer4", 0.81],
-    ],
-    "links": ["3g", "4g", "wifi"],
-    "headline_link": "3g",
-    "profile_threads": 1,
-}
-
 _SMOKE_DATA = {"limit_per_class": 8, "eval_samples": 64, "batch_size": 16}
 
 PRESETS: dict[str, Preset] = {
@@ -192,7 +180,7 @@ PRESETS: dict[str, Preset] = {
                 _accuracy("hierarchical", 2, **_SMOKE_DATA),
             ]
         ),
-        report={**_PAPER_REPORT, "links": ["3g"], "sweep_points": 9},
+        report={**PAPER_SETTINGS, "links": ["3g"], "sweep_points": 9},
     ),
     "quick": Preset(
         name="quick",
@@ -219,7 +207,7 @@ PRESETS: dict[str, Preset] = {
                 ),
             ]
         ),
-        report=_PAPER_REPORT,
+        report=PAPER_SETTINGS,
         foundation=True,
     ),
     "accuracy": Preset(
@@ -235,7 +223,7 @@ PRESETS: dict[str, Preset] = {
             _accuracy("hierarchical", 5, codec="q8", grad_codec="fp32", eval_samples=None),
             _accuracy("hierarchical", 5, codec="q4", grad_codec="fp32", eval_samples=None),
         ),
-        report=_PAPER_REPORT,
+        report=PAPER_SETTINGS,
     ),
     "paper": Preset(
         name="paper",
@@ -258,7 +246,7 @@ PRESETS: dict[str, Preset] = {
                     eval_samples=None,
                     threads_cloud=2,
                 )
-                for model, _stem, dataset, cut, _pct in _PAPER_REPORT["configs"]
+                for model, _stem, dataset, cut, _pct in PAPER_SETTINGS["configs"]
                 for m, codec in (
                     ("cloud_only", "fp32"),
                     ("split", "q8"),
@@ -268,12 +256,12 @@ PRESETS: dict[str, Preset] = {
             ]
             + [
                 _timing(m, link, 200, model=model, dataset=dataset, cut=cut)
-                for model, _stem, dataset, cut, _pct in _PAPER_REPORT["configs"]
+                for model, _stem, dataset, cut, _pct in PAPER_SETTINGS["configs"]
                 for link in ("3g", "4g", "wifi")
                 for m in ("cloud_only", "split", "hierarchical")
             ]
         ),
-        report=_PAPER_REPORT,
+        report=PAPER_SETTINGS,
     ),
 }
 
@@ -357,8 +345,6 @@ def run_preset(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     only: Sequence[str] | None = None,
-    prepared: bool = False,
-    previous: dict | None = None,
 ) -> dict:
     """Run every experiment of ``preset`` not yet finished in ``out``; return the manifest.
 
@@ -371,17 +357,13 @@ def run_preset(
         command: the command line to record in the manifest.
         log: where one-line status messages go (default: print to stdout).
         only: run only experiments of these kinds (``timing``, ``accuracy``).
-        prepared: the caller has already checked ``out`` with :func:`prepare_folder` (which
-            returned ``previous``); ``overwrite`` and ``resume`` are then not looked at.
-        previous: with ``prepared``, the manifest of the session being resumed, or ``None``.
     """
     from hierbench.methods import runner, write_record
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
     out = Path(out)
     say = log or (lambda s: print(s, flush=True))
-    if not prepared:
-        previous = prepare_folder(out, preset, overwrite=overwrite, resume=resume)
+    previous = prepare_folder(out, preset, overwrite=overwrite, resume=resume)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -403,7 +385,6 @@ def run_preset(
         head = f"[run {i}/{len(todo)}] {exp.id}"
         if finished(out, exp):
             say(f"{head}: finished earlier, skipped")
-            manifest["runs"].setdefault(exp.id, {})["skipped_in_last_session"] = True
             continue
         say(f"{head} ...")
         cfg = exp.run_config()
@@ -439,8 +420,3 @@ def describe(preset: Preset) -> str:
     for e in preset.experiments:
         lines.append(f"  {e.kind:8s} {e.id}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    for p in PRESETS.values():
-        print(describe(p), file=sys.stdout)

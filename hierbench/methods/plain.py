@@ -14,6 +14,7 @@ import time
 import torch.nn.functional as F
 
 from hierbench import data as hdata
+from hierbench.codec import ActivationCodec
 from hierbench.methods.config import RunConfig
 from hierbench.methods.roles import build_parts, make_optimizer
 
@@ -61,39 +62,27 @@ def train_plain(cfg: RunConfig, *, codec: bool = True) -> dict:
             opt.step()
             sched.step()
             losses.append((None, loss.item()))
-        loop_s = time.perf_counter() - t0
-        return {
-            "model": model,
-            "edge": edge,
-            "cloud": cloud,
-            "head": head,
-            "losses": losses,
-            "loop_s": loop_s,
-        }
-    from hierbench.codec import ActivationCodec
-
-    wire = ActivationCodec(cfg.codec) if codec else None
-    opt_e, sched_e = make_optimizer(cfg, [*edge.parameters(), *head.parameters()], total)
-    opt_c, sched_c = make_optimizer(cfg, cloud.parameters(), total)
-    for _, x, y in it:
-        act = edge(hdata.normalize(x, mean, std))
-        loss_e = F.cross_entropy(head(act), y)
-        opt_e.zero_grad(set_to_none=True)
-        loss_e.backward()
-        opt_e.step()
-        sched_e.step()
-        sent = act.detach()
-        if wire is not None:
-            sent = wire.decode(wire.encode(sent))
-        loss_c = F.cross_entropy(cloud(sent), y)
-        opt_c.zero_grad(set_to_none=True)
-        loss_c.backward()
-        opt_c.step()
-        sched_c.step()
-        losses.append((loss_e.item(), loss_c.item()))
-    loop_s = (
-        time.perf_counter() - t0
-    )  # batches drawn lazily: data loading is inside, as in the roles
+    else:
+        wire = ActivationCodec(cfg.codec) if codec else None
+        opt_e, sched_e = make_optimizer(cfg, [*edge.parameters(), *head.parameters()], total)
+        opt_c, sched_c = make_optimizer(cfg, cloud.parameters(), total)
+        for step, (_, x, y) in enumerate(it):
+            act = edge(hdata.normalize(x, mean, std))
+            loss_e = F.cross_entropy(head(act), y)
+            opt_e.zero_grad(set_to_none=True)
+            loss_e.backward()
+            opt_e.step()
+            sched_e.step()
+            sent = act.detach()
+            if wire is not None:  # the edge role encodes with seed=step (stochastic rounding)
+                sent = wire.decode(wire.encode(sent, seed=step))
+            loss_c = F.cross_entropy(cloud(sent), y)
+            opt_c.zero_grad(set_to_none=True)
+            loss_c.backward()
+            opt_c.step()
+            sched_c.step()
+            losses.append((loss_e.item(), loss_c.item()))
+    loop_s = time.perf_counter() - t0  # batches drawn lazily: loading is inside, as in the roles
     return {
         "model": model,
         "edge": edge,

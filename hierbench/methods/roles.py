@@ -102,6 +102,23 @@ class Channel(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
 
+def _attempt(recover: Callable[..., object], *args) -> BaseException | None:
+    """Run ``recover(*args)`` after a failed transfer: ``None`` if it succeeded, else its error
+    (the one to report)."""
+    try:
+        recover(*args)
+    except BaseException as again:
+        return again
+    return None
+
+
+def _fail(worker, exc: BaseException) -> None:
+    """Record a background thread's failure and wake whoever waits on it (``put``, ``get``)."""
+    with worker._cv:
+        worker._error = exc
+        worker._cv.notify_all()
+
+
 class Sender:
     """Sends messages from a background thread, holding up to ``max_bytes`` not yet handed over.
 
@@ -189,16 +206,12 @@ class Sender:
             try:
                 channel.send(data)
             except BaseException as exc:  # surfaced by put()/flush(), unless we can recover
-                error: BaseException = exc
+                error = exc
                 if self._recover is not None and not self._closing:
-                    try:
-                        self._recover(generation)
+                    error = _attempt(self._recover, generation)
+                    if error is None:
                         continue
-                    except BaseException as again:
-                        error = again
-                with self._cv:
-                    self._error = error
-                    self._cv.notify_all()
+                _fail(self, error)
                 return
             with self._cv:
                 if self.generation == generation and self._queue:
@@ -261,22 +274,21 @@ class Receiver:
             except TransferTimeout:
                 continue  # nothing yet: look at _stop again
             except BaseException as exc:
-                error: BaseException = exc
+                error = exc
                 if self._recover is not None and not self._stop:
-                    try:
-                        self._channel, self.generation = self._recover(self.generation)
+                    error = _attempt(self._reconnect)
+                    if error is None:
                         continue
-                    except BaseException as again:
-                        error = again
-                with self._cv:
-                    self._error = error
-                    self._cv.notify_all()
+                _fail(self, error)
                 return
             if self._hook is not None and self._hook(msg):
                 continue
             with self._cv:
                 self._queue.append(msg)
                 self._cv.notify_all()
+
+    def _reconnect(self) -> None:
+        self._channel, self.generation = self._recover(self.generation)
 
 
 def build_parts(cfg: RunConfig):

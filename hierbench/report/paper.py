@@ -6,15 +6,14 @@ See ``../shared/PAPER.md``.
 from __future__ import annotations
 
 from hierbench.runtime.model import DEFAULT_CLOUD_SPEEDUP, Conventions
+from hierbench.runtime.table import PAPER_CONFIGS, PAPER_SETTINGS
+
+#: What a report covers unless a preset says otherwise (``runtime.table.PAPER_SETTINGS``).
+DEFAULT_REPORT = PAPER_SETTINGS
 
 #: The paper's headline: training-runtime reduction of hierarchical against standard
 #: (cloud-only) training over a 3G link, at the paper's cut: (model, dataset) -> (cut, reduction).
-PUBLISHED = {
-    ("vgg16", "cifar10"): ("pool4", 0.29),
-    ("resnet18", "cifar10"): ("layer3", 0.61),
-    ("vgg16", "tiny-imagenet"): ("pool4", 0.25),
-    ("resnet18", "tiny-imagenet"): ("layer4", 0.81),
-}
+PUBLISHED = {(model, dataset): (cut, red) for model, dataset, cut, red in PAPER_CONFIGS}
 
 CITATION = (
     'Sepehri et al., "Hierarchical Training of Deep Neural Networks Using Early Exiting", '

@@ -24,7 +24,6 @@ import pandas as pd
 
 from hierbench.errors import ConfigError
 from hierbench.runtime.model import (
-    Conventions,
     Scenario,
     activation_bytes,
     cloud_only,
@@ -35,7 +34,7 @@ from hierbench.runtime.model import (
 from hierbench.runtime.partition import crossover_rate, search
 from hierbench.runtime.profiles import Profile
 from hierbench.runtime.table import load_for
-from hierbench.runtime.validate import predict_from_stages, predict_record, stage_medians
+from hierbench.runtime.validate import predict_from_stages, predict_record, stage_means
 from hierbench.runtime.wire import CodecSetting, encoded_bytes, parse_codec
 
 METHOD_ORDER = {"cloud_only": 0, "split": 1, "hierarchical": 2}
@@ -101,6 +100,13 @@ def reduction_table(
 
 
 # -- sensitivity -------------------------------------------------------------------------------
+#: The sensitivity table's rows that are not a changed assumption: the two byte-only limits
+#: and the base prediction ("ours"); the last row is the published number.
+OURS = "runtime model, base conventions (ours)"
+PUBLISHED_ROW = "published"
+_NOT_ASSUMPTIONS = 3
+
+
 def sensitivity_table(
     profile_dir: Path, configs: Sequence[Sequence], link: str = "3g"
 ) -> pd.DataFrame:
@@ -109,57 +115,66 @@ def sensitivity_table(
     Rows: the variants; columns: the configurations. The first two rows are byte counts only
     (what PAPER.md's 33 / 67 / 33 / 83 % are), the third is the model under the base conventions.
     """
-    variants: list[tuple[str, dict]] = []
-    cols: dict[str, list] = {}
-    names: list[str] = []
-    for cfg in configs:
-        model, _stem, dataset, cut, published = cfg
-        edge, cloud = _profiles(profile_dir, cfg)
-        try:
-            edge2, _ = _profiles(profile_dir, cfg, threads=2)
-        except Exception:
-            edge2 = None
-        sc = Scenario(edge, link, cloud=cloud)
+    cols = {
+        f"{_label(cfg[0], cfg[2])} @{cfg[3]}": _sensitivity_column(profile_dir, cfg, link)
+        for cfg in configs
+    }
+    rows = list(next(iter(cols.values()))) if cols else []
+    return pd.DataFrame(cols).reindex(rows)
 
-        def red(s: Scenario, codec: str = "q8", at: str = cut) -> float:
-            return hierarchical(s, at, codec).reduction_vs(cloud_only(s))
 
-        numel = edge.cut_numel(cut)
-        byte_only = 1 - (numel * 8 / 8) / edge.input_bytes
-        bytes_all = 1 - activation_bytes(sc, cut, "q8") / raw_bytes(sc)
-        conv = sc.conventions
-        ten = replace(sc, epochs=10)
-        values = {
-            "link-bound limit: 1 − (8-bit codes)/(uint8 pixels)": byte_only,
-            "… with scales/offsets, labels, frame headers: 1 − D(s)/D0": bytes_all,
-            "runtime model, base conventions (ours)": red(sc),
-            "latency paid once (pipelined), not per message": red(
-                replace(sc, conventions=replace(conv, latency="pipelined"))
-            ),
-            "labels as ⌈log2 K⌉ bits, not 1 byte": red(
-                replace(sc, conventions=replace(conv, labels="log2"))
-            ),
-            "no frame headers": red(replace(sc, conventions=replace(conv, frame_overhead=False))),
-            "10 epochs, baseline's raw data uploaded once": red(
-                replace(ten, conventions=replace(conv, upload="once"))
-            ),
-            "cloud as fast as one edge core (factor 1)": red(replace(sc, cloud_speedup=1.0)),
-            "cloud 100× one edge core": red(replace(sc, cloud_speedup=100.0)),
-            "edge = 2 cores of this CPU (2-thread profile)": (
-                red(replace(sc, edge=edge2)) if edge2 is not None else None
-            ),
-            "edge 4× faster than one core (k = 0.25)": red(replace(sc, edge_slowdown=0.25)),
-            "edge 4× slower (k = 4)": red(replace(sc, edge_slowdown=4.0)),
-            "4-bit activations instead of 8-bit": red(sc, "q4"),
-            "fp32 activations": red(sc, "fp32"),
-        }
-        best = search(sc, codecs=["q8"])
-        values["the search's cut (8-bit) instead of the paper's"] = best.reduction_vs_cloud
-        values["published"] = published
-        names = list(values)
-        cols[f"{_label(model, dataset)} @{cut}"] = [values[n] for n in names]
-        variants = [(n, {}) for n in names]
-    return pd.DataFrame(cols, index=[n for n, _ in variants])
+def _sensitivity_column(profile_dir: Path, cfg: Sequence, link: str) -> dict[str, float | None]:
+    _model, _stem, _dataset, cut, published = cfg
+    edge, cloud = _profiles(profile_dir, cfg)
+    try:
+        edge2, _ = _profiles(profile_dir, cfg, threads=2)
+    except ConfigError:  # the 2-thread profile is optional
+        edge2 = None
+    sc = Scenario(edge, link, cloud=cloud)
+
+    def red(s: Scenario, codec: str = "q8") -> float:
+        return hierarchical(s, cut, codec).reduction_vs(cloud_only(s))
+
+    def with_conv(**changes) -> Scenario:
+        return replace(sc, conventions=replace(sc.conventions, **changes))
+
+    return {
+        # one byte per activation value at 8 bits against one byte per pixel
+        "link-bound limit: 1 − (8-bit codes)/(uint8 pixels)": 1
+        - edge.cut_numel(cut) / edge.input_bytes,
+        "… with scales/offsets, labels, frame headers: 1 − D(s)/D0": 1
+        - activation_bytes(sc, cut, "q8") / raw_bytes(sc),
+        OURS: red(sc),
+        "latency paid once (pipelined), not per message": red(with_conv(latency="pipelined")),
+        "labels as ⌈log2 K⌉ bits, not 1 byte": red(with_conv(labels="log2")),
+        "no frame headers": red(with_conv(frame_overhead=False)),
+        "10 epochs, baseline's raw data uploaded once": red(
+            replace(with_conv(upload="once"), epochs=10)
+        ),
+        "cloud as fast as one edge core (factor 1)": red(replace(sc, cloud_speedup=1.0)),
+        "cloud 100× one edge core": red(replace(sc, cloud_speedup=100.0)),
+        "edge = 2 cores of this CPU (2-thread profile)": (
+            red(replace(sc, edge=edge2)) if edge2 is not None else None
+        ),
+        "edge 4× faster than one core (k = 0.25)": red(replace(sc, edge_slowdown=0.25)),
+        "edge 4× slower (k = 4)": red(replace(sc, edge_slowdown=4.0)),
+        "4-bit activations instead of 8-bit": red(sc, "q4"),
+        "fp32 activations": red(sc, "fp32"),
+        "the search's cut (8-bit) instead of the paper's": search(
+            sc, codecs=["q8"]
+        ).reduction_vs_cloud,
+        PUBLISHED_ROW: published,
+    }
+
+
+def assumptions(sens: pd.DataFrame, column: str) -> pd.Series:
+    """The rows of one column of the sensitivity table that change an assumption."""
+    return sens[column].drop([PUBLISHED_ROW]).iloc[_NOT_ASSUMPTIONS:].dropna()
+
+
+def closest_assumption(sens: pd.DataFrame, column: str) -> str:
+    """The changed assumption whose prediction lies closest to the published number."""
+    return str((assumptions(sens, column) - sens.loc[PUBLISHED_ROW, column]).abs().idxmin())
 
 
 # -- (d) bytes -----------------------------------------------------------------------------------
@@ -226,7 +241,7 @@ def validation_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame
         per_msg = predict_record(rec, profile_dir, latency="per-message")
         staged = predict_from_stages(rec, pipe)
         measured = rec["totals"]["train_wall_s"]
-        st = stage_medians(rec)
+        st = stage_means(rec)
         if cfg["method"] == "cloud_only":
             pred_edge, pred_cloud = 0.0, pipe.parts["t_full"]
         elif cfg["method"] == "split":
@@ -354,13 +369,14 @@ def budget_label(rec: dict) -> str:
 
 
 __all__ = [
-    "Conventions",
     "accuracy_table",
+    "assumptions",
     "budget_label",
     "bytes_table",
+    "closest_assumption",
     "measured_table",
     "reduction_table",
     "sensitivity_table",
-    "stage_medians",
+    "stage_means",
     "validation_table",
 ]

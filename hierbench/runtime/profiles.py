@@ -39,6 +39,7 @@ This module must not import torch: profiles are read wherever tables are made.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Iterable, Mapping
@@ -368,10 +369,23 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
 def load_profile(path: str | Path) -> Profile:
     """Read a profile written by :func:`write_profile` (plain Python: csv + json).
 
+    A file is parsed once per version (path, modification time, size): reports and validations
+    ask for the same few profiles many times.
+
     Raises:
         ConfigError: not a profile, an unknown format version, missing columns or metadata.
     """
     path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no profile at {path}") from exc
+    return _load_version(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_version(name: str, _mtime_ns: int, _size: int) -> Profile:
+    path = Path(name)
     try:
         text = path.read_text()
     except FileNotFoundError as exc:

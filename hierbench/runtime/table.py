@@ -24,6 +24,7 @@ from hierbench.runtime.wire import DEFAULT_CODECS, CodecSetting
 
 __all__ = [
     "PAPER_CONFIGS",
+    "PAPER_SETTINGS",
     "find_profile",
     "format_duration",
     "prediction_rows",
@@ -38,6 +39,15 @@ PAPER_CONFIGS = (
     ("vgg16", "tiny-imagenet", "pool4", 0.25),
     ("resnet18", "tiny-imagenet", "layer4", 0.81),
 )
+
+#: The settings of the paper-configuration tables (``hierbench.report``'s default): the four
+#: configurations as ``[model, stem, dataset, cut, published]`` with the torchvision-style
+#: (imagenet) stem, the links of the runtime-model tables, and the link of the headline.
+PAPER_SETTINGS = {
+    "configs": [[m, "imagenet", d, cut, red] for m, d, cut, red in PAPER_CONFIGS],
+    "links": ["3g", "4g", "wifi"],
+    "headline_link": "3g",
+}
 
 
 def find_profile(

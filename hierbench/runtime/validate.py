@@ -98,7 +98,7 @@ def check_record(
     )
 
 
-def stage_medians(rec: dict) -> dict:
+def stage_means(rec: dict) -> dict:
     """Mean per-batch stage times measured in a run: edge compute (its ``compute_s``: forward,
     exit, backward, step, codec), uplink transmission of one message (median), cloud step. Means,
     not medians, for the compute stages: a pipeline's period is paid N times, outliers included."""
@@ -120,7 +120,7 @@ def predict_from_stages(rec: dict, pred: Prediction) -> float | None:
     Its error against the measured wall clock is the error of the formulas (pipeline structure,
     latency, fill); what is left of the profile-based error is the profile's (compute measured
     at another time, alone on the machine)."""
-    st = stage_medians(rec)
+    st = stage_means(rec)
     n = pred.n_batches
     p = pred.parts
     edge, cloud = st["edge_s"], st["cloud_s"]

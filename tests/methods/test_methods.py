@@ -13,14 +13,6 @@ from hierbench.methods.plain import train_plain
 from hierbench.methods.roles import CloudRole, EdgeRole
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def small(cifar10_root, **kw) -> RunConfig:
     base = dict(
         dataset="cifar10",

@@ -10,14 +10,6 @@ from hierbench.methods.plain import train_plain
 from tests.methods.test_methods import _assert_same, _params, run_roles, small
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("codec", ["q8", "q4+zstd1"])
 def test_hierarchical_lossy_codec_equals_plain_loop_with_the_codec(cifar10_root, codec):
     cfg = small(cifar10_root, method="hierarchical", codec=codec)
