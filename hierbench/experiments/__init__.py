@@ -217,7 +217,7 @@ PRESETS: dict[str, Preset] = {
             "paper's cut (ResNet-18 layer3) with 8-bit and 4-bit activations: 5 epochs of the "
             "full 50,000-image training set, the full test set after every epoch"
         ),
-        budget="about 35 minutes on the 2-core reference machine (32 min measured)",
+        budget="about 35 minutes on the 2-core reference machine (34 min measured)",
         experiments=(
             _accuracy("cloud_only", 5, codec="fp32", grad_codec="fp32", eval_samples=None),
             _accuracy("hierarchical", 5, codec="q8", grad_codec="fp32", eval_samples=None),
