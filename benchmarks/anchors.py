@@ -47,27 +47,44 @@ def memcpy_seconds(nbytes: int, device: str = "cpu") -> float:
     return _MEMCPY_CACHE[key]
 
 
-def paired_roofline(fn, copy_nbytes: int, device: str = "cpu", rounds: int = 15) -> float:
-    """Median over ``rounds`` of (memcpy time / ``fn`` time), the two timed back to back in each
-    round, the copy on ``copy_nbytes`` bytes (half the bytes ``fn`` moves).
+def _seconds(fn, calls: int, device) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / calls
 
-    On a shared host the memory bandwidth drifts between seconds; a ratio of two medians taken at
-    different moments can move by ±30 % while each pair, timed within milliseconds, sees the
-    same machine.
+
+def paired_ratio(
+    fn, other, device: str = "cpu", rounds: int = 15, min_sample_s: float = 0.002
+) -> float:
+    """Median over ``rounds`` of (``fn`` time / ``other`` time), the two timed back to back.
+
+    On a shared host the memory bandwidth and the clock drift between seconds; a ratio of two
+    medians taken at different moments can move by ±30 % while each pair, timed within
+    milliseconds, sees the same machine. Each sample repeats a call until it lasts about
+    ``min_sample_s`` (a 0.1 ms op is timed over ~20 calls), and the order of the two alternates
+    between rounds so that neither always runs on the other's warm caches.
     """
+    fn()
+    other()
+    sync(device)
+    calls = max(1, round(min_sample_s / max(_seconds(fn, 1, device), 1e-7)))
+    ratios = []
+    for r in range(rounds):
+        if r % 2:
+            b = _seconds(other, calls, device)
+            a = _seconds(fn, calls, device)
+        else:
+            a = _seconds(fn, calls, device)
+            b = _seconds(other, calls, device)
+        ratios.append(a / b)
+    return statistics.median(ratios)
+
+
+def paired_roofline(fn, copy_nbytes: int, device: str = "cpu", rounds: int = 15) -> float:
+    """Median over ``rounds`` of (memcpy time / ``fn`` time), timed back to back
+    (:func:`paired_ratio`), the copy on ``copy_nbytes`` bytes (half the bytes ``fn`` moves)."""
     src = torch.empty(max(1, copy_nbytes), dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
-    fn()
-    dst.copy_(src)
-    sync(device)
-    ratios = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        t1 = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        t2 = time.perf_counter()
-        ratios.append((t2 - t1) / (t1 - t0))
-    return statistics.median(ratios)
+    return paired_ratio(lambda: dst.copy_(src), fn, device, rounds)

@@ -4,7 +4,11 @@ Per-group (128) quantization at 2/4/8 bits, on a typical activation (64x128x16x1
 DRAM-sized tensor (256 MiB fp32), on the CPU and (when present) CUDA. ``extra_info`` holds GB/s,
 the memcpy roofline ratio (``anchor``), and, beside the 8-bit runs, the same-run times of
 ``torch.quantize_per_tensor`` (8-bit only, scale precomputed: no min/max search) and of the eager
-reference ``hierbench.ops.reference.quantize``.
+reference ``hierbench.ops.reference.quantize``. The ratio to ``torch.quantize_per_tensor`` is
+given twice: of medians, and paired (median of back-to-back ratios; the one to quote on a shared
+machine). On the CPU, ``cpu_kernel`` names the kernel that ran (``avx512`` or ``portable``,
+:func:`hierbench.ops.cpu_kernel`); ``test_quantize_portable`` times the portable loops on the
+activation as well.
 
 The kernels are timed through the raw ops (``torch.ops.hierbench.*.out``, preallocated outputs);
 ``test_quantize_public_api`` times the Python wrapper (argument checks, NaN check, dataclass).
@@ -17,8 +21,8 @@ import warnings
 import pytest
 import torch
 
-from benchmarks.anchors import time_median
-from hierbench import _ext
+from benchmarks.anchors import paired_ratio, time_median
+from hierbench import _ext, ops
 from hierbench.ops import QuantConfig, quantize, reference
 
 SHAPES = {
@@ -54,38 +58,59 @@ def _input(shape, device):
     return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-def _qpt_seconds(x, device):
+def _qpt_call(x, device):
     """torch.quantize_per_tensor with a precomputed scale (the caller's min/max not timed)."""
     scale = float(x.abs().max()) / 127
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # quantized dtypes are deprecated in torch 2.14
-        # warm-up: the first quantized-tensor calls of a session are slow (lazy initialisation)
-        return time_median(
-            lambda: torch.quantize_per_tensor(x, scale, 0, torch.qint8),
-            device=device,
-            repeat=15,
-            warmup=5,
+
+    def call():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized dtypes are deprecated in torch 2.14
+            return torch.quantize_per_tensor(x, scale, 0, torch.qint8)
+
+    # warm-up: the first quantized-tensor calls of a session are slow (lazy initialisation)
+    for _ in range(5):
+        call()
+    return _synced(call, device)
+
+
+def _quantize_call(x, bits, device):
+    p, s, o = torch.ops.hierbench.quantize(x, bits, "group", GROUP, 1, "nearest", 0)
+    op = torch.ops.hierbench.quantize.out
+    call = _synced(
+        lambda: op(x, bits, "group", GROUP, 1, "nearest", 0, payload=p, scale=s, offset=o), device
+    )
+    return call, p.numel() + s.numel() * 8
+
+
+def _bench_quantize(benchmark, anchor, device, shape_name, bits):
+    x = _input(SHAPES[shape_name], device)
+    call, out_bytes = _quantize_call(x, bits, device)
+    benchmark.group = f"quantize/{shape_name}/{device}"
+    benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=bits, group=GROUP)
+    if device == "cpu":
+        benchmark.extra_info["cpu_kernel"] = ops.cpu_kernel()
+    benchmark(call)
+    anchor(benchmark, x.numel() * 4, out_bytes, device, fn=call)
+    median = benchmark.stats.stats.median
+    if bits == 8:
+        qpt = _qpt_call(x, device)
+        benchmark.extra_info["quantize_per_tensor_s"] = time_median(qpt, device=device)
+        benchmark.extra_info["time_ratio_vs_quantize_per_tensor"] = (
+            median / benchmark.extra_info["quantize_per_tensor_s"]
         )
+        # The same ratio from back-to-back pairs (see anchors.paired_ratio): the figure to quote
+        # on a shared machine.
+        benchmark.extra_info["time_ratio_vs_quantize_per_tensor_paired"] = paired_ratio(
+            call, qpt, device, rounds=31
+        )
+    return x, median
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 def test_quantize(benchmark, anchor, device, shape_name, bits):
-    x = _input(SHAPES[shape_name], device)
-    p, s, o = torch.ops.hierbench.quantize(x, bits, "group", GROUP, 1, "nearest", 0)
-    benchmark.group = f"quantize/{shape_name}/{device}"
-    benchmark.extra_info.update(shape=list(x.shape), dtype="float32", bits=bits, group=GROUP)
-    op = torch.ops.hierbench.quantize.out
-    call = _synced(
-        lambda: op(x, bits, "group", GROUP, 1, "nearest", 0, payload=p, scale=s, offset=o), device
-    )
-    benchmark(call)
-    anchor(benchmark, x.numel() * 4, p.numel() + s.numel() * 8, device, fn=call)
-    median = benchmark.stats.stats.median
+    x, median = _bench_quantize(benchmark, anchor, device, shape_name, bits)
     if bits == 8:
-        qpt = _qpt_seconds(x, device)
-        benchmark.extra_info["quantize_per_tensor_s"] = qpt
-        benchmark.extra_info["time_ratio_vs_quantize_per_tensor"] = median / qpt
         large = x.numel() > 1 << 24
         ref = time_median(
             lambda: reference.quantize(x, bits, "group", GROUP, 1),
@@ -95,6 +120,19 @@ def test_quantize(benchmark, anchor, device, shape_name, bits):
         )
         benchmark.extra_info["reference_s"] = ref
         benchmark.extra_info["speedup_vs_reference"] = ref / median
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("shape_name", ["activation_64x128x16x16"])
+@pytest.mark.parametrize("device", ["cpu"])
+def test_quantize_portable(benchmark, anchor, device, shape_name, bits):
+    """The same op on the activation with the portable CPU loops instead of the AVX-512 kernel
+    (``hierbench.ops.set_cpu_kernel``): what a CPU without AVX-512 VBMI runs, same bits."""
+    prev = ops.set_cpu_kernel("portable")
+    try:
+        _bench_quantize(benchmark, anchor, device, shape_name, bits)
+    finally:
+        ops.set_cpu_kernel(prev)
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

@@ -3,6 +3,7 @@
 // live in hierbench/ops/_fake.py. Loading the module (import hierbench._C) runs all registrations.
 #include <torch/extension.h>
 
+#include "quant/quant_cpu_avx512.h"
 #include "transfer/bindings.h"
 
 TORCH_LIBRARY(hierbench, m) {
@@ -53,10 +54,32 @@ pybind11::dict build_info() {
   return d;
 }
 
+// Which CPU quantize kernel handles float32 inputs of up to 16 MiB in groups of 32-256 with round
+// to nearest: "avx512" (the hand-written kernel of quant/quant_cpu_avx512.cpp) or "portable" (the
+// vectorised loops of quant_cpu.cpp, which do everything else). Both give the same bits.
+std::string cpu_kernel() { return hierbench::quant::avx512::enabled() ? "avx512" : "portable"; }
+
+std::string set_cpu_kernel(const std::string& name) {
+  TORCH_CHECK_VALUE(name == "avx512" || name == "portable",
+                    "cpu kernel must be 'avx512' or 'portable', got '", name, "'");
+  const std::string previous = cpu_kernel();
+  hierbench::quant::avx512::set_enabled(name == "avx512");
+  TORCH_CHECK_VALUE(cpu_kernel() == name, "the avx512 kernel needs AVX-512 F/BW/DQ/VL/VBMI, "
+                                          "which this CPU does not report");
+  return previous;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hierbench native core: tensor ops (torch.ops.hierbench.*) and the transfer engine";
   m.def("build_info", &build_info, "How this extension was built (CUDA, compiler, torch).");
+  m.def("cpu_kernel", &cpu_kernel,
+        "The CPU quantize kernel in use for float32 inputs of up to 16 MiB in groups of 32-256, "
+        "round to nearest: 'avx512' or 'portable' (same bits; HIERBENCH_CPU_KERNEL=portable at "
+        "load selects the latter).");
+  m.def("set_cpu_kernel", &set_cpu_kernel, pybind11::arg("name"),
+        "Select the CPU quantize kernel ('avx512' or 'portable'); returns the previous one. "
+        "ValueError when 'avx512' is asked for on a CPU without AVX-512 VBMI.");
   hierbench::transfer::bind(m);  // hierbench._C.transfer: the transfer engine (csrc/transfer/)
 }

@@ -1,5 +1,6 @@
 """Print a pytest-benchmark JSON as a short table: op, shape, device, median, GB/s, roofline
-(ratio of medians, and paired: median of back-to-back op/copy ratios).
+(ratio of medians, and paired: median of back-to-back op/copy ratios), time relative to
+torch.quantize_per_tensor (ratio of medians, and paired), speed-up over the eager reference.
 
 Usage: python scripts/bench_table.py results/gpu/<file>.json [--markdown]
 """
@@ -20,6 +21,8 @@ def rows(path: str):
         op = name[0].removeprefix("test_")
         if "bits" in params:
             op += f" {params['bits']}b"
+        if info.get("cpu_kernel"):
+            op += f" ({info['cpu_kernel']})"
         yield (
             op,
             params.get("shape_name", "x".join(map(str, info.get("shape", [])))),
@@ -29,6 +32,7 @@ def rows(path: str):
             info.get("roofline_ratio", float("nan")),
             info.get("roofline_ratio_paired"),
             info.get("time_ratio_vs_quantize_per_tensor"),
+            info.get("time_ratio_vs_quantize_per_tensor_paired"),
             info.get("speedup_vs_reference"),
         )
 
@@ -37,16 +41,27 @@ def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
     md = "--markdown" in sys.argv
-    head = ("op", "shape", "dev", "median ms", "GB/s", "roofline", "paired", "vs qpt", "vs ref")
+    head = (
+        "op",
+        "shape",
+        "dev",
+        "median ms",
+        "GB/s",
+        "roofline",
+        "paired",
+        "vs qpt",
+        "paired",
+        "vs ref",
+    )
     fmt = (
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |"
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |"
         if md
-        else "{:<24} {:<24} {:<5} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}"
+        else "{:<34} {:<24} {:<5} {:>10} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8}"
     )
     print(fmt.format(*head))
     if md:
         print("|" + "---|" * len(head))
-    for op, shape, dev, ms, gbps, roof, paired, qpt, ref in rows(sys.argv[1]):
+    for op, shape, dev, ms, gbps, roof, paired, qpt, qpt_paired, ref in rows(sys.argv[1]):
         print(
             fmt.format(
                 op,
@@ -57,6 +72,7 @@ def main() -> None:
                 f"{roof:.2f}",
                 "" if paired is None else f"{paired:.2f}",
                 "" if qpt is None else f"{qpt:.2f}x",
+                "" if qpt_paired is None else f"{qpt_paired:.2f}x",
                 "" if ref is None else f"{ref:.0f}x",
             )
         )

@@ -106,6 +106,38 @@ if bad:
 print(f"OK: {len(funcs)} clone bodies; no libm calls, no FMA, every AVX2/AVX-512 clone is vectorised")
 PYEOF
 
+# The hand-written AVX-512 kernel (quant_cpu_avx512.o, beside quant_cpu.o): intrinsics, so it is
+# vectorised by construction; check that it uses zmm registers, has no FMA (the intrinsics are
+# separate multiplies and adds, and nothing may fuse them) and calls nothing but memset/memcpy.
+AVX_OBJ="$(dirname "$OBJ")/quant_cpu_avx512.o"
+if [[ -f "$AVX_OBJ" ]]; then
+  objdump -dr -C --no-show-raw-insn "$AVX_OBJ" > "$DIS"
+  "$PY" - "$DIS" <<'PYEOF'
+import re, sys
+body, cur, calls = {}, None, set()
+for line in open(sys.argv[1]):
+    m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+    if m:
+        cur = "quantize_groups_f32" if "quantize_groups_f32" in m.group(1) else None
+        continue
+    if cur and re.match(r"^\s+[0-9a-f]+:\s", line):
+        ins = line.split(":", 1)[1].strip()
+        body.setdefault("insns", []).append(ins)
+    rel = re.match(r"^\s+[0-9a-f]+: R_X86_64_PLT32\s+(\w+)", line)
+    if cur and rel:
+        calls.add(rel.group(1))
+insns = body.get("insns", [])
+zmm = sum("%zmm" in i for i in insns)
+fma = sum(bool(re.match(r"vf(n)?m(add|sub)", i)) for i in insns)
+bad = [c for c in calls if c not in ("memset", "memcpy")]
+print(f"avx512 kernel quantize_groups_f32: {len(insns)} insns, {zmm} zmm, {fma} fma, "
+      f"calls: {', '.join(sorted(calls)) or '-'}")
+if not insns or zmm == 0 or fma or bad:
+    print("FAIL: the AVX-512 kernel is missing, not AVX-512, has FMA, or calls " + ", ".join(bad))
+    sys.exit(1)
+PYEOF
+fi
+
 if [[ $OPT_INFO == 1 ]]; then
   echo
   echo "GCC -fopt-info-vec-optimized on csrc/quant/quant_cpu.cpp: vectorised loops by source line"

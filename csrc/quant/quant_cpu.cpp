@@ -28,6 +28,7 @@
 #include "../common/simd.h"
 #include "cpu_common.h"
 #include "quant_common.h"
+#include "quant_cpu_avx512.h"
 
 namespace hierbench::quant {
 namespace {
@@ -627,8 +628,21 @@ void quantize_out_cpu(const at::Tensor& x_in, int64_t bits, c10::string_view gra
     quantize_channel(kr, a, x.element_size());
   } else if (s.group_size <= kChunk) {
     const int64_t grain = std::max<int64_t>(1, kChunk / s.group_size);
-    at::parallel_for(0, s.groups, grain,
-                     [&](int64_t g0, int64_t g1) { kr.groups_fused(a, g0, g1); });
+    int64_t g0 = 0;  // groups before g0 are done by the AVX-512 kernel
+    if (x.scalar_type() == at::kFloat && !s.stochastic &&
+        avx512::takes(s.group_size, s.bits, s.numel * int64_t{4})) {
+      // Blocks of 16 full groups; the rest (at most 15 groups and a partial one) go below.
+      const int64_t blocks = s.numel / s.group_size / 16;
+      const float* xf = x.const_data_ptr<float>();
+      at::parallel_for(0, blocks, std::max<int64_t>(1, grain / 16), [&](int64_t b0, int64_t b1) {
+        avx512::quantize_groups_f32(xf, s.group_size, s.bits, 16 * b0, 16 * b1, a.payload, a.scale,
+                                    a.offset);
+      });
+      g0 = 16 * blocks;
+    }
+    if (g0 < s.groups)
+      at::parallel_for(g0, s.groups, grain,
+                       [&](int64_t b0, int64_t b1) { kr.groups_fused(a, b0, b1); });
   } else {
     quantize_chunked(kr, a, x.element_size());
   }

@@ -26,11 +26,37 @@ from hierbench.ops.quant import (  # noqa: E402
 __all__ = [
     "QuantConfig",
     "QuantizedTensor",
+    "cpu_kernel",
     "dequantize",
     "group_minmax",
     "quantize",
     "reference",
+    "set_cpu_kernel",
 ]
+
+
+def cpu_kernel() -> str:
+    """Which CPU kernel quantizes float32 in groups of 32, 64, 128 or 256 with round to nearest.
+
+    ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used when the
+    CPU has AVX-512 F/BW/DQ/VL/VBMI (Intel Ice Lake and later, AMD Zen 4 and later) for inputs of
+    up to 16 MiB (larger ones stream from DRAM, where the portable loops measured a few per cent
+    faster). ``"portable"``: the compiler-vectorised loops that handle every other case. Both
+    produce the same bits (the tests hold both to :mod:`hierbench.ops.reference`); the choice only
+    changes speed. ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable
+    loops when the extension loads.
+    """
+    return _ext.load().cpu_kernel()
+
+
+def set_cpu_kernel(name: str) -> str:
+    """Select the CPU kernel (``"avx512"`` or ``"portable"``, see :func:`cpu_kernel`).
+
+    Returns the previous selection, so that ``prev = set_cpu_kernel("portable")`` ...
+    ``set_cpu_kernel(prev)`` restores it. Process-wide, not thread-local: for benchmarks and
+    tests. Raises ``ValueError`` for another name, or for ``"avx512"`` on a CPU without it.
+    """
+    return _ext.load().set_cpu_kernel(name)
 
 
 def group_minmax(

@@ -1,0 +1,282 @@
+// Hand-written AVX-512 quantize for the hot case: float32 input, full groups of 32/64/128/256,
+// round to nearest, 2/4/8 bits. Same results, bit for bit, as the portable loops of
+// quant_cpu.cpp and the reference (tests/ops/test_cpu_kernels.py holds both to it).
+//
+// Why a separate kernel: the portable fused loop handles one group at a time, and each group
+// ends in two horizontal reductions (min and max across 16 lanes) and two dependent divisions
+// (scale, 1 / scale) before its first code can be computed; GCC also folds each load into every
+// instruction that uses it (a compare, a min and a max: three 64-byte loads per vector, and
+// Zen 4 takes one per cycle). Here the groups are taken 16 at a time (a block of 2-16 KiB, in
+// L1):
+//   A. each group's vectors are loaded once (kept in registers) and folded to one lane-wise min
+//      and max vector; NaN is found by an ordered compare of pairs of vectors, chained through
+//      the mask register;
+//   B. the 16 min vectors are reduced together by a transposing shuffle tree (45 shuffles and
+//      mins for 16 groups, instead of 8 per group), likewise the max vectors, so that lane g
+//      holds group g; the parameters of the 16 groups are computed in one vector (two vector
+//      divisions for 16 groups);
+//   C. each group's elements are re-read from L1, mapped to codes and packed with byte permutes
+//      (vpermt2b: two vectors of 32-bit codes into 32 bytes) into full 64-byte stores; 4 and 2
+//      bits merge pairs / quads of byte codes with shifts and narrow them with vpmovwb / vpmovdb.
+// Tried and dropped (slower here): interleaving phase C of one block with phase A of the next;
+// integer order keys instead of float min/max (they make the NaN test free but cost more than
+// it); vpmovdb instead of vpermt2b for 8 bits.
+//
+// The arithmetic is the reference's: t = (x - lo) * inv, rounded to nearest even by adding 2^23
+// (quant_common.h: rint_bits), scale = (hi - lo) / qmax, inv = 1 / scale (0 when scale is below
+// FLT_MIN), and an invalid group (NaN or inf inside, or a range overflowing) stores NaN and codes
+// 0. Only the order of the min/max comparisons differs, which changes nothing but the sign of a
+// zero min (+0 and -0 compare equal; the codes are the same).
+//
+// Compiled with function-level target attributes and called only when the CPU reports the
+// features (supported()), so the library still loads and runs on any x86-64.
+#include "quant_cpu_avx512.h"
+
+#include <atomic>
+#include <cfloat>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns inside its own intrinsics headers (the deliberately undefined register of
+// _mm512_undefined_ps, in the masked forms) once they are inlined at -O3: not this file's code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define HB_AVX512_KERNEL 1
+#define HB_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi"), always_inline)) inline
+#define HB_AVX512_ENTRY __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi")))
+#else
+#define HB_AVX512_KERNEL 0
+#endif
+
+namespace hierbench::quant::avx512 {
+
+#if HB_AVX512_KERNEL
+
+bool supported() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi");
+  }();
+  return ok;
+}
+
+namespace {
+
+constexpr int kBlock = 16;  // groups per block: one lane each
+
+struct Min {
+  HB_AVX512 static __m512 op(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+};
+struct Max {
+  HB_AVX512 static __m512 op(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+};
+
+// Slot of group g in the array fed to reduce16: the shuffle tree leaves the value of slot
+// 4 * j + k in lane 4 * k + j, so group g goes to slot (g % 4) * 4 + g / 4 to come out in lane g.
+constexpr int slot(int g) { return (g % 4) * 4 + g / 4; }
+
+// v[16] -> one vector whose lane l is Op over the 16 lanes of the vector of group l.
+template <class Op>
+HB_AVX512 __m512 reduce16(const __m512* v) {
+  __m512 w[8], u[4], s[2];
+  for (int i = 0; i < 8; ++i) {  // 256-bit halves: [v0 | v1] with 8 partials each
+    const __m512 a = _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 b = _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    w[i] = Op::op(a, b);
+  }
+  for (int i = 0; i < 4; ++i) {  // 128-bit lanes: four slots with 4 partials each
+    const __m512 a = _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 b = _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1));
+    u[i] = Op::op(a, b);
+  }
+  for (int i = 0; i < 2; ++i) {  // within 128-bit lanes: 2 partials
+    const __m512 a = _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 b = _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    s[i] = Op::op(a, b);
+  }
+  const __m512 a = _mm512_shuffle_ps(s[0], s[1], _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512 b = _mm512_shuffle_ps(s[0], s[1], _MM_SHUFFLE(3, 1, 3, 1));
+  return Op::op(a, b);
+}
+
+// Fold V vectors to one, pairwise (a tree: short dependency chains).
+template <int V, class Op>
+HB_AVX512 __m512 fold(const __m512* v) {
+  if constexpr (V == 1) {
+    return v[0];
+  } else {
+    __m512 h[V / 2];
+    for (int i = 0; i < V / 2; ++i) h[i] = Op::op(v[2 * i], v[2 * i + 1]);
+    return fold<V / 2, Op>(h);
+  }
+}
+
+// Codes of 16 elements as the low byte of each 32-bit lane: rint((x - qlo) * inv) + 2^23.
+HB_AVX512 __m512i codes16(const float* x, __m512 qlo, __m512 inv) {
+  const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x), qlo), inv);
+  return _mm512_castps_si512(_mm512_add_ps(t, _mm512_set1_ps(8388608.0f)));
+}
+
+// 64 codes (4 vectors of 16 codes in the low byte of each lane) -> 64 bytes.
+HB_AVX512 __m512i bytes64(const float* x, __m512 qlo, __m512 inv, __m512i idx) {
+  const __m512i lo = _mm512_permutex2var_epi8(codes16(x, qlo, inv), idx, codes16(x + 16, qlo, inv));
+  const __m512i hi =
+      _mm512_permutex2var_epi8(codes16(x + 32, qlo, inv), idx, codes16(x + 48, qlo, inv));
+  return _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
+}
+
+// 64 codes (bytes, each < 2^bits) -> 64 * bits / 8 payload bytes, lowest bits first.
+template <int Bits>
+HB_AVX512 void store_packed(uint8_t* dst, __m512i c) {
+  if constexpr (Bits == 8) {
+    _mm512_storeu_si512(dst, c);
+  } else if constexpr (Bits == 4) {  // byte pairs (a, b) -> a | b << 4
+    const __m512i w = _mm512_or_si512(c, _mm512_srli_epi16(c, 4));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi16_epi8(w));
+  } else {  // Bits == 2: byte quads (a, b, c, d) -> a | b << 2 | c << 4 | d << 6
+    __m512i w = _mm512_or_si512(c, _mm512_srli_epi32(c, 6));  // byte 0: a | b<<2, byte 2: c | d<<2
+    w = _mm512_or_si512(w, _mm512_srli_epi32(w, 12));         // byte 0: a | b<<2 | c<<4 | d<<6
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(w));
+  }
+}
+
+// One block of 16 full groups of N elements, starting at group g.
+template <int N, int Bits>
+HB_AVX512 void block(const float* x, int64_t g, uint8_t* payload, float* scale, float* offset) {
+  constexpr int V = N / 16;
+  static_assert(V >= 2 && (V & (V - 1)) == 0, "groups of 32, 64, 128 or 256 floats");
+  constexpr float kQmax = static_cast<float>((1 << Bits) - 1);
+  alignas(64) __m512 lo_v[kBlock], hi_v[kBlock];
+  uint32_t ordered = 0;  // bit g: group g has no NaN
+  const float* xb = x + g * N;
+  // A. lane-wise min/max of each group
+  for (int j = 0; j < kBlock; ++j) {
+    const float* xg = xb + j * N;
+    __m512 v[V];
+    for (int i = 0; i < V; ++i) {
+      v[i] = _mm512_loadu_ps(xg + 16 * i);
+      // Keep the vector in its register: left alone, GCC folds the load into each of the
+      // compare, min and max that use it, and three 64-byte loads per vector are what limits
+      // this loop on cores that take one per cycle (AMD Zen 4).
+      asm("" : "+v"(v[i]));
+    }
+    __mmask16 ord = 0xffff;  // lanes where every pair so far was ordered (neither is NaN)
+    for (int i = 0; i < V; i += 2) ord = _mm512_mask_cmp_ps_mask(ord, v[i], v[i + 1], _CMP_ORD_Q);
+    ordered |= static_cast<uint32_t>(ord == 0xffff) << j;
+    lo_v[slot(j)] = fold<V, Min>(v);
+    hi_v[slot(j)] = fold<V, Max>(v);
+  }
+  // B. the 16 groups' parameters, lane g = group g (group_params of quant_common.h, vectorised)
+  const __m512 lo = reduce16<Min>(lo_v);
+  const __m512 hi = reduce16<Max>(hi_v);
+  const __m512 rng = _mm512_sub_ps(hi, lo);
+  const __mmask16 valid = static_cast<__mmask16>(ordered) &
+                          _mm512_cmp_ps_mask(rng, _mm512_set1_ps(FLT_MAX), _CMP_LE_OQ);
+  const __m512 sc = _mm512_div_ps(rng, _mm512_set1_ps(kQmax));
+  const __mmask16 normal = _mm512_cmp_ps_mask(sc, _mm512_set1_ps(FLT_MIN), _CMP_GE_OQ);
+  const __m512 inv = _mm512_maskz_div_ps(normal, _mm512_set1_ps(1.0f), sc);
+  const __m512 qnan = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000));
+  _mm512_storeu_ps(scale + g, _mm512_mask_blend_ps(valid, qnan, sc));
+  _mm512_storeu_ps(offset + g, _mm512_mask_blend_ps(valid, qnan, lo));
+  alignas(64) float qlo_s[kBlock], inv_s[kBlock];
+  _mm512_store_ps(qlo_s, lo);
+  _mm512_store_ps(inv_s, inv);
+  // C. codes and payload. idx picks byte 0 of each 32-bit lane of two vectors (32 bytes).
+  alignas(64) static constexpr uint8_t kIdx[64] = {
+      0,   4,   8,   12,  16,  20,  24,  28,  32,  36,  40,  44,  48,  52,  56,  60,
+      64,  68,  72,  76,  80,  84,  88,  92,  96,  100, 104, 108, 112, 116, 120, 124,
+      0,   4,   8,   12,  16,  20,  24,  28,  32,  36,  40,  44,  48,  52,  56,  60,
+      64,  68,  72,  76,  80,  84,  88,  92,  96,  100, 104, 108, 112, 116, 120, 124};
+  const __m512i idx = _mm512_load_si512(kIdx);
+  constexpr int64_t kGroupBytes = int64_t{N} * Bits / 8;
+  uint8_t* pb = payload + g * kGroupBytes;
+  for (int j = 0; j < kBlock; ++j) {
+    const float* xg = xb + j * N;
+    uint8_t* dst = pb + j * kGroupBytes;
+    // The next block's group j into L1 while this block computes (a prefetch past the end of x
+    // does not fault).
+    for (int l = 0; l < N; l += 16)
+      _mm_prefetch(reinterpret_cast<const char*>(xg + kBlock * N + l), _MM_HINT_T0);
+    if (!((valid >> j) & 1)) {  // invalid group: codes 0
+      std::memset(dst, 0, kGroupBytes);
+      continue;
+    }
+    const __m512 q = _mm512_set1_ps(qlo_s[j]);
+    const __m512 f = _mm512_set1_ps(inv_s[j]);
+    if constexpr (N == 32) {
+      const __m512i c = _mm512_permutex2var_epi8(codes16(xg, q, f), idx, codes16(xg + 16, q, f));
+      if constexpr (Bits == 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(c));
+      } else {
+        alignas(64) uint8_t tmp[Bits * 8];  // 64 codes -> Bits * 8 bytes; the first half is ours
+        store_packed<Bits>(tmp, c);
+        std::memcpy(dst, tmp, kGroupBytes);
+      }
+    } else {
+      for (int i = 0; i < N; i += 64) store_packed<Bits>(dst + i * Bits / 8, bytes64(xg + i, q, f, idx));
+    }
+  }
+}
+
+template <int N, int Bits>
+HB_AVX512 void blocks(const float* x, int64_t g0, int64_t g1, uint8_t* payload, float* scale,
+                      float* offset) {
+  for (int64_t g = g0; g < g1; g += kBlock) block<N, Bits>(x, g, payload, scale, offset);
+}
+
+template <int Bits>
+HB_AVX512 void dispatch_n(const float* x, int64_t n, int64_t g0, int64_t g1, uint8_t* payload,
+                          float* scale, float* offset) {
+  switch (n) {
+    case 32: return blocks<32, Bits>(x, g0, g1, payload, scale, offset);
+    case 64: return blocks<64, Bits>(x, g0, g1, payload, scale, offset);
+    case 128: return blocks<128, Bits>(x, g0, g1, payload, scale, offset);
+    default: return blocks<256, Bits>(x, g0, g1, payload, scale, offset);
+  }
+}
+
+std::atomic<bool>& flag() {
+  static std::atomic<bool> on{[] {
+    const char* env = std::getenv("HIERBENCH_CPU_KERNEL");
+    return supported() && !(env != nullptr && std::strcmp(env, "portable") == 0);
+  }()};
+  return on;
+}
+
+}  // namespace
+
+bool enabled() { return flag().load(std::memory_order_relaxed); }
+
+bool set_enabled(bool on) { return flag().exchange(on && supported()); }
+
+bool takes(int64_t group_size, int bits, int64_t input_bytes) {
+  return enabled() && input_bytes <= kMaxInputBytes &&
+         (group_size == 32 || group_size == 64 || group_size == 128 || group_size == 256) &&
+         (bits == 2 || bits == 4 || bits == 8);
+}
+
+HB_AVX512_ENTRY void quantize_groups_f32(const float* x, int64_t group_size, int bits, int64_t g0,
+                                         int64_t g1, uint8_t* payload, float* scale,
+                                         float* offset) {
+  switch (bits) {
+    case 8: return dispatch_n<8>(x, group_size, g0, g1, payload, scale, offset);
+    case 4: return dispatch_n<4>(x, group_size, g0, g1, payload, scale, offset);
+    default: return dispatch_n<2>(x, group_size, g0, g1, payload, scale, offset);
+  }
+}
+
+#else  // not x86-64 GCC: the portable loops do everything
+
+bool supported() { return false; }
+bool enabled() { return false; }
+bool set_enabled(bool) { return false; }
+bool takes(int64_t, int, int64_t) { return false; }
+void quantize_groups_f32(const float*, int64_t, int, int64_t, int64_t, uint8_t*, float*, float*) {}
+
+#endif
+
+}  // namespace hierbench::quant::avx512

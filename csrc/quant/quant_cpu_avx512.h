@@ -1,0 +1,36 @@
+// The hand-written AVX-512 quantize kernel (quant_cpu_avx512.cpp), which quant_cpu.cpp calls for
+// float32 input of up to 16 MiB in full groups of 32, 64, 128 or 256 elements with round to
+// nearest.
+#pragma once
+
+#include <cstdint>
+
+namespace hierbench::quant::avx512 {
+
+// Whether this CPU has what the kernel uses (AVX-512 F/BW/DQ/VL/VBMI); false off x86-64 GCC.
+bool supported();
+
+// Whether the kernel is in use (supported() and not switched off by set_enabled(false), or by
+// HIERBENCH_CPU_KERNEL=portable in the environment when the library loads).
+bool enabled();
+
+// Switch the kernel on or off (tests and benchmarks compare it with the portable loops). Turning
+// it on where it is not supported() leaves it off. Returns the previous state.
+bool set_enabled(bool on);
+
+// Inputs larger than this come from DRAM, where quantize is memory-bound whatever the kernel and
+// the portable loops (which software-prefetch each group 1 KiB ahead) measured 3-9 % faster than
+// this kernel (256 MiB, 2 threads, paired timings; prefetching here made it worse, as it competes
+// with the hardware prefetcher): they take those inputs.
+constexpr int64_t kMaxInputBytes = int64_t{16} << 20;
+
+// Whether enabled() and the kernel handles this group size, bit width and input size.
+bool takes(int64_t group_size, int bits, int64_t input_bytes);
+
+// Quantize full groups [g0, g1) of float32 x (g1 - g0 a multiple of 16; every group complete) to
+// `bits` bits with round to nearest: the payload bytes of those groups, scale[g] and offset[g].
+// Only for takes(group_size, bits, ...).
+void quantize_groups_f32(const float* x, int64_t group_size, int bits, int64_t g0, int64_t g1,
+                         uint8_t* payload, float* scale, float* offset);
+
+}  // namespace hierbench::quant::avx512

@@ -1,0 +1,163 @@
+"""The two CPU quantize kernels for float32 groups of 32-256 with round to nearest.
+
+``avx512`` (csrc/quant/quant_cpu_avx512.cpp: 16 groups at a time, a transposing shuffle tree for
+the min/max, byte permutes for the packing) and ``portable`` (the compiler-vectorised loops of
+quant_cpu.cpp) must both equal :func:`hierbench.ops.reference.quantize` bit for bit: on random
+data, on every kind of non-finite value at every position inside a block, on degenerate ranges,
+on misaligned inputs, and on sizes that leave tail groups and a partial group to the portable
+loops. The rest of the suite runs with the default kernel (``avx512`` where supported), so this
+file is where ``portable`` is held to the same cases on such a machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hierbench import ops
+from hierbench.ops import reference
+
+from .test_quant import _assert_quant_equal
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+GROUPS = [32, 64, 128, 256]
+BITS = [2, 4, 8]
+
+
+def _supported() -> bool:
+    prev = ops.cpu_kernel()
+    try:
+        ops.set_cpu_kernel("avx512")
+    except ValueError:
+        return False
+    finally:
+        ops.set_cpu_kernel(prev)
+    return True
+
+
+KERNELS = [
+    pytest.param(
+        "avx512",
+        marks=pytest.mark.skipif(not _supported(), reason="CPU without AVX-512 F/BW/DQ/VL/VBMI"),
+    ),
+    "portable",
+]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    prev = ops.set_cpu_kernel(request.param)
+    yield request.param
+    ops.set_cpu_kernel(prev)
+
+
+def _check(x, bits, gs):
+    args = (bits, "group", gs, 1, "nearest", 0)
+    _assert_quant_equal(torch.ops.hierbench.quantize(x, *args), reference.quantize(x, *args))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("gs", GROUPS)
+def test_random_data_all_sizes(kernel, gs, threads):
+    g = torch.Generator().manual_seed(gs)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        # 16 groups exactly; fewer than 16 (portable loops only); blocks + 5 tail groups + a
+        # partial group; many blocks over two threads; a mix of scales across groups.
+        for numel in (16 * gs, 7 * gs, 16 * 3 * gs + 5 * gs + 7, 16 * 37 * gs):
+            x = torch.randn(numel, generator=g) * torch.rand(numel, generator=g).exp() * 5 - 1
+            for bits in BITS:
+                _check(x, bits, gs)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _bits_to_f32(v: int) -> float:
+    return torch.tensor([v], dtype=torch.int64).to(torch.int32).view(torch.float32).item()
+
+
+SPECIALS = {
+    "nan": float("nan"),
+    "+inf": float("inf"),
+    "-inf": float("-inf"),
+    # NaNs with payload bits: an arithmetic result would carry them into the low code byte
+    "snan": _bits_to_f32(0x7F800001),
+    "-nan-payload": _bits_to_f32(0xFFC000FF - (1 << 32)),
+}
+
+
+@pytest.mark.parametrize("gs", GROUPS)
+@pytest.mark.parametrize("what", list(SPECIALS))
+def test_non_finite_at_every_position(kernel, gs, what):
+    # One special value per group, at a different position in each of 32 groups (two blocks):
+    # every vector of the group and both ends of it. Those groups must come out invalid (NaN
+    # scale and offset, codes 0); the groups around them untouched.
+    positions = sorted({0, 1, 15, 16, 17, gs // 2, gs - 17, gs - 16, gs - 2, gs - 1})
+    x = torch.randn(34 * gs, generator=torch.Generator().manual_seed(1))
+    bad = []
+    for k, pos in enumerate(positions):
+        grp = 2 * k + 1  # every other group
+        x[grp * gs + pos] = SPECIALS[what]
+        bad.append(grp)
+    for bits in BITS:
+        _check(x, bits, gs)
+        _, s, o = torch.ops.hierbench.quantize(x, bits, "group", gs, 1, "nearest", 0)
+        assert s.isnan().nonzero().flatten().tolist() == bad
+        assert o.isnan().nonzero().flatten().tolist() == bad
+
+
+@pytest.mark.parametrize("gs", GROUPS)
+def test_degenerate_ranges(kernel, gs):
+    # Per group (16 groups = one block): constant, all zero, +0/-0 mixed, a subnormal range
+    # (scale below FLT_MIN: codes 0), a range that overflows float32 (invalid), huge and tiny
+    # magnitudes, +inf and -inf together, all NaN, and ordinary data between them.
+    g = torch.Generator().manual_seed(2)
+    rows = [
+        torch.full((gs,), 3.25),
+        torch.zeros(gs),
+        torch.tensor([0.0, -0.0] * (gs // 2)),
+        torch.randn(gs, generator=g) * 1e-42,
+        torch.tensor([-3e38, 3e38] * (gs // 2)),
+        torch.randn(gs, generator=g) * 1e37,
+        torch.randn(gs, generator=g) * 1e-30,
+        torch.tensor([float("inf"), float("-inf")] * (gs // 2)),
+        torch.full((gs,), float("nan")),
+        torch.full((gs,), -7.0).index_fill_(0, torch.tensor([gs - 1]), 7.0),
+    ]
+    rows += [torch.randn(gs, generator=g) for _ in range(16 - len(rows))]
+    x = torch.cat(rows)
+    for bits in BITS:
+        _check(x, bits, gs)
+
+
+def test_misaligned_and_non_contiguous_inputs(kernel):
+    base = torch.randn(16 * 128 * 3 + 1, generator=torch.Generator().manual_seed(3))
+    _check(base[1:], 8, 128)  # data pointer 4 bytes past a 64-byte boundary
+    m = torch.randn(128, 16 * 3 + 1, generator=torch.Generator().manual_seed(4))
+    _check(m.t(), 4, 32)  # transposed: made contiguous first
+
+
+def test_selection_api():
+    prev = ops.cpu_kernel()
+    assert prev in ("avx512", "portable")
+    assert ops.set_cpu_kernel("portable") == prev
+    assert ops.cpu_kernel() == "portable"
+    ops.set_cpu_kernel(prev)
+    with pytest.raises(ValueError, match="'avx512' or 'portable'"):
+        ops.set_cpu_kernel("sse")
+    assert ops.cpu_kernel() == prev
+
+
+def test_environment_selects_portable():
+    env = dict(os.environ, HIERBENCH_CPU_KERNEL="portable")
+    code = "from hierbench import ops; print(ops.cpu_kernel())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "portable"
