@@ -123,9 +123,16 @@ def test_encode(benchmark, anchor, activations, scheme, cut):
     benchmark.group = f"codec-encode/{cut}"
     frame = benchmark(codec.encode, x)
     _record(benchmark, anchor, x, frame, zstd_s)
-    if codec.config.is_quantized:  # where the time goes: the kernel vs the rest
+    if codec.config.is_quantized:  # where the time goes: the kernel, zstd, the rest
         q_s = time_median(lambda: quantize(x, codec.config.quant), repeat=7)
         benchmark.extra_info["quantize_mbps"] = x.numel() * 4 / q_s / 1e6
+        benchmark.extra_info["quantize_s"] = q_s
+        if codec.config.zstd_level is not None:  # zstd alone on the frame's body (scales + codes)
+            q = quantize(x, codec.config.quant)
+            body = b"".join(t.view(torch.uint8).numpy() for t in (q.scale, q.offset, q.payload))
+            cz = zstandard.ZstdCompressor(level=codec.config.zstd_level)
+            benchmark.extra_info["zstd_stage_s"] = time_median(lambda: cz.compress(body), repeat=5)
+            benchmark.extra_info["zstd_stage_input_bytes"] = len(body)
 
 
 @pytest.mark.parametrize("cut", CUTS)

@@ -59,6 +59,15 @@ pybind11::dict build_info() {
 // vectorised loops of quant_cpu.cpp, which do everything else). Both give the same bits.
 std::string cpu_kernel() { return hierbench::quant::avx512::enabled() ? "avx512" : "portable"; }
 
+// The kernel that quantize(x, bits, granularity, group_size, ..., rounding) runs on the CPU.
+std::string cpu_kernel_for(const at::Tensor& x, int64_t bits, const std::string& granularity,
+                           int64_t group_size, const std::string& rounding) {
+  const bool used = hierbench::quant::avx512::used_for(
+      x.scalar_type() == at::kFloat, granularity == "group", group_size, static_cast<int>(bits),
+      rounding == "stochastic", x.numel());
+  return used ? "avx512" : "portable";
+}
+
 std::string set_cpu_kernel(const std::string& name) {
   TORCH_CHECK_VALUE(name == "avx512" || name == "portable",
                     "cpu kernel must be 'avx512' or 'portable', got '", name, "'");
@@ -78,6 +87,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "The CPU quantize kernel in use for float32 inputs of up to 16 MiB in groups of 32-256, "
         "round to nearest: 'avx512' or 'portable' (same bits; HIERBENCH_CPU_KERNEL=portable at "
         "load selects the latter).");
+  m.def("cpu_kernel_for", &cpu_kernel_for, pybind11::arg("x"), pybind11::arg("bits"),
+        pybind11::arg("granularity"), pybind11::arg("group_size"), pybind11::arg("rounding"),
+        "The CPU kernel that quantize(x, bits, granularity, group_size, ..., rounding) runs.");
   m.def("set_cpu_kernel", &set_cpu_kernel, pybind11::arg("name"),
         "Select the CPU quantize kernel ('avx512' or 'portable'); returns the previous one. "
         "ValueError when 'avx512' is asked for on a CPU without AVX-512 VBMI.");

@@ -629,8 +629,8 @@ void quantize_out_cpu(const at::Tensor& x_in, int64_t bits, c10::string_view gra
   } else if (s.group_size <= kChunk) {
     const int64_t grain = std::max<int64_t>(1, kChunk / s.group_size);
     int64_t g0 = 0;  // groups before g0 are done by the AVX-512 kernel
-    if (x.scalar_type() == at::kFloat && !s.stochastic &&
-        avx512::takes(s.group_size, s.bits, s.numel * int64_t{4})) {
+    if (avx512::used_for(x.scalar_type() == at::kFloat, true, s.group_size, s.bits, s.stochastic,
+                         s.numel)) {
       // Blocks of 16 full groups; the rest (at most 15 groups and a partial one) go below.
       const int64_t blocks = s.numel / s.group_size / 16;
       const float* xf = x.const_data_ptr<float>();

@@ -1,4 +1,5 @@
-// Hand-written AVX-512 quantize for the hot case: float32 input, full groups of 32/64/128/256,
+// Hand-written AVX-512 quantize for the hot case: float32 input of up to 16 MiB (larger inputs
+// stream from DRAM and go to the portable loops: kMaxInputBytes), full groups of 32/64/128/256,
 // round to nearest, 2/4/8 bits. Same results, bit for bit, as the portable loops of
 // quant_cpu.cpp and the reference (tests/ops/test_cpu_kernels.py holds both to it).
 //
@@ -253,8 +254,10 @@ bool enabled() { return flag().load(std::memory_order_relaxed); }
 
 bool set_enabled(bool on) { return flag().exchange(on && supported()); }
 
-bool takes(int64_t group_size, int bits, int64_t input_bytes) {
-  return enabled() && input_bytes <= kMaxInputBytes &&
+bool used_for(bool float32, bool group_granularity, int64_t group_size, int bits,
+              bool stochastic, int64_t numel) {
+  return enabled() && float32 && group_granularity && !stochastic &&
+         numel <= kMaxInputBytes / 4 &&
          (group_size == 32 || group_size == 64 || group_size == 128 || group_size == 256) &&
          (bits == 2 || bits == 4 || bits == 8);
 }
@@ -274,7 +277,7 @@ HB_AVX512_ENTRY void quantize_groups_f32(const float* x, int64_t group_size, int
 bool supported() { return false; }
 bool enabled() { return false; }
 bool set_enabled(bool) { return false; }
-bool takes(int64_t, int, int64_t) { return false; }
+bool used_for(bool, bool, int64_t, int, bool, int64_t) { return false; }
 void quantize_groups_f32(const float*, int64_t, int, int64_t, int64_t, uint8_t*, float*, float*) {}
 
 #endif

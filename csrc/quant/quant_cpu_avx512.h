@@ -24,12 +24,16 @@ bool set_enabled(bool on);
 // with the hardware prefetcher): they take those inputs.
 constexpr int64_t kMaxInputBytes = int64_t{16} << 20;
 
-// Whether enabled() and the kernel handles this group size, bit width and input size.
-bool takes(int64_t group_size, int bits, int64_t input_bytes);
+// Whether quantize on the CPU gives (the full 16-group blocks of) this call to the kernel:
+// enabled(), float32 input of at most kMaxInputBytes, group granularity with a group size of 32,
+// 64, 128 or 256, round to nearest, 2/4/8 bits. The one place that decides it (quant_cpu.cpp
+// dispatches on it, hierbench.ops.cpu_kernel(x, cfg) reports it).
+bool used_for(bool float32, bool group_granularity, int64_t group_size, int bits,
+              bool stochastic, int64_t numel);
 
 // Quantize full groups [g0, g1) of float32 x (g1 - g0 a multiple of 16; every group complete) to
 // `bits` bits with round to nearest: the payload bytes of those groups, scale[g] and offset[g].
-// Only for takes(group_size, bits, ...).
+// Only where used_for(...).
 void quantize_groups_f32(const float* x, int64_t group_size, int bits, int64_t g0, int64_t g1,
                          uint8_t* payload, float* scale, float* offset);
 

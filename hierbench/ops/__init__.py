@@ -35,8 +35,12 @@ __all__ = [
 ]
 
 
-def cpu_kernel() -> str:
+def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) -> str:
     """Which CPU kernel quantizes float32 in groups of 32, 64, 128 or 256 with round to nearest.
+
+    Without arguments: the selection. With ``x`` and ``cfg``: the kernel that
+    ``quantize(x, cfg)`` runs on the CPU (``"portable"`` for every input the AVX-512 kernel does
+    not take: another dtype, granularity, group size or rounding, or more than 16 MiB).
 
     ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used when the
     CPU has AVX-512 F/BW/DQ/VL/VBMI (Intel Ice Lake and later, AMD Zen 4 and later) for inputs of
@@ -46,7 +50,11 @@ def cpu_kernel() -> str:
     changes speed. ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable
     loops when the extension loads.
     """
-    return _ext.load().cpu_kernel()
+    if x is None and cfg is None:
+        return _ext.load().cpu_kernel()
+    if x is None or cfg is None:
+        raise TypeError("cpu_kernel() takes no arguments, or both x and cfg")
+    return _ext.load().cpu_kernel_for(x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding)
 
 
 def set_cpu_kernel(name: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from hierbench import ops
-from hierbench.ops import reference
+from hierbench.ops import QuantConfig, reference
 
 from .test_quant import _assert_quant_equal
 
@@ -152,6 +152,27 @@ def test_selection_api():
     with pytest.raises(ValueError, match="'avx512' or 'portable'"):
         ops.set_cpu_kernel("sse")
     assert ops.cpu_kernel() == prev
+
+
+def test_kernel_for_an_input():
+    small, big = torch.zeros(64, 128), torch.zeros(16 * 1024 * 1024 // 4 + 128)
+    cfg = QuantConfig(bits=4, group_size=128)
+    want = "avx512" if _supported() else "portable"
+    prev = ops.set_cpu_kernel("portable")
+    try:
+        assert ops.cpu_kernel(small, cfg) == "portable"
+        if _supported():
+            ops.set_cpu_kernel("avx512")
+        assert ops.cpu_kernel(small, cfg) == want
+        assert ops.cpu_kernel(big, cfg) == "portable"  # beyond 16 MiB
+        assert ops.cpu_kernel(small.half(), cfg) == "portable"
+        assert ops.cpu_kernel(small, QuantConfig(group_size=512)) == "portable"
+        assert ops.cpu_kernel(small, QuantConfig(rounding="stochastic")) == "portable"
+        assert ops.cpu_kernel(small, QuantConfig(granularity="tensor")) == "portable"
+    finally:
+        ops.set_cpu_kernel(prev)
+    with pytest.raises(TypeError, match="both x and cfg"):
+        ops.cpu_kernel(small)
 
 
 def test_environment_selects_portable():
