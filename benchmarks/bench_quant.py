@@ -8,7 +8,7 @@ reference ``hierbench.ops.reference.quantize``. The ratio to ``torch.quantize_pe
 given twice: of medians, and paired (median of back-to-back ratios; the one to quote on a shared
 machine). On the CPU, ``cpu_kernel`` names the kernel that ran (``avx512`` or ``portable``,
 :func:`hierbench.ops.cpu_kernel`); ``test_quantize_portable`` times the portable loops on the
-activation as well.
+activation as well, and ``test_quantize_16bit_input`` the activation held in fp16 / bf16.
 
 The kernels are timed through the raw ops (``torch.ops.hierbench.*.out``, preallocated outputs);
 ``test_quantize_public_api`` times the Python wrapper (argument checks, NaN check, dataclass).
@@ -73,6 +73,19 @@ def _qpt_call(x, device):
     return _synced(call, device)
 
 
+def _with_kernel(name, fn):
+    """fn run with the CPU kernel ``name`` selected (then the previous one again)."""
+
+    def run():
+        prev = ops.set_cpu_kernel(name)
+        try:
+            return fn()
+        finally:
+            ops.set_cpu_kernel(prev)
+
+    return run
+
+
 def _quantize_call(x, bits, device):
     p, s, o = torch.ops.hierbench.quantize(x, bits, "group", GROUP, 1, "nearest", 0)
     op = torch.ops.hierbench.quantize.out
@@ -123,17 +136,29 @@ def test_quantize(benchmark, anchor, device, shape_name, bits):
         benchmark.extra_info["speedup_vs_reference"] = ref / median
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_quantize_16bit_input(benchmark, anchor, dtype):
+    """8-bit quantize of the activation held in fp16 / bf16 (mixed-precision training), with the
+    time relative to the portable loops on the same input (paired) in ``extra_info``."""
+    x = _input(SHAPES["activation_64x128x16x16"], "cpu").to(getattr(torch, dtype))
+    call, out_bytes = _quantize_call(x, 8, "cpu")
+    benchmark.group = "quantize/activation_64x128x16x16/cpu"
+    benchmark.extra_info.update(shape=list(x.shape), dtype=dtype, bits=8, group=GROUP)
+    benchmark.extra_info["cpu_kernel"] = ops.cpu_kernel(x, QuantConfig(bits=8, group_size=GROUP))
+    benchmark(call)
+    anchor(benchmark, x.numel() * x.element_size(), out_bytes, "cpu", fn=call)
+    benchmark.extra_info["time_ratio_vs_portable_paired"] = paired_ratio(
+        call, _with_kernel("portable", call), "cpu", rounds=31
+    )
+
+
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("shape_name", ["activation_64x128x16x16"])
 @pytest.mark.parametrize("device", ["cpu"])
 def test_quantize_portable(benchmark, anchor, device, shape_name, bits):
     """The same op on the activation with the portable CPU loops instead of the AVX-512 kernel
     (``hierbench.ops.set_cpu_kernel``): what a CPU without AVX-512 VBMI runs, same bits."""
-    prev = ops.set_cpu_kernel("portable")
-    try:
-        _bench_quantize(benchmark, anchor, device, shape_name, bits)
-    finally:
-        ops.set_cpu_kernel(prev)
+    _with_kernel("portable", lambda: _bench_quantize(benchmark, anchor, device, shape_name, bits))()
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

@@ -54,17 +54,18 @@ pybind11::dict build_info() {
   return d;
 }
 
-// Which CPU quantize kernel handles float32 inputs of up to 16 MiB in groups of 32-256 with round
-// to nearest: "avx512" (the hand-written kernel of quant/quant_cpu_avx512.cpp) or "portable" (the
+// Which CPU quantize kernel handles float inputs of up to 16 MiB in groups of 32-256 with round to
+// nearest: "avx512" (the hand-written kernel of quant/quant_cpu_avx512.cpp) or "portable" (the
 // vectorised loops of quant_cpu.cpp, which do everything else). Both give the same bits.
 std::string cpu_kernel() { return hierbench::quant::avx512::enabled() ? "avx512" : "portable"; }
 
 // The kernel that quantize(x, bits, granularity, group_size, ..., rounding) runs on the CPU.
 std::string cpu_kernel_for(const at::Tensor& x, int64_t bits, const std::string& granularity,
                            int64_t group_size, const std::string& rounding) {
-  const bool used = hierbench::quant::avx512::used_for(
-      x.scalar_type() == at::kFloat, granularity == "group", group_size, static_cast<int>(bits),
-      rounding == "stochastic", x.numel());
+  namespace avx512 = hierbench::quant::avx512;
+  const bool used =
+      avx512::used_for(avx512::input_of(x.scalar_type()), granularity == "group", group_size,
+                       static_cast<int>(bits), rounding == "stochastic", x.numel());
   return used ? "avx512" : "portable";
 }
 
@@ -84,7 +85,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hierbench native core: tensor ops (torch.ops.hierbench.*) and the transfer engine";
   m.def("build_info", &build_info, "How this extension was built (CUDA, compiler, torch).");
   m.def("cpu_kernel", &cpu_kernel,
-        "The CPU quantize kernel in use for float32 inputs of up to 16 MiB in groups of 32-256, "
+        "The CPU quantize kernel in use for inputs of up to 16 MiB in groups of 32-256, "
         "round to nearest: 'avx512' or 'portable' (same bits; HIERBENCH_CPU_KERNEL=portable at "
         "load selects the latter).");
   m.def("cpu_kernel_for", &cpu_kernel_for, pybind11::arg("x"), pybind11::arg("bits"),

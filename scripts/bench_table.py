@@ -21,6 +21,8 @@ def rows(path: str):
         op = name[0].removeprefix("test_")
         if "bits" in params:
             op += f" {params['bits']}b"
+        if "dtype" in params:
+            op += f" {params['dtype']}"
         if info.get("cpu_kernel"):
             op += f" ({info['cpu_kernel']})"
         yield (

@@ -118,7 +118,7 @@ body, cur, calls = {}, None, set()
 for line in open(sys.argv[1]):
     m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
     if m:
-        cur = "quantize_groups_f32" if "quantize_groups_f32" in m.group(1) else None
+        cur = "quantize_groups" if "avx512::quantize_groups(" in m.group(1) else None
         continue
     if cur and re.match(r"^\s+[0-9a-f]+:\s", line):
         ins = line.split(":", 1)[1].strip()
@@ -130,7 +130,7 @@ insns = body.get("insns", [])
 zmm = sum("%zmm" in i for i in insns)
 fma = sum(bool(re.match(r"vf(n)?m(add|sub)", i)) for i in insns)
 bad = [c for c in calls if c not in ("memset", "memcpy")]
-print(f"avx512 kernel quantize_groups_f32: {len(insns)} insns, {zmm} zmm, {fma} fma, "
+print(f"avx512 kernel quantize_groups: {len(insns)} insns, {zmm} zmm, {fma} fma, "
       f"calls: {', '.join(sorted(calls)) or '-'}")
 if not insns or zmm == 0 or fma or bad:
     print("FAIL: the AVX-512 kernel is missing, not AVX-512, has FMA, or calls " + ", ".join(bad))

@@ -629,14 +629,14 @@ void quantize_out_cpu(const at::Tensor& x_in, int64_t bits, c10::string_view gra
   } else if (s.group_size <= kChunk) {
     const int64_t grain = std::max<int64_t>(1, kChunk / s.group_size);
     int64_t g0 = 0;  // groups before g0 are done by the AVX-512 kernel
-    if (avx512::used_for(x.scalar_type() == at::kFloat, true, s.group_size, s.bits, s.stochastic,
+    const avx512::Input in = avx512::input_of(x.scalar_type());
+    if (avx512::used_for(in, s.gran == Granularity::kGroup, s.group_size, s.bits, s.stochastic,
                          s.numel)) {
       // Blocks of 16 full groups; the rest (at most 15 groups and a partial one) go below.
       const int64_t blocks = s.numel / s.group_size / 16;
-      const float* xf = x.const_data_ptr<float>();
       at::parallel_for(0, blocks, std::max<int64_t>(1, grain / 16), [&](int64_t b0, int64_t b1) {
-        avx512::quantize_groups_f32(xf, s.group_size, s.bits, 16 * b0, 16 * b1, a.payload, a.scale,
-                                    a.offset);
+        avx512::quantize_groups(a.x, in, s.group_size, s.bits, 16 * b0, 16 * b1, a.payload,
+                                a.scale, a.offset);
       });
       g0 = 16 * blocks;
     }

@@ -1,6 +1,6 @@
-// Hand-written AVX-512 quantize for the hot case: float32 input of up to 16 MiB (larger inputs
-// stream from DRAM and go to the portable loops: kMaxInputBytes), full groups of 32/64/128/256,
-// round to nearest, 2/4/8 bits. Same results, bit for bit, as the portable loops of
+// Hand-written AVX-512 quantize for the hot case: float32, float16 or bfloat16 input of up to
+// 16 MiB (larger inputs stream from DRAM and go to the portable loops: kMaxInputBytes), full
+// groups of 32/64/128/256, round to nearest, 2/4/8 bits. fp16/bf16 are widened exactly on load. Same results, bit for bit, as the portable loops of
 // quant_cpu.cpp and the reference (tests/ops/test_cpu_kernels.py holds both to it).
 //
 // Why a separate kernel: the portable fused loop handles one group at a time, and each group
@@ -116,17 +116,39 @@ HB_AVX512 __m512 fold(const __m512* v) {
   }
 }
 
+// The input types: 16 elements -> 16 floats, exactly (fp16 and bf16 widen without rounding).
+struct F32 {
+  using T = float;
+  HB_AVX512 static __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+};
+struct F16 {  // vcvtph2ps: exact, subnormals included (MXCSR's DAZ does not apply to it)
+  using T = uint16_t;
+  HB_AVX512 static __m512 load16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+};
+struct BF16 {  // the bf16 bits are the top half of the float32 bits
+  using T = uint16_t;
+  HB_AVX512 static __m512 load16(const uint16_t* p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+};
+
 // Codes of 16 elements as the low byte of each 32-bit lane: rint((x - qlo) * inv) + 2^23.
-HB_AVX512 __m512i codes16(const float* x, __m512 qlo, __m512 inv) {
-  const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x), qlo), inv);
+template <class In>
+HB_AVX512 __m512i codes16(const typename In::T* x, __m512 qlo, __m512 inv) {
+  const __m512 t = _mm512_mul_ps(_mm512_sub_ps(In::load16(x), qlo), inv);
   return _mm512_castps_si512(_mm512_add_ps(t, _mm512_set1_ps(8388608.0f)));
 }
 
 // 64 codes (4 vectors of 16 codes in the low byte of each lane) -> 64 bytes.
-HB_AVX512 __m512i bytes64(const float* x, __m512 qlo, __m512 inv, __m512i idx) {
-  const __m512i lo = _mm512_permutex2var_epi8(codes16(x, qlo, inv), idx, codes16(x + 16, qlo, inv));
+template <class In>
+HB_AVX512 __m512i bytes64(const typename In::T* x, __m512 qlo, __m512 inv, __m512i idx) {
+  const __m512i lo =
+      _mm512_permutex2var_epi8(codes16<In>(x, qlo, inv), idx, codes16<In>(x + 16, qlo, inv));
   const __m512i hi =
-      _mm512_permutex2var_epi8(codes16(x + 32, qlo, inv), idx, codes16(x + 48, qlo, inv));
+      _mm512_permutex2var_epi8(codes16<In>(x + 32, qlo, inv), idx, codes16<In>(x + 48, qlo, inv));
   return _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
 }
 
@@ -146,20 +168,21 @@ HB_AVX512 void store_packed(uint8_t* dst, __m512i c) {
 }
 
 // One block of 16 full groups of N elements, starting at group g.
-template <int N, int Bits>
-HB_AVX512 void block(const float* x, int64_t g, uint8_t* payload, float* scale, float* offset) {
+template <class In, int N, int Bits>
+HB_AVX512 void block(const typename In::T* x, int64_t g, uint8_t* payload, float* scale,
+                     float* offset) {
   constexpr int V = N / 16;
   static_assert(V >= 2 && (V & (V - 1)) == 0, "groups of 32, 64, 128 or 256 floats");
   constexpr float kQmax = static_cast<float>((1 << Bits) - 1);
   alignas(64) __m512 lo_v[kBlock], hi_v[kBlock];
   uint32_t ordered = 0;  // bit g: group g has no NaN
-  const float* xb = x + g * N;
+  const typename In::T* xb = x + g * N;
   // A. lane-wise min/max of each group
   for (int j = 0; j < kBlock; ++j) {
-    const float* xg = xb + j * N;
+    const typename In::T* xg = xb + j * N;
     __m512 v[V];
     for (int i = 0; i < V; ++i) {
-      v[i] = _mm512_loadu_ps(xg + 16 * i);
+      v[i] = In::load16(xg + 16 * i);
       // Keep the vector in its register: left alone, GCC folds the load into each of the
       // compare, min and max that use it, and three 64-byte loads per vector are what limits
       // this loop on cores that take one per cycle (AMD Zen 4).
@@ -196,7 +219,7 @@ HB_AVX512 void block(const float* x, int64_t g, uint8_t* payload, float* scale, 
   constexpr int64_t kGroupBytes = int64_t{N} * Bits / 8;
   uint8_t* pb = payload + g * kGroupBytes;
   for (int j = 0; j < kBlock; ++j) {
-    const float* xg = xb + j * N;
+    const typename In::T* xg = xb + j * N;
     uint8_t* dst = pb + j * kGroupBytes;
     // The next block's group j into L1 while this block computes (a prefetch past the end of x
     // does not fault).
@@ -209,7 +232,7 @@ HB_AVX512 void block(const float* x, int64_t g, uint8_t* payload, float* scale, 
     const __m512 q = _mm512_set1_ps(qlo_s[j]);
     const __m512 f = _mm512_set1_ps(inv_s[j]);
     if constexpr (N == 32) {
-      const __m512i c = _mm512_permutex2var_epi8(codes16(xg, q, f), idx, codes16(xg + 16, q, f));
+      const __m512i c = _mm512_permutex2var_epi8(codes16<In>(xg, q, f), idx, codes16<In>(xg + 16, q, f));
       if constexpr (Bits == 8) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(c));
       } else {
@@ -218,25 +241,36 @@ HB_AVX512 void block(const float* x, int64_t g, uint8_t* payload, float* scale, 
         std::memcpy(dst, tmp, kGroupBytes);
       }
     } else {
-      for (int i = 0; i < N; i += 64) store_packed<Bits>(dst + i * Bits / 8, bytes64(xg + i, q, f, idx));
+      for (int i = 0; i < N; i += 64) store_packed<Bits>(dst + i * Bits / 8, bytes64<In>(xg + i, q, f, idx));
     }
   }
 }
 
-template <int N, int Bits>
-HB_AVX512 void blocks(const float* x, int64_t g0, int64_t g1, uint8_t* payload, float* scale,
+template <class In, int N, int Bits>
+HB_AVX512 void blocks(const void* x, int64_t g0, int64_t g1, uint8_t* payload, float* scale,
                       float* offset) {
-  for (int64_t g = g0; g < g1; g += kBlock) block<N, Bits>(x, g, payload, scale, offset);
+  const auto* xt = static_cast<const typename In::T*>(x);
+  for (int64_t g = g0; g < g1; g += kBlock) block<In, N, Bits>(xt, g, payload, scale, offset);
 }
 
-template <int Bits>
-HB_AVX512 void dispatch_n(const float* x, int64_t n, int64_t g0, int64_t g1, uint8_t* payload,
+template <class In, int Bits>
+HB_AVX512 void dispatch_n(const void* x, int64_t n, int64_t g0, int64_t g1, uint8_t* payload,
                           float* scale, float* offset) {
   switch (n) {
-    case 32: return blocks<32, Bits>(x, g0, g1, payload, scale, offset);
-    case 64: return blocks<64, Bits>(x, g0, g1, payload, scale, offset);
-    case 128: return blocks<128, Bits>(x, g0, g1, payload, scale, offset);
-    default: return blocks<256, Bits>(x, g0, g1, payload, scale, offset);
+    case 32: return blocks<In, 32, Bits>(x, g0, g1, payload, scale, offset);
+    case 64: return blocks<In, 64, Bits>(x, g0, g1, payload, scale, offset);
+    case 128: return blocks<In, 128, Bits>(x, g0, g1, payload, scale, offset);
+    default: return blocks<In, 256, Bits>(x, g0, g1, payload, scale, offset);
+  }
+}
+
+template <class In>
+HB_AVX512 void dispatch_bits(const void* x, int64_t n, int bits, int64_t g0, int64_t g1,
+                             uint8_t* payload, float* scale, float* offset) {
+  switch (bits) {
+    case 8: return dispatch_n<In, 8>(x, n, g0, g1, payload, scale, offset);
+    case 4: return dispatch_n<In, 4>(x, n, g0, g1, payload, scale, offset);
+    default: return dispatch_n<In, 2>(x, n, g0, g1, payload, scale, offset);
   }
 }
 
@@ -254,21 +288,25 @@ bool enabled() { return flag().load(std::memory_order_relaxed); }
 
 bool set_enabled(bool on) { return flag().exchange(on && supported()); }
 
-bool used_for(bool float32, bool group_granularity, int64_t group_size, int bits,
-              bool stochastic, int64_t numel) {
-  return enabled() && float32 && group_granularity && !stochastic &&
-         numel <= kMaxInputBytes / 4 &&
+bool used_for(Input in, bool group_granularity, int64_t group_size, int bits, bool stochastic,
+              int64_t numel) {
+  const int64_t esize = in == Input::kFloat32 ? 4 : 2;
+  return enabled() && in != Input::kOther && group_granularity && !stochastic &&
+         numel <= kMaxInputBytes / esize &&
          (group_size == 32 || group_size == 64 || group_size == 128 || group_size == 256) &&
          (bits == 2 || bits == 4 || bits == 8);
 }
 
-HB_AVX512_ENTRY void quantize_groups_f32(const float* x, int64_t group_size, int bits, int64_t g0,
-                                         int64_t g1, uint8_t* payload, float* scale,
-                                         float* offset) {
-  switch (bits) {
-    case 8: return dispatch_n<8>(x, group_size, g0, g1, payload, scale, offset);
-    case 4: return dispatch_n<4>(x, group_size, g0, g1, payload, scale, offset);
-    default: return dispatch_n<2>(x, group_size, g0, g1, payload, scale, offset);
+HB_AVX512_ENTRY void quantize_groups(const void* x, Input in, int64_t group_size, int bits,
+                                     int64_t g0, int64_t g1, uint8_t* payload, float* scale,
+                                     float* offset) {
+  switch (in) {
+    case Input::kFloat32:
+      return dispatch_bits<F32>(x, group_size, bits, g0, g1, payload, scale, offset);
+    case Input::kFloat16:
+      return dispatch_bits<F16>(x, group_size, bits, g0, g1, payload, scale, offset);
+    default:
+      return dispatch_bits<BF16>(x, group_size, bits, g0, g1, payload, scale, offset);
   }
 }
 
@@ -277,8 +315,8 @@ HB_AVX512_ENTRY void quantize_groups_f32(const float* x, int64_t group_size, int
 bool supported() { return false; }
 bool enabled() { return false; }
 bool set_enabled(bool) { return false; }
-bool used_for(bool, bool, int64_t, int, bool, int64_t) { return false; }
-void quantize_groups_f32(const float*, int64_t, int, int64_t, int64_t, uint8_t*, float*, float*) {}
+bool used_for(Input, bool, int64_t, int, bool, int64_t) { return false; }
+void quantize_groups(const void*, Input, int64_t, int, int64_t, int64_t, uint8_t*, float*, float*) {}
 
 #endif
 

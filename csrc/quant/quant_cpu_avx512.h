@@ -1,7 +1,9 @@
 // The hand-written AVX-512 quantize kernel (quant_cpu_avx512.cpp), which quant_cpu.cpp calls for
-// float32 input of up to 16 MiB in full groups of 32, 64, 128 or 256 elements with round to
-// nearest.
+// float32/float16/bfloat16 input of up to 16 MiB in full groups of 32, 64, 128 or 256 elements
+// with round to nearest.
 #pragma once
+
+#include <c10/core/ScalarType.h>
 
 #include <cstdint>
 
@@ -24,17 +26,29 @@ bool set_enabled(bool on);
 // with the hardware prefetcher): they take those inputs.
 constexpr int64_t kMaxInputBytes = int64_t{16} << 20;
 
-// Whether quantize on the CPU gives (the full 16-group blocks of) this call to the kernel:
-// enabled(), float32 input of at most kMaxInputBytes, group granularity with a group size of 32,
-// 64, 128 or 256, round to nearest, 2/4/8 bits. The one place that decides it (quant_cpu.cpp
-// dispatches on it, hierbench.ops.cpu_kernel(x, cfg) reports it).
-bool used_for(bool float32, bool group_granularity, int64_t group_size, int bits,
-              bool stochastic, int64_t numel);
+// The input dtypes the kernel reads.
+enum class Input { kFloat32, kFloat16, kBFloat16, kOther };
 
-// Quantize full groups [g0, g1) of float32 x (g1 - g0 a multiple of 16; every group complete) to
-// `bits` bits with round to nearest: the payload bytes of those groups, scale[g] and offset[g].
-// Only where used_for(...).
-void quantize_groups_f32(const float* x, int64_t group_size, int bits, int64_t g0, int64_t g1,
-                         uint8_t* payload, float* scale, float* offset);
+inline Input input_of(c10::ScalarType t) {
+  switch (t) {
+    case c10::ScalarType::Float: return Input::kFloat32;
+    case c10::ScalarType::Half: return Input::kFloat16;
+    case c10::ScalarType::BFloat16: return Input::kBFloat16;
+    default: return Input::kOther;
+  }
+}
+
+// Whether quantize on the CPU gives (the full 16-group blocks of) this call to the kernel:
+// enabled(), float32/float16/bfloat16 input of at most kMaxInputBytes, group granularity with a
+// group size of 32, 64, 128 or 256, round to nearest, 2/4/8 bits. The one place that decides it
+// (quant_cpu.cpp dispatches on it, hierbench.ops.cpu_kernel(x, cfg) reports it).
+bool used_for(Input in, bool group_granularity, int64_t group_size, int bits, bool stochastic,
+              int64_t numel);
+
+// Quantize full groups [g0, g1) of x (g1 - g0 a multiple of 16; every group complete) to `bits`
+// bits with round to nearest: the payload bytes of those groups, scale[g] and offset[g]. Only
+// where used_for(...).
+void quantize_groups(const void* x, Input in, int64_t group_size, int bits, int64_t g0,
+                     int64_t g1, uint8_t* payload, float* scale, float* offset);
 
 }  // namespace hierbench::quant::avx512

@@ -36,19 +36,20 @@ __all__ = [
 
 
 def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) -> str:
-    """Which CPU kernel quantizes float32 in groups of 32, 64, 128 or 256 with round to nearest.
+    """Which CPU kernel quantizes in groups of 32, 64, 128 or 256 with round to nearest.
 
     Without arguments: the selection. With ``x`` and ``cfg``: the kernel that
     ``quantize(x, cfg)`` runs on the CPU (``"portable"`` for every input the AVX-512 kernel does
     not take: another dtype, granularity, group size or rounding, or more than 16 MiB).
 
     ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used when the
-    CPU has AVX-512 F/BW/DQ/VL/VBMI (Intel Ice Lake and later, AMD Zen 4 and later) for inputs of
-    up to 16 MiB (larger ones stream from DRAM, where the portable loops measured a few per cent
-    faster). ``"portable"``: the compiler-vectorised loops that handle every other case. Both
-    produce the same bits (the tests hold both to :mod:`hierbench.ops.reference`); the choice only
-    changes speed. ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable
-    loops when the extension loads.
+    CPU has AVX-512 F/BW/DQ/VL/VBMI (Intel Ice Lake and later, AMD Zen 4 and later) for float32,
+    float16 and bfloat16 inputs of up to 16 MiB (larger ones stream from DRAM, where the
+    portable loops measured a few per cent faster). ``"portable"``: the compiler-vectorised
+    loops that handle every other case. Both produce the same bits (the tests hold both to
+    :mod:`hierbench.ops.reference`); the choice only changes speed.
+    ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable loops when the
+    extension loads.
     """
     if x is None and cfg is None:
         return _ext.load().cpu_kernel()

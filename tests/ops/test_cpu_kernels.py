@@ -1,4 +1,4 @@
-"""The two CPU quantize kernels for float32 groups of 32-256 with round to nearest.
+"""The two CPU quantize kernels for float32/16 and bfloat16 groups of 32-256, round to nearest.
 
 ``avx512`` (csrc/quant/quant_cpu_avx512.cpp: 16 groups at a time, a transposing shuffle tree for
 the min/max, byte permutes for the packing) and ``portable`` (the compiler-vectorised loops of
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 GROUPS = [32, 64, 128, 256]
 BITS = [2, 4, 8]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def _supported() -> bool:
@@ -61,9 +62,10 @@ def _check(x, bits, gs):
     _assert_quant_equal(torch.ops.hierbench.quantize(x, *args), reference.quantize(x, *args))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("gs", GROUPS)
-def test_random_data_all_sizes(kernel, gs, threads):
+def test_random_data_all_sizes(kernel, gs, threads, dtype):
     g = torch.Generator().manual_seed(gs)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -73,9 +75,27 @@ def test_random_data_all_sizes(kernel, gs, threads):
         for numel in (16 * gs, 7 * gs, 16 * 3 * gs + 5 * gs + 7, 16 * 37 * gs):
             x = torch.randn(numel, generator=g) * torch.rand(numel, generator=g).exp() * 5 - 1
             for bits in BITS:
-                _check(x, bits, gs)
+                _check(x.to(dtype), bits, gs)
     finally:
         torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_every_16_bit_pattern(kernel, dtype):
+    # All 65,536 fp16 / bf16 bit patterns (subnormals, +-0, +-inf, every NaN), shuffled into 512
+    # groups of 128: the widening on load must be exact, and the groups holding inf or NaN must
+    # come out invalid, as in the reference.
+    bits16 = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    perm = torch.randperm(1 << 16, generator=torch.Generator().manual_seed(5))
+    x = bits16[perm].view(dtype)
+    for bits in BITS:
+        _check(x, bits, 128)
+    # The same patterns without the non-finite ones (most groups valid)
+    finite = x[torch.isfinite(x.float())]
+    finite = finite[: finite.numel() // 128 * 128]
+    for bits in BITS:
+        _check(finite, bits, 128)
+        _check(finite * 0.5, bits, 32)
 
 
 def _bits_to_f32(v: int) -> float:
@@ -92,9 +112,10 @@ SPECIALS = {
 }
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("gs", GROUPS)
 @pytest.mark.parametrize("what", list(SPECIALS))
-def test_non_finite_at_every_position(kernel, gs, what):
+def test_non_finite_at_every_position(kernel, gs, what, dtype):
     # One special value per group, at a different position in each of 32 groups (two blocks):
     # every vector of the group and both ends of it. Those groups must come out invalid (NaN
     # scale and offset, codes 0); the groups around them untouched.
@@ -105,6 +126,7 @@ def test_non_finite_at_every_position(kernel, gs, what):
         grp = 2 * k + 1  # every other group
         x[grp * gs + pos] = SPECIALS[what]
         bad.append(grp)
+    x = x.to(dtype)  # NaN payloads do not survive the cast; NaN and inf do
     for bits in BITS:
         _check(x, bits, gs)
         _, s, o = torch.ops.hierbench.quantize(x, bits, "group", gs, 1, "nearest", 0)
@@ -112,8 +134,9 @@ def test_non_finite_at_every_position(kernel, gs, what):
         assert o.isnan().nonzero().flatten().tolist() == bad
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("gs", GROUPS)
-def test_degenerate_ranges(kernel, gs):
+def test_degenerate_ranges(kernel, gs, dtype):
     # Per group (16 groups = one block): constant, all zero, +0/-0 mixed, a subnormal range
     # (scale below FLT_MIN: codes 0), a range that overflows float32 (invalid), huge and tiny
     # magnitudes, +inf and -inf together, all NaN, and ordinary data between them.
@@ -131,7 +154,7 @@ def test_degenerate_ranges(kernel, gs):
         torch.full((gs,), -7.0).index_fill_(0, torch.tensor([gs - 1]), 7.0),
     ]
     rows += [torch.randn(gs, generator=g) for _ in range(16 - len(rows))]
-    x = torch.cat(rows)
+    x = torch.cat(rows).to(dtype)  # in fp16, 3e38 and 1e37 become inf; 1e-42 becomes 0
     for bits in BITS:
         _check(x, bits, gs)
 
@@ -165,7 +188,11 @@ def test_kernel_for_an_input():
             ops.set_cpu_kernel("avx512")
         assert ops.cpu_kernel(small, cfg) == want
         assert ops.cpu_kernel(big, cfg) == "portable"  # beyond 16 MiB
-        assert ops.cpu_kernel(small.half(), cfg) == "portable"
+        assert ops.cpu_kernel(small.half(), cfg) == want
+        assert ops.cpu_kernel(big.half(), cfg) == want  # 8 MiB of fp16
+        big16 = torch.zeros(16 * 1024 * 1024 // 2 + 128, dtype=torch.float16)
+        assert ops.cpu_kernel(big16, cfg) == "portable"  # 16 MiB of fp16 + 256 bytes
+        assert ops.cpu_kernel(small.double(), cfg) == "portable"
         assert ops.cpu_kernel(small, QuantConfig(group_size=512)) == "portable"
         assert ops.cpu_kernel(small, QuantConfig(rounding="stochastic")) == "portable"
         assert ops.cpu_kernel(small, QuantConfig(granularity="tensor")) == "portable"
