@@ -137,18 +137,19 @@ def test_quantize(benchmark, anchor, device, shape_name, bits):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_quantize_16bit_input(benchmark, anchor, dtype):
+@pytest.mark.parametrize("device", ["cpu"])
+def test_quantize_16bit_input(benchmark, anchor, device, dtype):
     """8-bit quantize of the activation held in fp16 / bf16 (mixed-precision training), with the
     time relative to the portable loops on the same input (paired) in ``extra_info``."""
-    x = _input(SHAPES["activation_64x128x16x16"], "cpu").to(getattr(torch, dtype))
-    call, out_bytes = _quantize_call(x, 8, "cpu")
-    benchmark.group = "quantize/activation_64x128x16x16/cpu"
+    x = _input(SHAPES["activation_64x128x16x16"], device).to(getattr(torch, dtype))
+    call, out_bytes = _quantize_call(x, 8, device)
+    benchmark.group = f"quantize/activation_64x128x16x16/{device}"
     benchmark.extra_info.update(shape=list(x.shape), dtype=dtype, bits=8, group=GROUP)
     benchmark.extra_info["cpu_kernel"] = ops.cpu_kernel(x, QuantConfig(bits=8, group_size=GROUP))
     benchmark(call)
-    anchor(benchmark, x.numel() * x.element_size(), out_bytes, "cpu", fn=call)
+    anchor(benchmark, x.numel() * x.element_size(), out_bytes, device, fn=call)
     benchmark.extra_info["time_ratio_vs_portable_paired"] = paired_ratio(
-        call, _with_kernel("portable", call), "cpu", rounds=31
+        call, _with_kernel("portable", call), device, rounds=31
     )
 
 
