@@ -74,14 +74,11 @@ def _qpt_call(x, device):
 
 
 def _with_kernel(name, fn):
-    """fn run with the CPU kernel ``name`` selected (then the previous one again)."""
+    """fn, to be called with the CPU kernel ``name`` selected (then the previous one again)."""
 
     def run():
-        prev = ops.set_cpu_kernel(name)
-        try:
+        with ops.use_cpu_kernel(name):
             return fn()
-        finally:
-            ops.set_cpu_kernel(prev)
 
     return run
 

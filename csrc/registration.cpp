@@ -3,6 +3,9 @@
 // live in hierbench/ops/_fake.py. Loading the module (import hierbench._C) runs all registrations.
 #include <torch/extension.h>
 
+#include <string>
+#include <vector>
+
 #include "quant/quant_cpu_avx512.h"
 #include "transfer/bindings.h"
 
@@ -70,13 +73,18 @@ std::string cpu_kernel_for(const at::Tensor& x, int64_t bits, const std::string&
 }
 
 std::string set_cpu_kernel(const std::string& name) {
+  namespace avx512 = hierbench::quant::avx512;
   TORCH_CHECK_VALUE(name == "avx512" || name == "portable",
                     "cpu kernel must be 'avx512' or 'portable', got '", name, "'");
-  const std::string previous = cpu_kernel();
-  hierbench::quant::avx512::set_enabled(name == "avx512");
-  TORCH_CHECK_VALUE(cpu_kernel() == name, "the avx512 kernel needs AVX-512 F/BW/DQ/VL/VBMI, "
-                                          "which this CPU does not report");
-  return previous;
+  TORCH_CHECK_VALUE(name == "portable" || avx512::supported(),
+                    "the avx512 kernel is not available: it needs a GCC x86-64 build and a CPU "
+                    "with AVX-512 F/BW/DQ/VL/VBMI");
+  return avx512::set_enabled(name == "avx512") ? "avx512" : "portable";
+}
+
+std::vector<std::string> available_cpu_kernels() {
+  if (hierbench::quant::avx512::supported()) return {"avx512", "portable"};
+  return {"portable"};
 }
 
 }  // namespace
@@ -86,13 +94,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this extension was built (CUDA, compiler, torch).");
   m.def("cpu_kernel", &cpu_kernel,
         "The CPU quantize kernel in use for inputs of up to 16 MiB in groups of 32-256, "
-        "round to nearest: 'avx512' or 'portable' (same bits; HIERBENCH_CPU_KERNEL=portable at "
-        "load selects the latter).");
+        "round to nearest: 'avx512' or 'portable' (same bits; HIERBENCH_CPU_KERNEL=portable, "
+        "read at the first call, selects the latter).");
   m.def("cpu_kernel_for", &cpu_kernel_for, pybind11::arg("x"), pybind11::arg("bits"),
         pybind11::arg("granularity"), pybind11::arg("group_size"), pybind11::arg("rounding"),
         "The CPU kernel that quantize(x, bits, granularity, group_size, ..., rounding) runs.");
+  m.def("available_cpu_kernels", &available_cpu_kernels,
+        "The CPU quantize kernels this build and CPU can run: ['avx512', 'portable'] or "
+        "['portable'].");
   m.def("set_cpu_kernel", &set_cpu_kernel, pybind11::arg("name"),
         "Select the CPU quantize kernel ('avx512' or 'portable'); returns the previous one. "
-        "ValueError when 'avx512' is asked for on a CPU without AVX-512 VBMI.");
+        "ValueError for another name, or for 'avx512' where it is not available.");
   hierbench::transfer::bind(m);  // hierbench._C.transfer: the transfer engine (csrc/transfer/)
 }

@@ -110,33 +110,40 @@ PYEOF
 # vectorised by construction; check that it uses zmm registers, has no FMA (the intrinsics are
 # separate multiplies and adds, and nothing may fuse them) and calls nothing but memset/memcpy.
 AVX_OBJ="$(dirname "$OBJ")/quant_cpu_avx512.o"
-if [[ -f "$AVX_OBJ" ]]; then
-  objdump -dr -C --no-show-raw-insn "$AVX_OBJ" > "$DIS"
-  "$PY" - "$DIS" <<'PYEOF'
+if [[ ! -f "$AVX_OBJ" ]]; then
+  echo "FAIL: $AVX_OBJ not found (it is built with quant_cpu.o)" >&2
+  exit 1
+fi
+objdump -dr -C --no-show-raw-insn "$AVX_OBJ" > "$DIS"
+"$PY" - "$DIS" <<'PYEOF'
 import re, sys
-body, cur, calls = {}, None, set()
+insns, calls, cur = [], set(), False
 for line in open(sys.argv[1]):
     m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
     if m:
-        cur = "quantize_groups" if "avx512::quantize_groups(" in m.group(1) else None
+        cur = "avx512::quantize_groups(" in m.group(1)
         continue
-    if cur and re.match(r"^\s+[0-9a-f]+:\s", line):
+    if not cur:
+        continue
+    rel = re.match(r"^\s+[0-9a-f]+: R_X86_64_\w+\s+(\w+)", line)
+    if rel and insns and insns[-1].startswith(("call", "jmp")):
+        calls.add(rel.group(1))  # a call or tail call through a relocation
+        continue
+    if re.match(r"^\s+[0-9a-f]+:\s", line):
         ins = line.split(":", 1)[1].strip()
-        body.setdefault("insns", []).append(ins)
-    rel = re.match(r"^\s+[0-9a-f]+: R_X86_64_PLT32\s+(\w+)", line)
-    if cur and rel:
-        calls.add(rel.group(1))
-insns = body.get("insns", [])
+        insns.append(ins)
+        t = re.match(r"call\w*\s+\S+\s+<(.*)>", ins)
+        if t and not t.group(1).startswith("hierbench::quant::avx512::quantize_groups"):
+            calls.add(re.sub(r"[+-]0x[0-9a-f]+$", "", t.group(1)))  # a call named in the insn
 zmm = sum("%zmm" in i for i in insns)
 fma = sum(bool(re.match(r"vf(n)?m(add|sub)", i)) for i in insns)
-bad = [c for c in calls if c not in ("memset", "memcpy")]
+bad = sorted(c for c in calls if c not in ("memset", "memcpy"))
 print(f"avx512 kernel quantize_groups: {len(insns)} insns, {zmm} zmm, {fma} fma, "
       f"calls: {', '.join(sorted(calls)) or '-'}")
 if not insns or zmm == 0 or fma or bad:
     print("FAIL: the AVX-512 kernel is missing, not AVX-512, has FMA, or calls " + ", ".join(bad))
     sys.exit(1)
 PYEOF
-fi
 
 if [[ $OPT_INFO == 1 ]]; then
   echo

@@ -66,7 +66,7 @@ struct GroupParams {
 
 HB_HD GroupParams group_params(float lo, float hi, bool nan, bool empty, float qmax) {
   if (empty) lo = hi = 0.0f;
-  const float rng = hi - lo;
+  const float rng = (hi - lo) + 0.0f;  // + 0: see offset below (-0 - +0 would give a -0 scale)
   const bool invalid = nan || !(rng <= FLT_MAX);  // NaN or +inf range
   if (invalid) {
 #if defined(__CUDA_ARCH__)
@@ -83,7 +83,10 @@ HB_HD GroupParams group_params(float lo, float hi, bool nan, bool empty, float q
   const float scale = rng / qmax;
   const float inv = scale >= FLT_MIN ? 1.0f / scale : 0.0f;
 #endif
-  return {scale, lo, lo, inv};
+  // offset = lo + 0: a zero minimum is stored as +0 whichever zero the min/max loop kept (the
+  // kernels reduce in different orders, and -0 == +0 compares equal), so every kernel writes the
+  // same bits.
+  return {scale, lo + 0.0f, lo, inv};
 }
 
 // t -> code, round to nearest even; t = (x - qlo) * inv. Clamping below 0 maps the NaN of an

@@ -24,10 +24,11 @@
 // it); vpmovdb instead of vpermt2b for 8 bits.
 //
 // The arithmetic is the reference's: t = (x - lo) * inv, rounded to nearest even by adding 2^23
-// (quant_common.h: rint_bits), scale = (hi - lo) / qmax, inv = 1 / scale (0 when scale is below
-// FLT_MIN), and an invalid group (NaN or inf inside, or a range overflowing) stores NaN and codes
-// 0. Only the order of the min/max comparisons differs, which changes nothing but the sign of a
-// zero min (+0 and -0 compare equal; the codes are the same).
+// (quant_common.h: rint_bits), scale = ((hi - lo) + 0) / qmax, inv = 1 / scale (0 when scale is
+// below FLT_MIN), offset = lo + 0, and an invalid group (NaN or inf inside, or a range
+// overflowing) stores NaN and codes 0. Only the order of the min/max comparisons differs, which
+// could change nothing but the sign of a zero min or max: the codes are the same either way, and
+// the "+ 0" (in group_params too) stores +0 for both zeros, so all kernels write the same bits.
 //
 // Compiled with function-level target attributes and called only when the CPU reports the
 // features (supported()), so the library still loads and runs on any x86-64.
@@ -41,8 +42,10 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 // GCC 12 warns inside its own intrinsics headers (the deliberately undefined register of
 // _mm512_undefined_ps, in the masked forms) once they are inlined at -O3: not this file's code.
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #define HB_AVX512_KERNEL 1
 #define HB_AVX512 \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi"), always_inline)) inline
@@ -197,7 +200,7 @@ HB_AVX512 void block(const typename In::T* x, int64_t g, uint8_t* payload, float
   // B. the 16 groups' parameters, lane g = group g (group_params of quant_common.h, vectorised)
   const __m512 lo = reduce16<Min>(lo_v);
   const __m512 hi = reduce16<Max>(hi_v);
-  const __m512 rng = _mm512_sub_ps(hi, lo);
+  const __m512 rng = _mm512_add_ps(_mm512_sub_ps(hi, lo), _mm512_setzero_ps());  // -0 -> +0
   const __mmask16 valid = static_cast<__mmask16>(ordered) &
                           _mm512_cmp_ps_mask(rng, _mm512_set1_ps(FLT_MAX), _CMP_LE_OQ);
   const __m512 sc = _mm512_div_ps(rng, _mm512_set1_ps(kQmax));
@@ -205,7 +208,9 @@ HB_AVX512 void block(const typename In::T* x, int64_t g, uint8_t* payload, float
   const __m512 inv = _mm512_maskz_div_ps(normal, _mm512_set1_ps(1.0f), sc);
   const __m512 qnan = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000));
   _mm512_storeu_ps(scale + g, _mm512_mask_blend_ps(valid, qnan, sc));
-  _mm512_storeu_ps(offset + g, _mm512_mask_blend_ps(valid, qnan, lo));
+  // offset = lo + 0 (a zero minimum stored as +0), as group_params does
+  const __m512 off = _mm512_add_ps(lo, _mm512_setzero_ps());
+  _mm512_storeu_ps(offset + g, _mm512_mask_blend_ps(valid, qnan, off));
   alignas(64) float qlo_s[kBlock], inv_s[kBlock];
   _mm512_store_ps(qlo_s, lo);
   _mm512_store_ps(inv_s, inv);
@@ -274,6 +279,8 @@ HB_AVX512 void dispatch_bits(const void* x, int64_t n, int bits, int64_t g0, int
   }
 }
 
+// On unless HIERBENCH_CPU_KERNEL=portable (read once, at the first quantize or cpu_kernel call;
+// hierbench.ops rejects other values when it is imported).
 std::atomic<bool>& flag() {
   static std::atomic<bool> on{[] {
     const char* env = std::getenv("HIERBENCH_CPU_KERNEL");
@@ -294,7 +301,7 @@ bool used_for(Input in, bool group_granularity, int64_t group_size, int bits, bo
   return enabled() && in != Input::kOther && group_granularity && !stochastic &&
          numel <= kMaxInputBytes / esize &&
          (group_size == 32 || group_size == 64 || group_size == 128 || group_size == 256) &&
-         (bits == 2 || bits == 4 || bits == 8);
+         numel / group_size >= 16 && (bits == 2 || bits == 4 || bits == 8);
 }
 
 HB_AVX512_ENTRY void quantize_groups(const void* x, Input in, int64_t group_size, int bits,

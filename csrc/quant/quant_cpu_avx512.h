@@ -13,7 +13,7 @@ namespace hierbench::quant::avx512 {
 bool supported();
 
 // Whether the kernel is in use (supported() and not switched off by set_enabled(false), or by
-// HIERBENCH_CPU_KERNEL=portable in the environment when the library loads).
+// HIERBENCH_CPU_KERNEL=portable in the environment, read at the first call).
 bool enabled();
 
 // Switch the kernel on or off (tests and benchmarks compare it with the portable loops). Turning
@@ -38,10 +38,12 @@ inline Input input_of(c10::ScalarType t) {
   }
 }
 
-// Whether quantize on the CPU gives (the full 16-group blocks of) this call to the kernel:
-// enabled(), float32/float16/bfloat16 input of at most kMaxInputBytes, group granularity with a
-// group size of 32, 64, 128 or 256, round to nearest, 2/4/8 bits. The one place that decides it
-// (quant_cpu.cpp dispatches on it, hierbench.ops.cpu_kernel(x, cfg) reports it).
+// Whether quantize on the CPU gives this call's full blocks of 16 groups to the kernel (the
+// remaining 0-15 groups and a partial last group always take the portable loops): enabled(),
+// float32/float16/bfloat16 input of at most kMaxInputBytes holding at least 16 full groups,
+// group granularity with a group size of 32, 64, 128 or 256, round to nearest, 2/4/8 bits. The one
+// place that decides it (quant_cpu.cpp dispatches on it, hierbench.ops.cpu_kernel(x, cfg) reports
+// it).
 bool used_for(Input in, bool group_granularity, int64_t group_size, int bits, bool stochastic,
               int64_t numel);
 

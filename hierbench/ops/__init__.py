@@ -9,9 +9,14 @@ Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import torch
 
 from hierbench import _ext
+from hierbench.errors import ConfigError
 from hierbench.ops import reference
 
 _ext.load()  # runs the TORCH_LIBRARY registrations
@@ -26,46 +31,95 @@ from hierbench.ops.quant import (  # noqa: E402
 __all__ = [
     "QuantConfig",
     "QuantizedTensor",
+    "available_cpu_kernels",
     "cpu_kernel",
     "dequantize",
     "group_minmax",
     "quantize",
     "reference",
     "set_cpu_kernel",
+    "use_cpu_kernel",
 ]
+
+
+_CPU_KERNEL_ENV = "HIERBENCH_CPU_KERNEL"
+if os.environ.get(_CPU_KERNEL_ENV, "") not in ("", "avx512", "portable"):
+    raise ConfigError(
+        f"{_CPU_KERNEL_ENV}={os.environ[_CPU_KERNEL_ENV]!r}: expected 'avx512' (the default: used "
+        "where the CPU has it) or 'portable'"
+    )
+
+
+def available_cpu_kernels() -> tuple[str, ...]:
+    """The CPU quantize kernels this build and CPU can run: ``("avx512", "portable")`` or
+    ``("portable",)`` (see :func:`cpu_kernel`)."""
+    return tuple(_ext.load().available_cpu_kernels())
 
 
 def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) -> str:
     """Which CPU kernel quantizes in groups of 32, 64, 128 or 256 with round to nearest.
 
-    Without arguments: the selection. With ``x`` and ``cfg``: the kernel that
-    ``quantize(x, cfg)`` runs on the CPU (``"portable"`` for every input the AVX-512 kernel does
-    not take: another dtype, granularity, group size or rounding, or more than 16 MiB).
+    Without arguments: the selection (:func:`set_cpu_kernel`). With ``x`` (a CPU tensor) and
+    ``cfg``: the kernel that ``quantize(x, cfg)`` runs, ``"avx512"`` when it takes the call's
+    full blocks of 16 groups (the remaining groups, at most 15 and a partial one, always take the
+    portable loops), else ``"portable"``: another granularity, group size or rounding, fewer
+    than 16 full groups, or more than 16 MiB.
 
-    ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used when the
-    CPU has AVX-512 F/BW/DQ/VL/VBMI (Intel Ice Lake and later, AMD Zen 4 and later) for float32,
-    float16 and bfloat16 inputs of up to 16 MiB (larger ones stream from DRAM, where the
-    portable loops measured a few per cent faster). ``"portable"``: the compiler-vectorised
-    loops that handle every other case. Both produce the same bits (the tests hold both to
+    ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used for
+    float32, float16 and bfloat16 inputs of up to 16 MiB (larger ones stream from DRAM, where the
+    portable loops measured a few per cent faster) when the build has it (GCC, x86-64) and the
+    CPU reports AVX-512 F/BW/DQ/VL/VBMI (AMD Zen 4 and later; Intel Xeon since Ice Lake, but
+    not Intel's client cores since Alder Lake). ``"portable"``: the compiler-vectorised loops
+    that handle every other case. Both produce the same bits (the tests hold both to
     :mod:`hierbench.ops.reference`); the choice only changes speed.
-    ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable loops when the
-    extension loads.
+    ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable loops from the
+    start (read at the first call; any value but ``avx512``, ``portable`` or empty is a
+    :class:`hierbench.errors.ConfigError` when this module is imported).
+
+    Raises:
+        TypeError: only one of ``x`` and ``cfg`` given, or ``x`` not a float32/float16/bfloat16
+            tensor.
+        ValueError: ``x`` is not on the CPU.
     """
     if x is None and cfg is None:
         return _ext.load().cpu_kernel()
     if x is None or cfg is None:
         raise TypeError("cpu_kernel() takes no arguments, or both x and cfg")
+    if not isinstance(x, torch.Tensor) or x.dtype not in (
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+    ):
+        raise TypeError(f"x must be a float32, float16 or bfloat16 tensor, got {_describe(x)}")
+    if x.device.type != "cpu":
+        raise ValueError(f"cpu_kernel(x, cfg) is about CPU tensors; x is on {x.device}")
     return _ext.load().cpu_kernel_for(x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding)
+
+
+def _describe(x) -> str:
+    return f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def set_cpu_kernel(name: str) -> str:
     """Select the CPU kernel (``"avx512"`` or ``"portable"``, see :func:`cpu_kernel`).
 
     Returns the previous selection, so that ``prev = set_cpu_kernel("portable")`` ...
-    ``set_cpu_kernel(prev)`` restores it. Process-wide, not thread-local: for benchmarks and
-    tests. Raises ``ValueError`` for another name, or for ``"avx512"`` on a CPU without it.
+    ``set_cpu_kernel(prev)`` restores it (or use :func:`use_cpu_kernel`). Process-wide, not
+    thread-local: for benchmarks and tests. Raises ``ValueError`` for another name, or for
+    ``"avx512"`` where it is not in :func:`available_cpu_kernels`.
     """
     return _ext.load().set_cpu_kernel(name)
+
+
+@contextlib.contextmanager
+def use_cpu_kernel(name: str) -> Iterator[str]:
+    """``with use_cpu_kernel("portable"): ...``: :func:`set_cpu_kernel` for the block, then the
+    previous selection again (also on an exception). Yields ``name``."""
+    prev = set_cpu_kernel(name)
+    try:
+        yield name
+    finally:
+        set_cpu_kernel(prev)
 
 
 def group_minmax(

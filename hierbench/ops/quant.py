@@ -156,12 +156,12 @@ def quantize(
     (fp16/bf16 widen exactly), ``qmax = 2^bits - 1``::
 
         lo = min(x_g), hi = max(x_g)
-        scale  = (hi - lo) / qmax                        # IEEE division
+        scale  = ((hi - lo) + 0) / qmax                  # IEEE division; + 0 turns -0 to +0
         inv    = 1 / scale  if scale >= 2^-126 else 0    # else (tiny or zero range) codes are 0
         t      = min((x - lo) * inv, qmax)               # each op rounded, never fused
         nearest:    code = rint(t)                       # round half to even
         stochastic: code = floor(t) + (u[k] < t - floor(t))
-        offset = lo
+        offset = lo + 0                                  # a zero minimum is stored as +0
 
     ``u[k]`` in [0, 1) (24 bits) comes from a counter-based generator keyed by ``(seed, k)``, k
     the element's index in ``x.flatten()``: see :func:`hierbench.ops.reference.uniform`. The same

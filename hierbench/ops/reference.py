@@ -180,12 +180,12 @@ def quantize(
     Per group, in float32 (fp16/bf16 inputs widen exactly), with ``qmax = 2^bits - 1``::
 
         lo = min(x_g), hi = max(x_g)
-        scale  = (hi - lo) / qmax                       # IEEE division, rounded to nearest
+        scale  = ((hi - lo) + 0) / qmax                 # IEEE division, rounded to nearest
         inv    = 1 / scale  if scale >= 2^-126 else 0   # normal scale; else every code is 0
         t      = min((x - lo) * inv, qmax)              # two roundings, never fused (no FMA)
         nearest:    code = rint(t)                      # round half to even
         stochastic: code = floor(t) + (u[k] < t - floor(t))   # u from `uniform(seed, k)`
-        offset = lo
+        offset = lo + 0                                 # a zero minimum is stored as +0
 
     A group with no elements gets ``scale = offset = 0``; a constant group (``hi == lo``) gets
     ``scale = 0`` and codes 0, so it decodes exactly. A group holding NaN or +-inf, or whose
@@ -212,7 +212,7 @@ def quantize(
     empty = count == 0
     lo = torch.where(empty, 0.0, lo)
     hi = torch.where(empty, 0.0, hi)
-    rng = hi - lo
+    rng = (hi - lo) + 0.0  # + 0.0: an all-zero group's range is +0 whichever zeros min/max kept
     invalid = has_nan | ~torch.isfinite(rng)
     lo_q = torch.where(invalid, 0.0, lo)
     scale = torch.where(invalid, 0.0, rng) / qmax
@@ -228,7 +228,7 @@ def quantize(
     code = torch.where(invalid[gidx], 0.0, code).to(torch.int64)
     nan = torch.tensor(float("nan"), device=dev)
     scale = torch.where(invalid, nan, scale)
-    offset = torch.where(invalid, nan, lo)
+    offset = torch.where(invalid, nan, lo + 0.0)  # + 0.0: -0.0 becomes +0.0, nothing else changes
     return _pack(code, bits), scale, offset
 
 

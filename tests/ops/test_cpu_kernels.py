@@ -30,21 +30,13 @@ BITS = [2, 4, 8]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def _supported() -> bool:
-    prev = ops.cpu_kernel()
-    try:
-        ops.set_cpu_kernel("avx512")
-    except ValueError:
-        return False
-    finally:
-        ops.set_cpu_kernel(prev)
-    return True
-
-
+AVX512 = "avx512" in ops.available_cpu_kernels()
 KERNELS = [
     pytest.param(
         "avx512",
-        marks=pytest.mark.skipif(not _supported(), reason="CPU without AVX-512 F/BW/DQ/VL/VBMI"),
+        marks=pytest.mark.skipif(
+            not AVX512, reason="no AVX-512 F/BW/DQ/VL/VBMI (or not GCC x86-64)"
+        ),
     ),
     "portable",
 ]
@@ -52,13 +44,18 @@ KERNELS = [
 
 @pytest.fixture(params=KERNELS)
 def kernel(request):
-    prev = ops.set_cpu_kernel(request.param)
-    yield request.param
-    ops.set_cpu_kernel(prev)
+    with ops.use_cpu_kernel(request.param):
+        yield request.param
 
 
 def _check(x, bits, gs):
+    """Both kernels' result equals the reference, and the selected kernel is the one that ran."""
     args = (bits, "group", gs, 1, "nearest", 0)
+    cfg = QuantConfig(bits=bits, group_size=gs)
+    full_groups = x.numel() // gs
+    small = x.numel() * x.element_size() <= 16 << 20
+    want = ops.cpu_kernel() if full_groups >= 16 and small else "portable"
+    assert ops.cpu_kernel(x, cfg) == want
     _assert_quant_equal(torch.ops.hierbench.quantize(x, *args), reference.quantize(x, *args))
 
 
@@ -71,8 +68,10 @@ def test_random_data_all_sizes(kernel, gs, threads, dtype):
     torch.set_num_threads(threads)
     try:
         # 16 groups exactly; fewer than 16 (portable loops only); blocks + 5 tail groups + a
-        # partial group; many blocks over two threads; a mix of scales across groups.
-        for numel in (16 * gs, 7 * gs, 16 * 3 * gs + 5 * gs + 7, 16 * 37 * gs):
+        # partial group; enough blocks for 2+ parallel tasks (a task takes 2^16 elements); a mix
+        # of scales across groups.
+        many = 16 * gs * max(37, 2 * (1 << 16) // (16 * gs) + 3)
+        for numel in (16 * gs, 7 * gs, 16 * 3 * gs + 5 * gs + 7, many):
             x = torch.randn(numel, generator=g) * torch.rand(numel, generator=g).exp() * 5 - 1
             for bits in BITS:
                 _check(x.to(dtype), bits, gs)
@@ -123,9 +122,11 @@ def test_non_finite_at_every_position(kernel, gs, what, dtype):
     x = torch.randn(34 * gs, generator=torch.Generator().manual_seed(1))
     bad = []
     for k, pos in enumerate(positions):
-        grp = 2 * k + 1  # every other group
+        grp = 2 * k + (k & 1)  # 0, 3, 4, 7, 8, ...: both parities, valid groups between
         x[grp * gs + pos] = SPECIALS[what]
         bad.append(grp)
+    x[31 * gs + gs - 1] = SPECIALS[what]  # the last group of the second block, last element
+    bad.append(31)
     x = x.to(dtype)  # NaN payloads do not survive the cast; NaN and inf do
     for bits in BITS:
         _check(x, bits, gs)
@@ -162,50 +163,80 @@ def test_degenerate_ranges(kernel, gs, dtype):
 def test_misaligned_and_non_contiguous_inputs(kernel):
     base = torch.randn(16 * 128 * 3 + 1, generator=torch.Generator().manual_seed(3))
     _check(base[1:], 8, 128)  # data pointer 4 bytes past a 64-byte boundary
+    _check(base.half()[1:], 4, 64)  # 2 bytes past
+    _check(base.bfloat16()[1:], 2, 32)
     m = torch.randn(128, 16 * 3 + 1, generator=torch.Generator().manual_seed(4))
     _check(m.t(), 4, 32)  # transposed: made contiguous first
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_out_buffers(kernel, dtype):
+    # The .out variant with preallocated (and previously filled) buffers gives the same bits.
+    x = torch.randn(16 * 5 * 128 + 300, generator=torch.Generator().manual_seed(6)).to(dtype)
+    for bits in BITS:
+        want = reference.quantize(x, bits, "group", 128, 1)
+        p = torch.full_like(want[0], 0xAB)
+        s, o = torch.full_like(want[1], 7.0), torch.full_like(want[2], -7.0)
+        torch.ops.hierbench.quantize.out(
+            x, bits, "group", 128, 1, "nearest", 0, payload=p, scale=s, offset=o
+        )
+        _assert_quant_equal((p, s, o), want)
+
+
 def test_selection_api():
     prev = ops.cpu_kernel()
-    assert prev in ("avx512", "portable")
+    assert prev in ops.available_cpu_kernels()
+    assert ops.available_cpu_kernels()[-1] == "portable"
     assert ops.set_cpu_kernel("portable") == prev
     assert ops.cpu_kernel() == "portable"
     ops.set_cpu_kernel(prev)
     with pytest.raises(ValueError, match="'avx512' or 'portable'"):
         ops.set_cpu_kernel("sse")
+    if not AVX512:
+        with pytest.raises(ValueError, match="not available"):
+            ops.set_cpu_kernel("avx512")
+    assert ops.cpu_kernel() == prev
+    with ops.use_cpu_kernel("portable"):
+        assert ops.cpu_kernel() == "portable"
+        with pytest.raises(RuntimeError), ops.use_cpu_kernel(prev):
+            raise RuntimeError  # restored on the way out, too
+        assert ops.cpu_kernel() == "portable"
     assert ops.cpu_kernel() == prev
 
 
 def test_kernel_for_an_input():
     small, big = torch.zeros(64, 128), torch.zeros(16 * 1024 * 1024 // 4 + 128)
     cfg = QuantConfig(bits=4, group_size=128)
-    want = "avx512" if _supported() else "portable"
-    prev = ops.set_cpu_kernel("portable")
-    try:
+    want = "avx512" if AVX512 else "portable"
+    with ops.use_cpu_kernel("portable"):
         assert ops.cpu_kernel(small, cfg) == "portable"
-        if _supported():
-            ops.set_cpu_kernel("avx512")
-        assert ops.cpu_kernel(small, cfg) == want
-        assert ops.cpu_kernel(big, cfg) == "portable"  # beyond 16 MiB
-        assert ops.cpu_kernel(small.half(), cfg) == want
-        assert ops.cpu_kernel(big.half(), cfg) == want  # 8 MiB of fp16
-        big16 = torch.zeros(16 * 1024 * 1024 // 2 + 128, dtype=torch.float16)
-        assert ops.cpu_kernel(big16, cfg) == "portable"  # 16 MiB of fp16 + 256 bytes
-        assert ops.cpu_kernel(small.double(), cfg) == "portable"
-        assert ops.cpu_kernel(small, QuantConfig(group_size=512)) == "portable"
-        assert ops.cpu_kernel(small, QuantConfig(rounding="stochastic")) == "portable"
-        assert ops.cpu_kernel(small, QuantConfig(granularity="tensor")) == "portable"
-    finally:
-        ops.set_cpu_kernel(prev)
+    assert ops.cpu_kernel(small, cfg) == want
+    assert ops.cpu_kernel(big, cfg) == "portable"  # beyond 16 MiB
+    assert ops.cpu_kernel(small.half(), cfg) == want
+    assert ops.cpu_kernel(big.half(), cfg) == want  # 8 MiB of fp16
+    big16 = torch.zeros(16 * 1024 * 1024 // 2 + 128, dtype=torch.float16)
+    assert ops.cpu_kernel(big16, cfg) == "portable"  # 16 MiB of fp16 + 256 bytes
+    assert ops.cpu_kernel(small[:15], cfg) == "portable"  # 15 full groups: no block of 16
+    assert ops.cpu_kernel(small[:16], cfg) == want
+    assert ops.cpu_kernel(small, QuantConfig(group_size=512)) == "portable"
+    assert ops.cpu_kernel(small, QuantConfig(rounding="stochastic")) == "portable"
+    assert ops.cpu_kernel(small, QuantConfig(granularity="tensor")) == "portable"
     with pytest.raises(TypeError, match="both x and cfg"):
         ops.cpu_kernel(small)
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        ops.cpu_kernel(small.double(), cfg)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        ops.cpu_kernel(small.to("meta"), cfg)
 
 
-def test_environment_selects_portable():
-    env = dict(os.environ, HIERBENCH_CPU_KERNEL="portable")
+def test_environment_selects_portable_and_rejects_other_values():
     code = "from hierbench import ops; print(ops.cpu_kernel())"
+    env = dict(os.environ, HIERBENCH_CPU_KERNEL="portable")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "portable"
+    env["HIERBENCH_CPU_KERNEL"] = "avx2"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "HIERBENCH_CPU_KERNEL='avx2'" in out.stderr and "'portable'" in out.stderr

@@ -51,13 +51,15 @@ def _data(shape, dtype, device, seed=0):
 
 
 def _assert_quant_equal(got, want):
-    """Bit-exact, except that NaN (the mark of an invalid group) equals NaN."""
+    """Bit-exact (the sign of a zero included: floats are compared as int32 bit patterns), except
+    that any NaN (the mark of an invalid group) equals any NaN."""
     for name, a, b in zip(("payload", "scale", "offset"), got, want, strict=True):
         a, b = a.cpu(), b.cpu()
         assert a.dtype == b.dtype and a.shape == b.shape, (name, a.shape, b.shape)
         if a.is_floating_point():
             assert torch.equal(a.isnan(), b.isnan()), name
-            a, b = a.nan_to_num(0.0), b.nan_to_num(0.0)
+            a = a.nan_to_num(0.0).view(torch.int32)
+            b = b.nan_to_num(0.0).view(torch.int32)
         assert torch.equal(a, b), (name, (a != b).nonzero()[:8].flatten().tolist())
 
 
