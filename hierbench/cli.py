@@ -41,6 +41,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "dataset_roots": {n: str(data.default_root(n)) for n in ("cifar10", "tiny-imagenet")},
         "data_cache": str(data.default_cache_dir()),
     }
+    if _ext.available():
+        from hierbench import ops
+
+        info["cpu_quant_kernel"] = ops.cpu_kernel()
+        info["cpu_quant_kernels_available"] = list(ops.available_cpu_kernels())
     print(json.dumps(info, indent=2))
     return 0
 

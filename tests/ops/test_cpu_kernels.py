@@ -240,3 +240,14 @@ def test_environment_selects_portable_and_rejects_other_values():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "HIERBENCH_CPU_KERNEL='avx2'" in out.stderr and "'portable'" in out.stderr
+
+
+def test_info_names_the_kernel(capsys):
+    import json
+
+    from hierbench import cli
+
+    assert cli.main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cpu_quant_kernel"] == ops.cpu_kernel()
+    assert info["cpu_quant_kernels_available"] == list(ops.available_cpu_kernels())
