@@ -24,6 +24,7 @@ from hierbench.ops import _fake  # noqa: E402,F401  (registers fake kernels; nee
 from hierbench.ops.quant import (  # noqa: E402
     QuantConfig,
     QuantizedTensor,
+    check_input,
     dequantize,
     quantize,
 )
@@ -77,27 +78,18 @@ def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) ->
     :class:`hierbench.errors.ConfigError` when this module is imported).
 
     Raises:
-        TypeError: only one of ``x`` and ``cfg`` given, or ``x`` not a float32/float16/bfloat16
-            tensor.
+        TypeError: only one of ``x`` and ``cfg`` given, ``x`` not a float32/float16/bfloat16
+            tensor, or ``cfg`` not a :class:`QuantConfig` (as :func:`quantize`).
         ValueError: ``x`` is not on the CPU.
     """
     if x is None and cfg is None:
         return _ext.load().cpu_kernel()
     if x is None or cfg is None:
         raise TypeError("cpu_kernel() takes no arguments, or both x and cfg")
-    if not isinstance(x, torch.Tensor) or x.dtype not in (
-        torch.float32,
-        torch.float16,
-        torch.bfloat16,
-    ):
-        raise TypeError(f"x must be a float32, float16 or bfloat16 tensor, got {_describe(x)}")
+    check_input(x, cfg)
     if x.device.type != "cpu":
         raise ValueError(f"cpu_kernel(x, cfg) is about CPU tensors; x is on {x.device}")
     return _ext.load().cpu_kernel_for(x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding)
-
-
-def _describe(x) -> str:
-    return f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def set_cpu_kernel(name: str) -> str:

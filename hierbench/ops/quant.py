@@ -123,6 +123,16 @@ class QuantizedTensor:
         return self.payload.device
 
 
+def check_input(x: torch.Tensor, config: QuantConfig) -> None:
+    """TypeError unless ``x`` is a float32/float16/bfloat16 tensor and ``config`` a QuantConfig."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+
+
 def _op_args(cfg: QuantConfig) -> tuple[int, str, int, int]:
     return cfg.bits, cfg.granularity, cfg.group_size, cfg.channel_dim
 
@@ -191,12 +201,7 @@ def quantize(
 
     Reference: :func:`hierbench.ops.reference.quantize` (bit-exact).
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+    check_input(x, config)
     if type(seed) is not int or not _INT64_MIN <= seed <= _INT64_MAX:
         raise ValueError(f"seed must be an int64, got {seed!r}")
     if out is not None and not isinstance(out, QuantizedTensor):

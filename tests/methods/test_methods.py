@@ -198,16 +198,11 @@ def _start_cloud(port: int, secret: str, ckpt, *extra: str):
     return proc
 
 
-def test_killed_cloud_resumes_from_its_checkpoint(cifar10_root, tmp_path):
-    """SIGKILL the cloud process mid-run, restart it with --resume: the edge reconnects,
-    replays what the checkpoint lacks, and the run completes exactly as an uninterrupted one."""
-    import socket
-    import time
-
-    from hierbench.methods.runner import run_edge
-
-    cfg = small(
-        cifar10_root,
+def _kill_test_config(root, **extra) -> RunConfig:
+    """The run the kill-and-resume tests interrupt: 4 epochs of 5 batches, checkpoints every 3
+    steps, an edge slowed down so that the kill lands mid-run."""
+    return small(
+        root,
         method="hierarchical",
         codec="q8",
         link="20mbit/1ms",
@@ -217,13 +212,20 @@ def test_killed_cloud_resumes_from_its_checkpoint(cifar10_root, tmp_path):
         edge_slowdown=2.0,
         eval="end",
         eval_samples=32,
+        **extra,
     )
-    reference = run(cfg.replace(checkpoint_every=0), progress=False)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    secret = "kill-and-resume-test-secret"
+
+def test_killed_cloud_resumes_from_its_checkpoint(cifar10_root, tmp_path):
+    """SIGKILL the cloud process mid-run, restart it with --resume: the edge reconnects,
+    replays what the checkpoint lacks, and the run completes exactly as an uninterrupted one."""
+    import time
+
+    from hierbench.methods.runner import run_edge
+
+    cfg = _kill_test_config(cifar10_root)
+    reference = run(cfg.replace(checkpoint_every=0), progress=False)
+    port, secret = _free_port(), "kill-and-resume-test-secret"
     ckpt = tmp_path / "ckpt"
     first = _start_cloud(port, secret, ckpt)
     result: dict = {}
@@ -298,19 +300,7 @@ def test_killed_edge_resumes_from_its_checkpoint(cifar10_root, tmp_path):
     import sys
     import time
 
-    cfg = small(
-        cifar10_root,
-        method="hierarchical",
-        codec="q8",
-        link="20mbit/1ms",
-        batches_per_epoch=5,
-        epochs=4,
-        checkpoint_every=3,
-        edge_slowdown=2.0,
-        augment=True,
-        eval="end",
-        eval_samples=32,
-    )
+    cfg = _kill_test_config(cifar10_root, augment=True)
     reference = run(cfg.replace(checkpoint_every=0), progress=False)
     port, secret = _free_port(), "edge-kill-and-resume-test-secret"
     ckpt, out = tmp_path / "ckpt", tmp_path / "edge.json"
