@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "checksum/crc32.h"
+#include "common/py_buffer.h"
 #include "quant/quant_cpu_avx512.h"
 #include "transfer/bindings.h"
 
@@ -105,5 +107,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_kernel", &set_cpu_kernel, pybind11::arg("name"),
         "Select the CPU quantize kernel ('avx512' or 'portable'); returns the previous one. "
         "ValueError for another name, or for 'avx512' where it is not available.");
+  m.def(
+      "crc32",
+      [](const pybind11::handle& data, uint32_t value) {
+        const hierbench::PyBufferView b(data, false);
+        if (b.size() < (64u << 10)) return hierbench::checksum::crc32(b.data(), b.size(), value);
+        pybind11::gil_scoped_release release;  // the view stays valid: we hold its reference
+        return hierbench::checksum::crc32(b.data(), b.size(), value);
+      },
+      pybind11::arg("data"), pybind11::arg("value") = 0,
+      "CRC-32 as zlib.crc32(data, value) computes it (polynomial 0xEDB88320), with the kernel "
+      "crc32_kernel() names; releases the GIL for buffers of 64 KiB and more.");
+  m.def(
+      "crc32_with",
+      [](const std::string& kernel, const pybind11::handle& data, uint32_t value) {
+        const hierbench::PyBufferView b(data, false);
+        return hierbench::checksum::crc32_with(kernel, b.data(), b.size(), value);
+      },
+      pybind11::arg("kernel"), pybind11::arg("data"), pybind11::arg("value") = 0,
+      "crc32() with a named kernel from available_crc32_kernels() (tests, benchmarks).");
+  m.def("crc32_kernel", &hierbench::checksum::crc32_kernel,
+        "The CRC-32 kernel crc32() uses: 'pclmul' or 'portable'.");
+  m.def("available_crc32_kernels", &hierbench::checksum::available_crc32_kernels,
+        "The CRC-32 kernels this build and CPU can run, fastest first.");
   hierbench::transfer::bind(m);  // hierbench._C.transfer: the transfer engine (csrc/transfer/)
 }

@@ -46,6 +46,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
         info["cpu_quant_kernel"] = ops.cpu_kernel()
         info["cpu_quant_kernels_available"] = list(ops.available_cpu_kernels())
+        info["crc32_kernel"] = ops.crc32_kernel()
     print(json.dumps(info, indent=2))
     return 0
 

@@ -77,9 +77,11 @@ holds those elements in order; all other elements are ``+0.0``. Unused high bits
 payload / mask byte are 0. A frame is exactly ``60 + 8n + B`` bytes: trailing bytes are an error.
 
 CRC: CRC-32 as in zlib / zip / PNG (``zlib.crc32``, reflected polynomial 0xEDB88320, init and
-final xor 0xFFFFFFFF), ~4 GB/s here. It detects accidental corruption (every burst up to 32
-bits); it is not a MAC and does not authenticate the sender. A CRC-32C would need a dependency
-that is not in the pinned set for a speed the codec does not need (zstd dominates).
+final xor 0xFFFFFFFF), so any ``zlib`` checks a frame. The codec computes it with
+:func:`hierbench.ops.crc32` (the same value; carry-less-multiply folding on x86-64, 3-4x
+``zlib.crc32``'s speed here: see ``benchmarks/bench_checksum.py``), or with ``zlib.crc32`` where
+the native extension is not built. It detects accidental
+corruption (every burst up to 32 bits); it is not a MAC and does not authenticate the sender.
 
 Sparsity (measured, not assumed)
 --------------------------------
@@ -102,6 +104,7 @@ level 1 after the transform; ratio = fp32 bytes / frame bytes; one thread, this 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -432,7 +435,7 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
             "length", f"{size - expected_size} trailing bytes after the {expected_size}-byte frame"
         )
     (crc,) = _CRC.unpack_from(mv, header_len + body_len)
-    actual = zlib.crc32(mv[: header_len + body_len])
+    actual = _crc32(mv[: header_len + body_len])
     if crc != actual:
         raise _bad("crc32", f"stored {crc:#010x}, computed {actual:#010x} (corrupted frame)")
 
@@ -609,6 +612,22 @@ class CodecStats:
         return self.last_tensor_bytes / self.last_frame_bytes if self.last_frame_bytes else math.nan
 
 
+def _crc32(data, value: int = 0) -> int:
+    return _crc32_function()(data, value)
+
+
+@functools.cache
+def _crc32_function():
+    # hierbench.ops.crc32 where the native extension is built; zlib.crc32 (the same value,
+    # 3-4x slower) where it is not: raw frames need no build (like quantize, ops is imported
+    # only when first needed).
+    try:
+        from hierbench.ops.checksum import crc32
+    except ImportError:  # ExtensionNotBuiltError is one
+        return zlib.crc32
+    return crc32
+
+
 def _zstd_bound(n: int) -> int:
     # ZSTD_COMPRESSBOUND from zstd.h, plus room for the frame header.
     return n + (n >> 8) + (((128 << 10) - n) >> 11 if n < (128 << 10) else 0) + 32
@@ -686,9 +705,9 @@ class ActivationCodec:
                 or non-finite values on a quantized wire.
         """
         enc = self._encode(x, seed)
-        crc = zlib.crc32(enc.header)
+        crc = _crc32(enc.header)
         for piece in enc.pieces:
-            crc = zlib.crc32(piece, crc)
+            crc = _crc32(piece, crc)
         frame = b"".join([enc.header, *enc.pieces, _CRC.pack(crc)])
         self._count_encoded(enc)
         return frame
@@ -714,11 +733,11 @@ class ActivationCodec:
             raise ValueError(f"buffer holds {out.nbytes} bytes, the frame needs {n}")
         pos = len(enc.header)
         out[:pos] = enc.header
-        crc = zlib.crc32(enc.header)
+        crc = _crc32(enc.header)
         for piece in enc.pieces:
             m = memoryview(piece).cast("B")
             out[pos : pos + m.nbytes] = m
-            crc = zlib.crc32(m, crc)
+            crc = _crc32(m, crc)
             pos += m.nbytes
         _CRC.pack_into(out, pos, crc)
         self._count_encoded(enc)

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <optional>
 
+#include "../common/py_buffer.h"
 #include "crypto.h"
 #include "engine.h"
 #include "tcp.h"
@@ -65,25 +66,6 @@ void delete_endpoint(Endpoint* e) {
     delete e;
   }
 }
-
-// A contiguous buffer of any exporter (bytes, bytearray, memoryview, numpy), held until destroyed
-// (with the GIL held).
-class BufferView {
- public:
-  BufferView(const py::handle& obj, bool writable) {
-    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE | (writable ? PyBUF_WRITABLE : 0))) {
-      throw py::error_already_set();
-    }
-  }
-  ~BufferView() { PyBuffer_Release(&view_); }
-  BufferView(const BufferView&) = delete;
-  BufferView& operator=(const BufferView&) = delete;
-  const void* data() const { return view_.buf; }
-  uint64_t size() const { return static_cast<uint64_t>(view_.len); }
-
- private:
-  Py_buffer view_{};
-};
 
 // A send slot lent to Python: a writable buffer to fill in place, then commit().
 struct PySendSlot {
@@ -272,7 +254,7 @@ void bind(py::module_& parent) {
       .def(
           "send",
           [](Endpoint& e, const py::object& data, std::optional<double> timeout) {
-            BufferView buf(data, false);
+            PyBufferView buf(data, false);
             const Nanos t = timeout_ns(timeout);
             py::gil_scoped_release release;
             return e.send(buf.data(), buf.size(), t);
@@ -401,7 +383,7 @@ void bind(py::module_& parent) {
   m.def(
       "crc32c",
       [](const py::object& data, uint32_t crc) {
-        BufferView b(data, false);
+        PyBufferView b(data, false);
         return crc32c(b.data(), b.size(), crc);
       },
       "data"_a, "crc"_a = 0);

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "../common/crc_math.h"
 #include "errors.h"
 
 namespace hierbench::transfer {
@@ -13,12 +14,14 @@ namespace hierbench::transfer {
 
 namespace {
 
+constexpr uint32_t kPoly = 0x82F63B78u;  // Castagnoli, reflected
+
 struct Crc32cTables {
   uint32_t t[8][256];
   Crc32cTables() {
     for (uint32_t i = 0; i < 256; ++i) {
       uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (kPoly & (0u - (c & 1u)));
       t[0][i] = c;
     }
     for (uint32_t i = 0; i < 256; ++i) {
@@ -66,34 +69,11 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw_serial(const uint8_t* p, si
   return c;
 }
 
-// Multiplication in GF(2)[x] mod the (reflected) CRC polynomial, for combining streams.
-uint32_t gf2_mul(uint32_t a, uint32_t b) {
-  uint32_t r = 0;
-  for (int i = 0; i < 32; ++i) {
-    r ^= (0u - ((b >> 31) & 1u)) & a;
-    b <<= 1;
-    a = (a >> 1) ^ (0x82F63B78u & (0u - (a & 1u)));
-  }
-  return r;
-}
-
-// x^(8n) mod P in the reflected representation: the operator that advances a CRC over n zeros.
-uint32_t x_pow_8n(size_t n) {
-  uint32_t result = 0x80000000u;  // x^0
-  uint32_t sq = 0x00800000u;      // x^8
-  while (n) {
-    if (n & 1) result = gf2_mul(result, sq);
-    sq = gf2_mul(sq, sq);
-    n >>= 1;
-  }
-  return result;
-}
-
 __attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t n, uint32_t c) {
   constexpr size_t kBlock = 8192;  // bytes per stream per round
   if (n < 3 * kBlock) return crc32c_hw_serial(p, n, c);
-  static const uint32_t shift1 = x_pow_8n(kBlock);
-  static const uint32_t shift2 = x_pow_8n(2 * kBlock);
+  static const uint32_t shift1 = crc_math::x_pow_8n(kBlock, kPoly);
+  static const uint32_t shift2 = crc_math::x_pow_8n(2 * kBlock, kPoly);
   while (n >= 3 * kBlock) {
     uint64_t a = c, b = 0, d = 0;
     const uint8_t* pa = p;
@@ -109,8 +89,8 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t n,
       d = __builtin_ia32_crc32di(d, vd);
     }
     // crc(A B D) = shift(crc(A), |B|+|D|) ^ shift(crc0(B), |D|) ^ crc0(D)  (crc0: zero init)
-    c = gf2_mul(static_cast<uint32_t>(a), shift2) ^ gf2_mul(static_cast<uint32_t>(b), shift1) ^
-        static_cast<uint32_t>(d);
+    c = crc_math::mul(static_cast<uint32_t>(a), shift2, kPoly) ^
+        crc_math::mul(static_cast<uint32_t>(b), shift1, kPoly) ^ static_cast<uint32_t>(d);
     p += 3 * kBlock;
     n -= 3 * kBlock;
   }

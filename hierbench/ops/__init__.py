@@ -5,6 +5,9 @@ Every op has CPU and (when built with CUDA) CUDA kernels, a fake kernel for ``to
 tests hold the kernels to. Wrappers only normalise arguments; the work is done in C++.
 
 Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
+
+Also :func:`crc32` (:mod:`hierbench.ops.checksum`): the codec's frame checksum, zlib's CRC-32
+computed faster.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from hierbench import _ext
 from hierbench.errors import ConfigError
 from hierbench.ops import reference
+from hierbench.ops.checksum import available_crc32_kernels, crc32, crc32_kernel
 
 _ext.load()  # runs the TORCH_LIBRARY registrations
 from hierbench.ops import _fake  # noqa: E402,F401  (registers fake kernels; needs the op schemas)
@@ -33,7 +37,10 @@ __all__ = [
     "QuantConfig",
     "QuantizedTensor",
     "available_cpu_kernels",
+    "available_crc32_kernels",
     "cpu_kernel",
+    "crc32",
+    "crc32_kernel",
     "dequantize",
     "group_minmax",
     "quantize",

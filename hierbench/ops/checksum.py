@@ -1,0 +1,56 @@
+"""CRC-32 for frames: the value ``zlib.crc32`` computes, 3-4x faster on x86-64.
+
+The activation codec checks every frame with CRC-32 (zlib / zip / PNG: reflected polynomial
+0xEDB88320, initial value and final XOR 0xFFFFFFFF), so a frame can be checked by anything that
+has ``zlib``. :func:`crc32` computes the same value in C++ (csrc/checksum/crc32.cpp): on x86-64
+by folding 64 bytes per step with carry-less multiplies (PCLMULQDQ), elsewhere by slicing-by-8
+tables. ``benchmarks/bench_checksum.py`` measures it against ``zlib.crc32`` and a memcpy of the
+same bytes.
+
+Allowed imports: ``hierbench._ext``.
+"""
+
+from __future__ import annotations
+
+from hierbench import _ext
+
+__all__ = ["available_crc32_kernels", "crc32", "crc32_kernel"]
+
+_U32 = 1 << 32
+
+
+def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """CRC-32 of ``data`` continuing from ``value``: exactly ``zlib.crc32(data, value)``.
+
+    ``crc32(b, crc32(a)) == crc32(a + b)``; ``crc32(b"123456789") == 0xCBF43926``.
+
+    Args:
+        data: any C-contiguous buffer (``bytes``, ``bytearray``, ``memoryview``, numpy array).
+            Buffers of 64 KiB and more are read with the GIL released, so other Python threads
+            must not resize or free them meanwhile (as for any buffer handed to C).
+        value: the running CRC of the bytes before ``data`` (0 to start), in [0, 2**32).
+
+    Returns:
+        The CRC, an int in [0, 2**32).
+
+    Raises:
+        TypeError: ``data`` does not support the buffer protocol, or ``value`` is not an int.
+        BufferError: ``data`` is not C-contiguous.
+        ValueError: ``value`` is outside [0, 2**32).
+    """
+    if type(value) is not int:
+        raise TypeError(f"value must be an int, got {type(value).__name__}")
+    if not 0 <= value < _U32:
+        raise ValueError(f"value must be in [0, 2**32), got {value}")
+    return _ext.load().crc32(data, value)
+
+
+def crc32_kernel() -> str:
+    """The kernel :func:`crc32` runs: ``"pclmul"`` (x86-64 with PCLMULQDQ and SSE4.1) or
+    ``"portable"`` (slicing-by-8). Both give the same value."""
+    return _ext.load().crc32_kernel()
+
+
+def available_crc32_kernels() -> tuple[str, ...]:
+    """The CRC-32 kernels this build and CPU can run, fastest first."""
+    return tuple(_ext.load().available_crc32_kernels())
