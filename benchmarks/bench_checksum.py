@@ -1,7 +1,8 @@
 """CRC-32 (the codec's frame checksum) against ``zlib.crc32`` and a memcpy of the same bytes.
 
 :func:`hierbench.ops.crc32` computes the value ``zlib.crc32`` does; this times each of its
-kernels (``pclmul``: carry-less-multiply folding, ``portable``: slicing-by-8) and ``zlib.crc32``
+kernels (``vpclmul`` / ``pclmul``: carry-less-multiply folding on 512- / 128-bit registers,
+``portable``: slicing-by-8) and ``zlib.crc32``
 itself on a frame-sized buffer (1 MiB: a q4+zstd1 ResNet-18 layer2 frame is 0.85 MB) and on a
 DRAM-sized one (256 MiB). ``extra_info``: GB/s of input, the memcpy roofline ratio (``anchor``:
 a copy of half the bytes, i.e. as many bytes moved as the CRC reads) and, for our kernels, the
@@ -43,7 +44,7 @@ def _kernel_fn(kernel: str):
 
 
 @pytest.mark.parametrize("size_name", list(SIZES))
-@pytest.mark.parametrize("kernel", ["pclmul", "portable", "zlib"])
+@pytest.mark.parametrize("kernel", ["vpclmul", "pclmul", "portable", "zlib"])
 def test_crc32(benchmark, anchor, kernel, size_name):
     n = SIZES[size_name]
     buf = _buffer(n)

@@ -127,7 +127,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       pybind11::arg("kernel"), pybind11::arg("data"), pybind11::arg("value") = 0,
       "crc32() with a named kernel from available_crc32_kernels() (tests, benchmarks).");
   m.def("crc32_kernel", &hierbench::checksum::crc32_kernel,
-        "The CRC-32 kernel crc32() uses: 'pclmul' or 'portable'.");
+        "The CRC-32 kernel crc32() uses: 'vpclmul', 'pclmul' or 'portable'.");
   m.def("available_crc32_kernels", &hierbench::checksum::available_crc32_kernels,
         "The CRC-32 kernels this build and CPU can run, fastest first.");
   hierbench::transfer::bind(m);  // hierbench._C.transfer: the transfer engine (csrc/transfer/)

@@ -78,9 +78,9 @@ payload / mask byte are 0. A frame is exactly ``60 + 8n + B`` bytes: trailing by
 
 CRC: CRC-32 as in zlib / zip / PNG (``zlib.crc32``, reflected polynomial 0xEDB88320, init and
 final xor 0xFFFFFFFF), so any ``zlib`` checks a frame. The codec computes it with
-:func:`hierbench.ops.crc32` (the same value; carry-less-multiply folding on x86-64, 3-4x
-``zlib.crc32``'s speed here: see ``benchmarks/bench_checksum.py``), or with ``zlib.crc32`` where
-the native extension is not built. It detects accidental
+:func:`hierbench.ops.crc32` (the same value; carry-less-multiply folding on x86-64: 57 GB/s on a
+1 MiB frame here against ``zlib.crc32``'s 4.3, see ``benchmarks/bench_checksum.py``), or with
+``zlib.crc32`` where the native extension is not built. It detects accidental
 corruption (every burst up to 32 bits); it is not a MAC and does not authenticate the sender.
 
 Sparsity (measured, not assumed)

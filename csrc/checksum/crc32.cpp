@@ -103,33 +103,15 @@ __attribute__((target("sse4.1,pclmul"))) inline __m128i fold(__m128i x, __m128i 
   return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
 }
 
-__attribute__((target("sse4.1,pclmul"))) uint32_t update_pclmul(uint32_t c, const uint8_t* p,
-                                                                 size_t n) {
-  if (n < 64) return update_serial(c, p, n);
-  const __m128i k4 = _mm_set_epi64x(0x1C6E41596LL, 0x154442BD4LL);  // {lo: k(544), hi: k(480)}
+__attribute__((target("sse4.1,pclmul"))) inline __m128i load16(const uint8_t* q) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+}
+
+// The folded residue `x` of everything before p, then n more bytes: 16-byte folds, the table.
+__attribute__((target("sse4.1,pclmul"))) uint32_t finish(__m128i x, const uint8_t* p, size_t n) {
   const __m128i k1 = _mm_set_epi64x(0x0CCAA009ELL, 0x1751997D0LL);  // {lo: k(160), hi: k(96)}
-  const auto load = [](const uint8_t* q) {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-  };
-  __m128i x0 = _mm_xor_si128(load(p), _mm_cvtsi32_si128(static_cast<int>(c)));
-  __m128i x1 = load(p + 16);
-  __m128i x2 = load(p + 32);
-  __m128i x3 = load(p + 48);
-  p += 64;
-  n -= 64;
-  while (n >= 64) {
-    x0 = _mm_xor_si128(fold(x0, k4), load(p));
-    x1 = _mm_xor_si128(fold(x1, k4), load(p + 16));
-    x2 = _mm_xor_si128(fold(x2, k4), load(p + 32));
-    x3 = _mm_xor_si128(fold(x3, k4), load(p + 48));
-    p += 64;
-    n -= 64;
-  }
-  __m128i x = _mm_xor_si128(fold(x0, k1), x1);
-  x = _mm_xor_si128(fold(x, k1), x2);
-  x = _mm_xor_si128(fold(x, k1), x3);
   while (n >= 16) {
-    x = _mm_xor_si128(fold(x, k1), load(p));
+    x = _mm_xor_si128(fold(x, k1), load16(p));
     p += 16;
     n -= 16;
   }
@@ -138,8 +120,99 @@ __attribute__((target("sse4.1,pclmul"))) uint32_t update_pclmul(uint32_t c, cons
   return update_serial(update_serial(0, last, 16), p, n);
 }
 
+__attribute__((target("sse4.1,pclmul"))) uint32_t update_pclmul(uint32_t c, const uint8_t* p,
+                                                                 size_t n) {
+  if (n < 64) return update_serial(c, p, n);
+  const __m128i k4 = _mm_set_epi64x(0x1C6E41596LL, 0x154442BD4LL);  // {lo: k(544), hi: k(480)}
+  const __m128i k1 = _mm_set_epi64x(0x0CCAA009ELL, 0x1751997D0LL);  // {lo: k(160), hi: k(96)}
+  __m128i x0 = _mm_xor_si128(load16(p), _mm_cvtsi32_si128(static_cast<int>(c)));
+  __m128i x1 = load16(p + 16);
+  __m128i x2 = load16(p + 32);
+  __m128i x3 = load16(p + 48);
+  p += 64;
+  n -= 64;
+  while (n >= 64) {
+    x0 = _mm_xor_si128(fold(x0, k4), load16(p));
+    x1 = _mm_xor_si128(fold(x1, k4), load16(p + 16));
+    x2 = _mm_xor_si128(fold(x2, k4), load16(p + 32));
+    x3 = _mm_xor_si128(fold(x3, k4), load16(p + 48));
+    p += 64;
+    n -= 64;
+  }
+  __m128i x = _mm_xor_si128(fold(x0, k1), x1);
+  x = _mm_xor_si128(fold(x, k1), x2);
+  x = _mm_xor_si128(fold(x, k1), x3);
+  return finish(x, p, n);
+}
+
 bool have_pclmul() {
   static const bool yes = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+  return yes;
+}
+
+// The same folding on 512-bit registers (VPCLMULQDQ: four 128-bit lanes per instruction), four
+// registers (256 bytes) in flight. Fold distances and constants, k(e) as above:
+//   256 bytes ahead (the loop):              D = 2048: k(2080) = 0x11542778A, k(2016) = 0x1322D1430
+//   64 bytes ahead (4 registers into 1):     D = 512:  k(544), k(480)
+//   the register's 4 lanes into one (lane i moves 48 - 16 i bytes ahead):
+//     D = 384: k(416) = 0x03DB1ECDC, k(352) = 0x174359406
+//     D = 256: k(288) = 0x0F1DA05AA, k(224) = 0x15A546366
+//     D = 128: k(160), k(96); the last lane stays.
+#define HIERBENCH_VPCLMUL_TARGET "avx512f,avx512vl,vpclmulqdq,pclmul,sse4.1"
+__attribute__((target(HIERBENCH_VPCLMUL_TARGET))) inline __m512i load64(const uint8_t* q) {
+  return _mm512_loadu_si512(q);
+}
+
+__attribute__((target(HIERBENCH_VPCLMUL_TARGET))) inline __m512i fold512(__m512i z, __m512i k) {
+  return _mm512_xor_si512(_mm512_clmulepi64_epi128(z, k, 0x00),
+                          _mm512_clmulepi64_epi128(z, k, 0x11));
+}
+
+__attribute__((target(HIERBENCH_VPCLMUL_TARGET))) uint32_t update_vpclmul(uint32_t c,
+                                                                          const uint8_t* p,
+                                                                          size_t n) {
+  if (n < 256) return update_pclmul(c, p, n);
+  // _mm512_set_epi64 lists qwords from the top: each 128-bit lane is {lo, hi} = {k(D+32), k(D-32)}.
+  const __m512i k256 = _mm512_set_epi64(0x1322D1430LL, 0x11542778ALL, 0x1322D1430LL, 0x11542778ALL,
+                                        0x1322D1430LL, 0x11542778ALL, 0x1322D1430LL, 0x11542778ALL);
+  const __m512i k64 = _mm512_set_epi64(0x1C6E41596LL, 0x154442BD4LL, 0x1C6E41596LL, 0x154442BD4LL,
+                                       0x1C6E41596LL, 0x154442BD4LL, 0x1C6E41596LL, 0x154442BD4LL);
+  const __m512i klanes = _mm512_set_epi64(0, 0, 0x0CCAA009ELL, 0x1751997D0LL, 0x15A546366LL,
+                                          0x0F1DA05AALL, 0x174359406LL, 0x03DB1ECDCLL);
+  const __m512i init = _mm512_zextsi128_si512(_mm_cvtsi32_si128(static_cast<int>(c)));
+  __m512i z0 = _mm512_xor_si512(load64(p), init);
+  __m512i z1 = load64(p + 64);
+  __m512i z2 = load64(p + 128);
+  __m512i z3 = load64(p + 192);
+  p += 256;
+  n -= 256;
+  while (n >= 256) {
+    z0 = _mm512_xor_si512(fold512(z0, k256), load64(p));
+    z1 = _mm512_xor_si512(fold512(z1, k256), load64(p + 64));
+    z2 = _mm512_xor_si512(fold512(z2, k256), load64(p + 128));
+    z3 = _mm512_xor_si512(fold512(z3, k256), load64(p + 192));
+    p += 256;
+    n -= 256;
+  }
+  __m512i z = _mm512_xor_si512(fold512(z0, k64), z1);
+  z = _mm512_xor_si512(fold512(z, k64), z2);
+  z = _mm512_xor_si512(fold512(z, k64), z3);
+  while (n >= 64) {
+    z = _mm512_xor_si512(fold512(z, k64), load64(p));
+    p += 64;
+    n -= 64;
+  }
+  // Lanes 0-2 folded onto lane 3's position (klanes' lane 3 is zero), plus lane 3 itself.
+  z = _mm512_xor_si512(fold512(z, klanes), _mm512_maskz_mov_epi64(0xC0, z));
+  const __m256i y = _mm256_xor_si256(_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64(z, 1));
+  const __m128i x = _mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+  return finish(x, p, n);
+}
+
+bool have_vpclmul() {
+  static const bool yes = have_pclmul() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("vpclmulqdq");
   return yes;
 }
 #endif
@@ -148,6 +221,7 @@ using Update = uint32_t (*)(uint32_t, const uint8_t*, size_t);
 
 Update update_for(const std::string& kernel) {
 #ifdef HIERBENCH_CRC32_PCLMUL
+  if (kernel == "vpclmul" && have_vpclmul()) return update_vpclmul;
   if (kernel == "pclmul" && have_pclmul()) return update_pclmul;
 #endif
   if (kernel == "portable") return update_portable;
@@ -160,6 +234,7 @@ Update update_for(const std::string& kernel) {
 
 const char* crc32_kernel() {
 #ifdef HIERBENCH_CRC32_PCLMUL
+  if (have_vpclmul()) return "vpclmul";
   if (have_pclmul()) return "pclmul";
 #endif
   return "portable";
@@ -168,6 +243,7 @@ const char* crc32_kernel() {
 std::vector<std::string> available_crc32_kernels() {
   std::vector<std::string> out;
 #ifdef HIERBENCH_CRC32_PCLMUL
+  if (have_vpclmul()) out.emplace_back("vpclmul");
   if (have_pclmul()) out.emplace_back("pclmul");
 #endif
   out.emplace_back("portable");
@@ -177,6 +253,7 @@ std::vector<std::string> available_crc32_kernels() {
 uint32_t crc32(const void* data, size_t n, uint32_t crc) {
   const auto* p = static_cast<const uint8_t*>(data);
 #ifdef HIERBENCH_CRC32_PCLMUL
+  if (have_vpclmul()) return ~update_vpclmul(~crc, p, n);
   if (have_pclmul()) return ~update_pclmul(~crc, p, n);
 #endif
   return ~update_portable(~crc, p, n);

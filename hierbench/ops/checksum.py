@@ -1,11 +1,13 @@
-"""CRC-32 for frames: the value ``zlib.crc32`` computes, 3-4x faster on x86-64.
+"""CRC-32 for frames: the value ``zlib.crc32`` computes, 3-13x faster on x86-64.
 
 The activation codec checks every frame with CRC-32 (zlib / zip / PNG: reflected polynomial
 0xEDB88320, initial value and final XOR 0xFFFFFFFF), so a frame can be checked by anything that
 has ``zlib``. :func:`crc32` computes the same value in C++ (csrc/checksum/crc32.cpp): on x86-64
-by folding 64 bytes per step with carry-less multiplies (PCLMULQDQ), elsewhere by slicing-by-8
-tables. ``benchmarks/bench_checksum.py`` measures it against ``zlib.crc32`` and a memcpy of the
-same bytes.
+by folding with carry-less multiplies, 256 bytes per step on 512-bit registers (``vpclmul``:
+AVX-512 VPCLMULQDQ) or 64 bytes per step on 128-bit ones (``pclmul``), elsewhere by slicing-by-8
+tables over four interleaved streams (``portable``, about ``zlib.crc32``'s speed).
+``benchmarks/bench_checksum.py`` measures each against ``zlib.crc32`` and a memcpy of the same
+bytes.
 
 Allowed imports: ``hierbench._ext``.
 """
@@ -46,8 +48,9 @@ def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
 
 
 def crc32_kernel() -> str:
-    """The kernel :func:`crc32` runs: ``"pclmul"`` (x86-64 with PCLMULQDQ and SSE4.1) or
-    ``"portable"`` (slicing-by-8). Both give the same value."""
+    """The kernel :func:`crc32` runs: ``"vpclmul"`` (x86-64 with AVX-512 F/VL and VPCLMULQDQ),
+    ``"pclmul"`` (x86-64 with PCLMULQDQ and SSE4.1) or ``"portable"`` (slicing-by-8): the
+    fastest one this CPU has. All give the same value."""
     return _ext.load().crc32_kernel()
 
 

@@ -1,10 +1,10 @@
 """hierbench.ops.crc32 (csrc/checksum/crc32.cpp) against zlib.crc32, for every kernel.
 
 The codec's frames carry zlib's CRC-32, so the native kernels must give zlib's value on every
-input: every length up to 300 bytes (the table path, the 64-byte fold and its 16-byte and
-byte tails), lengths around the fold loop and the portable kernel's 4 x 2 KiB interleaved
-rounds, large buffers, misaligned starts, any running value, and split buffers continued with
-the running value.
+input: every length up to 300 bytes (the table path, the 64-byte and 256-byte folds and
+their 64-, 16-byte and byte tails), lengths around the fold loops and the portable kernel's
+4 x 2 KiB interleaved rounds, large buffers, misaligned starts, any running value, and split
+buffers continued with the running value.
 """
 
 from __future__ import annotations
@@ -24,8 +24,27 @@ from hierbench import _ext, codec, ops
 KERNELS = ops.available_crc32_kernels()
 crc32_with = _ext.load().crc32_with
 
-# Fold: 64-byte steps, then 16-byte steps, then bytes. Portable: rounds of 4 x 2048 bytes.
-EDGES = [1000, 4095, 4096, 4097, 8191, 8192, 8193, 8192 * 3 + 77, 65535, 65536, 65537]
+# vpclmul: 256-byte steps, 64-byte steps, then pclmul's 16-byte steps and bytes; pclmul: 64-byte
+# steps, 16-byte steps, bytes. Portable: rounds of 4 x 2048 bytes.
+EDGES = [
+    319,
+    320,
+    511,
+    512,
+    513,
+    767,
+    1000,
+    4095,
+    4096,
+    4097,
+    8191,
+    8192,
+    8193,
+    8192 * 3 + 77,
+    65535,
+    65536,
+    65537,
+]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -77,8 +96,10 @@ def test_default_kernel_and_public_function():
     assert "portable" in KERNELS
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.exists() and platform.machine() == "x86_64" else ""
+    # A CPU that has the instructions must get the kernel that uses them.
     if " pclmulqdq" in flags and " sse4_1" in flags:
-        assert ops.crc32_kernel() == "pclmul"  # a CPU that has it must get it
+        wide = all(f" {f}" in flags for f in ("vpclmulqdq", "avx512f", "avx512vl"))
+        assert ops.crc32_kernel() == ("vpclmul" if wide else "pclmul")
     data = random.Random(4).randbytes(100_000)
     assert ops.crc32(data) == zlib.crc32(data)
     assert ops.crc32(data[7:], ops.crc32(data[:7])) == zlib.crc32(data)
