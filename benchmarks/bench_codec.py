@@ -10,6 +10,8 @@ tensor -> frame; decode: frame -> tensor), with ``torch.set_num_threads(1)``: a 
 same bytes: ``memcpy_mbps`` (a copy of the input bytes) and ``zstd1_raw_mbps`` (zstd level 1 on
 the raw fp32 bytes: compress for encode, decompress for decode), each with the codec's ratio to
 it. The ``anchor`` fixture adds GB/s of bytes read + written and the memcpy roofline ratio.
+``crc32_s`` and ``zlib_crc32_s``: the frame's CRC-32 (computed once per encode and per decode)
+with :func:`hierbench.ops.crc32`, which the codec uses, and with ``zlib.crc32``, in the same run.
 
     PYTHONPATH=. pytest benchmarks/bench_codec.py --benchmark-json=results/bench/codec.json
 
@@ -20,6 +22,7 @@ cifar10-jpeg next to the repository); skipped when absent.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,7 @@ import zstandard
 
 from benchmarks.anchors import memcpy_seconds, time_median
 from hierbench.codec import ActivationCodec
-from hierbench.ops import quantize
+from hierbench.ops import crc32, quantize
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMES = [
@@ -109,6 +112,8 @@ def _record(benchmark, anchor, x, frame: bytes, zstd_s: float, *, decode: bool =
         ratio_to_memcpy=copy_s / median,
         ratio_to_zstd1_raw=zstd_s / median,
         torch_threads=torch.get_num_threads(),
+        crc32_s=time_median(lambda: crc32(frame)),
+        zlib_crc32_s=time_median(lambda: zlib.crc32(frame)),
     )
 
 
