@@ -619,8 +619,8 @@ def _crc32(data, value: int = 0) -> int:
 @functools.cache
 def _crc32_function():
     # hierbench.ops.crc32 where the native extension is built; zlib.crc32 (the same value,
-    # 3-4x slower) where it is not: raw frames need no build (like quantize, ops is imported
-    # only when first needed).
+    # slower: benchmarks/bench_checksum.py) where it is not: raw frames need no build (like
+    # quantize, ops is imported only when first needed).
     try:
         from hierbench.ops.checksum import crc32
     except ImportError:  # ExtensionNotBuiltError is one

@@ -10,6 +10,9 @@
 #define HIERBENCH_CRC32_PCLMUL 1
 #endif
 
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "crc32.cpp reads 8-byte words and SIMD lanes as little-endian");
+
 namespace hierbench::checksum {
 
 namespace {
@@ -38,7 +41,7 @@ const Tables& tables() {
 // One slicing-by-8 step: the register `c` after the 8 bytes at p.
 inline uint32_t step8(const uint32_t (&t)[8][256], uint32_t c, const uint8_t* p) {
   uint64_t v;
-  std::memcpy(&v, p, 8);  // little-endian hosts only (x86-64, aarch64)
+  std::memcpy(&v, p, 8);  // little-endian (static_assert above)
   v ^= c;
   return t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^ t[4][(v >> 24) & 0xFF] ^
          t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^ t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];

@@ -22,15 +22,18 @@ _U32 = 1 << 32
 
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """CRC-32 of ``data`` continuing from ``value``: exactly ``zlib.crc32(data, value)``.
+    """CRC-32 of ``data`` continuing from ``value``: the value ``zlib.crc32(data, value)`` returns.
 
-    ``crc32(b, crc32(a)) == crc32(a + b)``; ``crc32(b"123456789") == 0xCBF43926``.
+    ``crc32(b, crc32(a)) == crc32(a + b)``; ``crc32(b"123456789") == 0xCBF43926``. Unlike
+    ``zlib.crc32``, which silently keeps the low 32 bits of any int (-1, ``1 << 40``, ``True``),
+    ``value`` must be an int in [0, 2**32).
 
     Args:
         data: any C-contiguous buffer (``bytes``, ``bytearray``, ``memoryview``, numpy array).
-            Buffers of 64 KiB and more are read with the GIL released, so other Python threads
-            must not resize or free them meanwhile (as for any buffer handed to C).
-        value: the running CRC of the bytes before ``data`` (0 to start), in [0, 2**32).
+            Buffers of 64 KiB and more are read with the GIL released (the buffer stays
+            exported, so it cannot be resized or freed meanwhile); bytes that another thread
+            writes into it during the call give an unspecified CRC, as with ``zlib.crc32``.
+        value: the running CRC of the bytes before ``data`` (0 to start).
 
     Returns:
         The CRC, an int in [0, 2**32).
