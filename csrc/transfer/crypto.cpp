@@ -16,39 +16,9 @@ namespace {
 
 constexpr uint32_t kPoly = 0x82F63B78u;  // Castagnoli, reflected
 
-struct Crc32cTables {
-  uint32_t t[8][256];
-  Crc32cTables() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (kPoly & (0u - (c & 1u)));
-      t[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; ++i) {
-      for (int s = 1; s < 8; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFF];
-    }
-  }
-};
-
-const Crc32cTables& tables() {
-  static const Crc32cTables tb;
-  return tb;
-}
-
 // Slicing-by-8 software CRC (the portable path).
 uint32_t crc32c_sw(const uint8_t* p, size_t n, uint32_t c) {
-  const auto& t = tables().t;
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);  // little-endian hosts only (x86-64, aarch64)
-    v ^= c;
-    c = t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^ t[4][(v >> 24) & 0xFF] ^
-        t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^ t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];
-    p += 8;
-    n -= 8;
-  }
-  while (n--) c = (c >> 8) ^ t[0][(c ^ *p++) & 0xFF];
-  return c;
+  return crc_math::slice8_update<kPoly>(c, p, n);
 }
 
 #if defined(__x86_64__)
