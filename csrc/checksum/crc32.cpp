@@ -1,5 +1,6 @@
 #include "crc32.h"
 
+#include <iterator>
 #include <stdexcept>
 
 #include "../common/crc_math.h"
@@ -191,12 +192,38 @@ bool have_vpclmul() {
 
 using Update = uint32_t (*)(uint32_t, const uint8_t*, size_t);
 
-Update update_for(const std::string& kernel) {
+struct Kernel {
+  const char* name;
+  Update update;
+  bool (*supported)();
+};
+
+bool always() { return true; }
+
+// Every kernel, fastest first: the one order that crc32(), crc32_kernel() and
+// available_crc32_kernels() all follow.
+const Kernel kKernels[] = {
 #ifdef HIERBENCH_CRC32_PCLMUL
-  if (kernel == "vpclmul" && have_vpclmul()) return update_vpclmul;
-  if (kernel == "pclmul" && have_pclmul()) return update_pclmul;
+    {"vpclmul", update_vpclmul, have_vpclmul},
+    {"pclmul", update_pclmul, have_pclmul},
 #endif
-  if (kernel == "portable") return update_portable;
+    {"portable", update_portable, always},
+};
+
+const Kernel& best() {
+  static const Kernel& chosen = []() -> const Kernel& {
+    for (const auto& k : kKernels) {
+      if (k.supported()) return k;
+    }
+    return kKernels[std::size(kKernels) - 1];
+  }();
+  return chosen;
+}
+
+Update update_for(const std::string& kernel) {
+  for (const auto& k : kKernels) {
+    if (kernel == k.name && k.supported()) return k.update;
+  }
   std::string names;
   for (const auto& k : available_crc32_kernels()) names += (names.empty() ? "'" : ", '") + k + "'";
   throw std::invalid_argument("crc32 kernel must be one of " + names + ", got '" + kernel + "'");
@@ -204,31 +231,18 @@ Update update_for(const std::string& kernel) {
 
 }  // namespace
 
-const char* crc32_kernel() {
-#ifdef HIERBENCH_CRC32_PCLMUL
-  if (have_vpclmul()) return "vpclmul";
-  if (have_pclmul()) return "pclmul";
-#endif
-  return "portable";
-}
+const char* crc32_kernel() { return best().name; }
 
 std::vector<std::string> available_crc32_kernels() {
   std::vector<std::string> out;
-#ifdef HIERBENCH_CRC32_PCLMUL
-  if (have_vpclmul()) out.emplace_back("vpclmul");
-  if (have_pclmul()) out.emplace_back("pclmul");
-#endif
-  out.emplace_back("portable");
+  for (const auto& k : kKernels) {
+    if (k.supported()) out.emplace_back(k.name);
+  }
   return out;
 }
 
 uint32_t crc32(const void* data, size_t n, uint32_t crc) {
-  const auto* p = static_cast<const uint8_t*>(data);
-#ifdef HIERBENCH_CRC32_PCLMUL
-  if (have_vpclmul()) return ~update_vpclmul(~crc, p, n);
-  if (have_pclmul()) return ~update_pclmul(~crc, p, n);
-#endif
-  return ~update_portable(~crc, p, n);
+  return ~best().update(~crc, static_cast<const uint8_t*>(data), n);
 }
 
 uint32_t crc32_with(const std::string& kernel, const void* data, size_t n, uint32_t crc) {
