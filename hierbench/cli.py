@@ -357,9 +357,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import math
 
     from hierbench.runtime import table as rp
+    from hierbench.runtime.codec_bytes import parse_codec
     from hierbench.runtime.model import Conventions
     from hierbench.runtime.profiles import load_profile
-    from hierbench.runtime.wire import parse_codec
 
     if args.edge_profile:
         edge = load_profile(args.edge_profile)

@@ -22,7 +22,7 @@ measures, as medians of ``repeats`` after ``warmup`` untimed runs:
   over two training steps of a fresh copy of the edge part + head, minus what was allocated
   before;
 - per cut and wire (fp32, q8, q4, q2): bytes of one codec frame holding the batch's activations
-  (:func:`hierbench.runtime.wire.encoded_bytes`), and a zstd ratio column left at 1.0.
+  (:func:`hierbench.runtime.codec_bytes.encoded_bytes`), and a zstd ratio column left at 1.0.
 
 Inputs are random (normalised-image statistics do not change dense compute time). The profile's
 metadata records the device, CPU model, threads, torch version, batch, date, command, the load
@@ -57,6 +57,7 @@ from torch.nn import functional as F
 from hierbench import __version__
 from hierbench.errors import ConfigError
 from hierbench.models import CLASSIFIER, build_model, exit_head, split
+from hierbench.runtime.codec_bytes import WIRE_BITS, CodecSetting, encoded_bytes
 from hierbench.runtime.model import DATASET_SHAPES
 from hierbench.runtime.profiles import (
     FORMAT,
@@ -67,7 +68,6 @@ from hierbench.runtime.profiles import (
     profile_filename,
     write_profile,
 )
-from hierbench.runtime.wire import WIRE_BITS, CodecSetting, encoded_bytes
 
 __all__ = [
     "OPTIMIZER",

@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hierbench.errors import ConfigError
+from hierbench.spec.datasets import INPUT_SHAPES
 
 METHODS = ("cloud_only", "split", "hierarchical")
 EVAL_MODES = ("epoch", "end", "none")
-DATASET_INPUT = {"cifar10": (10, 32), "tiny-imagenet": (200, 64), "synthetic": (10, 32)}
 
 
 def _choice(name: str, value, choices) -> None:
@@ -87,7 +87,7 @@ class RunConfig:
         _choice("method", self.method, METHODS)
         _choice("model", self.model, MODELS)
         _choice("stem", self.stem, STEMS)
-        _choice("dataset", self.dataset, tuple(DATASET_INPUT))
+        _choice("dataset", self.dataset, tuple(INPUT_SHAPES))
         _choice("exit head", self.exit_head, EXIT_HEADS)
         _choice("eval mode", self.eval, EVAL_MODES)
         for name in ("batch_size", "epochs", "slots", "threads_edge", "threads_cloud"):
@@ -117,11 +117,11 @@ class RunConfig:
 
     @property
     def num_classes(self) -> int:
-        return DATASET_INPUT[self.dataset][0]
+        return INPUT_SHAPES[self.dataset][0]
 
     @property
     def input_size(self) -> int:
-        return DATASET_INPUT[self.dataset][1]
+        return INPUT_SHAPES[self.dataset][1]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -10,7 +10,6 @@ the config, the environment, per-batch timestamps and bytes, per-epoch losses an
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import secrets
@@ -25,8 +24,7 @@ import torch
 from hierbench.errors import TransferError
 from hierbench.methods.config import RunConfig
 from hierbench.methods.roles import CloudRole, EdgeRole
-
-RECORD_VERSION = 1
+from hierbench.spec.records import RECORD_VERSION, write_record  # noqa: F401 (methods API)
 
 
 def environment() -> dict:
@@ -159,15 +157,6 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "link": link_records,
         "totals": totals,
     }
-
-
-def write_record(record: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def run(

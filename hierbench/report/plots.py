@@ -19,9 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from hierbench.report.tables import _label, _profiles
-from hierbench.runtime.link import parse_link
 from hierbench.runtime.model import Conventions, Scenario, cloud_only, hierarchical, predict
 from hierbench.runtime.validate import predict_record, profile_for
+from hierbench.spec.links import parse_link
 
 COLORS = {"cloud_only": "tab:red", "split": "tab:orange", "hierarchical": "tab:blue"}
 NAMES = {"cloud_only": "cloud-only", "split": "split learning", "hierarchical": "hierarchical"}

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from hierbench.errors import ConfigError
+from hierbench.runtime.codec_bytes import CodecSetting, encoded_bytes, parse_codec
 from hierbench.runtime.model import (
     Scenario,
     activation_bytes,
@@ -35,7 +36,6 @@ from hierbench.runtime.partition import crossover_rate, search
 from hierbench.runtime.profiles import Profile
 from hierbench.runtime.table import load_for
 from hierbench.runtime.validate import predict_from_stages, predict_record, stage_means
-from hierbench.runtime.wire import CodecSetting, encoded_bytes, parse_codec
 
 METHOD_ORDER = {"cloud_only": 0, "split": 1, "hierarchical": 2}
 

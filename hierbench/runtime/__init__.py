@@ -4,7 +4,7 @@ Pure functions of measured device profiles (``hierbench profile`` writes them; a
 this package with torch made unimportable):
 
 - :mod:`~hierbench.runtime.link`: :class:`LinkSpec`, the link presets and rate strings;
-- :mod:`~hierbench.runtime.wire`: codec settings and bytes on the wire;
+- :mod:`~hierbench.runtime.codec_bytes`: codec settings and bytes on the wire;
 - :mod:`~hierbench.runtime.profiles`: the profile CSV format (:func:`load_profile`);
 - :mod:`~hierbench.runtime.model`: training time of cloud-only, split learning, hierarchical;
 - :mod:`~hierbench.runtime.partition`: best cut and codec, crossover rate;
@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from hierbench.runtime.link import PRESETS, LinkSpec, parse_link
+from hierbench.runtime.codec_bytes import DEFAULT_CODECS, CodecSetting, parse_codec
 from hierbench.runtime.model import (
     DEFAULT_CLOUD_SPEEDUP,
     Conventions,
@@ -33,7 +33,7 @@ from hierbench.runtime.model import (
 )
 from hierbench.runtime.partition import Candidate, Crossover, SearchResult, crossover_rate, search
 from hierbench.runtime.profiles import BlockProfile, Profile, load_profile, write_profile
-from hierbench.runtime.wire import DEFAULT_CODECS, CodecSetting, parse_codec
+from hierbench.spec.links import PRESETS, LinkSpec, parse_link
 
 __all__ = [
     "DEFAULT_CLOUD_SPEEDUP",

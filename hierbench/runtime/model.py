@@ -1,9 +1,9 @@
 r"""The runtime model: total training time of cloud-only, split learning and hierarchical training.
 
 Pure functions of measured profiles (:mod:`hierbench.runtime.profiles`), a link
-(:class:`~hierbench.runtime.link.LinkSpec`), a codec setting
-(:class:`~hierbench.runtime.wire.CodecSetting`), a cut and a number of batches. No torch: tables
-regenerate from committed profiles anywhere.
+(:class:`~hierbench.spec.links.LinkSpec`), a codec setting
+(:class:`~hierbench.runtime.codec_bytes.CodecSetting`), a cut and a number of batches. No torch:
+tables regenerate from committed profiles anywhere.
 
 Formulas (``../shared/PAPER.md``, "Reconstructed runtime model"; all times per batch)
 --------------------------------------------------------------------------------------
@@ -63,9 +63,10 @@ Assumptions (stated, not measured)
   typically 10–100× faster than one CPU core on these networks). With a cloud profile, ``f = 1``
   unless ``cloud_speedup`` is given.
 - **Edge slowdown** ``k`` (default 1): the edge is ``k`` times slower than the profiled device.
-- Codec encode/decode rates are inputs (:class:`~hierbench.runtime.wire.CodecSetting`, default
-  free); they are taken on the edge profile's device and scaled like compute (× k on the edge,
-  ÷ f in the cloud). zstd ratios come from the profile (1.0 until measured).
+- Codec encode/decode rates are inputs
+  (:class:`~hierbench.runtime.codec_bytes.CodecSetting`, default free); they are taken on the
+  edge profile's device and scaled like compute (× k on the edge, ÷ f in the cloud). zstd
+  ratios come from the profile (1.0 until measured).
 - Block times add up (the profile's ``t_full_s`` beside the sum of its blocks shows how well), a
   partial last batch costs a full one, and data loading / augmentation is free.
 - ``bottleneck`` is the largest of ``t_E, t_L, t_C`` — for split learning, which has no pipeline,
@@ -89,9 +90,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from hierbench.errors import ConfigError
-from hierbench.runtime.link import LinkSpec, parse_link
-from hierbench.runtime.profiles import HEAD_KINDS, Profile
-from hierbench.runtime.wire import (
+from hierbench.runtime.codec_bytes import (
     LABEL_CONVENTIONS,
     CodecSetting,
     encoded_bytes,
@@ -99,6 +98,9 @@ from hierbench.runtime.wire import (
     label_bytes,
     parse_codec,
 )
+from hierbench.runtime.profiles import HEAD_KINDS, Profile
+from hierbench.spec.datasets import DATASET_SHAPES, TRAIN_SAMPLES
+from hierbench.spec.links import LinkSpec, parse_link
 
 __all__ = [
     "DATASET_SHAPES",
@@ -130,10 +132,6 @@ UPLOAD_CONVENTIONS = ("every-epoch", "once")
 LATENCY_MODES = ("per-message", "pipelined")
 #: Cloud speed factor assumed when no cloud (GPU) profile exists: cloud = edge-CPU profile / 10.
 DEFAULT_CLOUD_SPEEDUP = 10.0
-#: Training-set sizes (samples) of the datasets whose batches per epoch the model derives.
-TRAIN_SAMPLES = {"cifar10": 50_000, "tiny-imagenet": 100_000}
-#: (classes, input side) of each dataset: what a profile of it is measured at.
-DATASET_SHAPES = {"cifar10": (10, 32), "tiny-imagenet": (200, 64)}
 
 
 # -- the formulas, on plain numbers -------------------------------------------------------------
@@ -223,7 +221,7 @@ class Scenario:
 
     Args:
         edge: the edge device's profile.
-        link: a :class:`LinkSpec` or a string for :func:`~hierbench.runtime.link.parse_link`.
+        link: a :class:`LinkSpec` or a string for :func:`~hierbench.spec.links.parse_link`.
         n_batches: batches per epoch (default: from :data:`TRAIN_SAMPLES` and the batch size).
         epochs: epochs trained.
         cloud: the cloud device's profile; ``None``: the edge profile ÷ ``cloud_speedup``.

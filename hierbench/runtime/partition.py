@@ -25,9 +25,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hierbench.runtime.link import LinkSpec, format_rate
+from hierbench.runtime.codec_bytes import DEFAULT_CODECS, CodecSetting, parse_codec
 from hierbench.runtime.model import Prediction, Scenario, cloud_only, hierarchical, split_learning
-from hierbench.runtime.wire import DEFAULT_CODECS, CodecSetting, parse_codec
+from hierbench.spec.links import LinkSpec, format_rate
 
 __all__ = [
     "Candidate",

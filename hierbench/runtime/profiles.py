@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from hierbench.errors import ConfigError
-from hierbench.runtime.wire import WIRE_BITS
+from hierbench.runtime.codec_bytes import WIRE_BITS
+from hierbench.spec.profiles import profile_filename
 
 __all__ = [
     "FORMAT",
@@ -419,14 +420,3 @@ def _load_version(name: str, _mtime_ns: int, _size: int) -> Profile:
             raise ConfigError(f"{path}:{n}: {exc}") from exc
         blocks.append(BlockProfile.from_row(row))
     return Profile(meta=meta, blocks=tuple(blocks), path=str(path))
-
-
-def profile_filename(model: str, stem: str, dataset: str, device: str, threads: int | None) -> str:
-    """The committed name of a profile: ``resnet18-imagenet-cifar10-cpu-t1.csv``.
-
-    VGG-16 has no stem (both stems build the same network), so its profiles are named without
-    one: ``vgg16-cifar10-cpu-t2.csv``. CUDA profiles: ``...-cuda.csv``.
-    """
-    parts = [model] + ([] if model == "vgg16" else [stem]) + [dataset]
-    parts.append(f"cpu-t{threads}" if device == "cpu" else device)
-    return "-".join(parts) + ".csv"

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hierbench.errors import ConfigError
+from hierbench.runtime.codec_bytes import DEFAULT_CODECS, CodecSetting
 from hierbench.runtime.model import Conventions, Scenario, cloud_only, hierarchical
 from hierbench.runtime.partition import Crossover, SearchResult, crossover_rate, search
 from hierbench.runtime.profiles import Profile, load_profile, profile_filename
-from hierbench.runtime.wire import DEFAULT_CODECS, CodecSetting
 
 __all__ = [
     "PAPER_CONFIGS",

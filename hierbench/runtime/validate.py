@@ -1,6 +1,6 @@
 """Predicted against measured: the runtime model checked on run records (torch-free).
 
-A run record (:mod:`hierbench.methods.runner`) holds the config and the measured training wall
+A run record (:mod:`hierbench.spec.records`) holds the config and the measured training wall
 clock; this module rebuilds the same scenario from the config and a device profile, predicts the
 method's total time, and reports the error. The cloud of a measured run on this machine is the same
 CPU as the edge, so ``cloud_speedup`` is 1 unless a cloud profile is given.
@@ -8,15 +8,16 @@ CPU as the edge, so ``cloud_speedup`` is 1 unless a cloud profile is given.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from hierbench.errors import ConfigError
+from hierbench.runtime.codec_bytes import parse_codec
 from hierbench.runtime.model import Conventions, Prediction, Scenario, predict
 from hierbench.runtime.profiles import Profile, load_profile
-from hierbench.runtime.wire import parse_codec
+from hierbench.spec.profiles import profile_filename
+from hierbench.spec.records import RunRecord, read_record
 
 _METHOD_KEY = {"cloud_only": "cloud-only", "split": "split", "hierarchical": "hierarchical"}
 
@@ -40,13 +41,12 @@ class Check:
 
 def profile_for(cfg: dict, profile_dir: Path, threads: int) -> Profile:
     """The CPU profile matching a run's model, stem and dataset at ``threads`` threads."""
-    stem_part = "" if cfg["model"] == "vgg16" else f"-{cfg['stem']}"
-    path = Path(profile_dir) / f"{cfg['model']}{stem_part}-{cfg['dataset']}-cpu-t{threads}.csv"
-    return load_profile(path)
+    name = profile_filename(cfg["model"], cfg["stem"], cfg["dataset"], "cpu", threads)
+    return load_profile(Path(profile_dir) / name)
 
 
 def predict_record(
-    rec: dict,
+    rec: RunRecord,
     profile_dir: str | Path,
     *,
     latency: str = "pipelined",
@@ -82,7 +82,7 @@ def check_record(
     cloud_speedup: float = 1.0,
 ) -> Check:
     """Predict the run in ``path`` from the profiles and compare with its measured wall clock."""
-    rec = json.loads(Path(path).read_text())
+    rec = read_record(path)
     cfg = rec["config"]
     pred = predict_record(rec, profile_dir, latency=latency, cloud_speedup=cloud_speedup)
     return Check(
@@ -98,7 +98,7 @@ def check_record(
     )
 
 
-def stage_means(rec: dict) -> dict:
+def stage_means(rec: RunRecord) -> dict:
     """Mean per-batch stage times measured in a run: edge compute (its ``compute_s``: forward,
     exit, backward, step, codec), uplink transmission of one message (median), cloud step. Means,
     not medians, for the compute stages: a pipeline's period is paid N times, outliers included."""
@@ -113,7 +113,7 @@ def stage_means(rec: dict) -> dict:
     }
 
 
-def predict_from_stages(rec: dict, pred: Prediction) -> float | None:
+def predict_from_stages(rec: RunRecord, pred: Prediction) -> float | None:
     """The model's formula with the run's own measured compute times (mean edge compute and
     cloud step per batch) in place of the profile's; the link terms stay the model's.
 

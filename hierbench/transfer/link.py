@@ -1,68 +1,19 @@
-"""The emulated link: rates, latency, jitter, outages, and the presets from PAPER.md.
+"""The emulated link: rates, latency, jitter, outages.
 
 Pure Python (no torch, no native code): a :class:`Link` is a value that endpoints turn into the
 engine's token-bucket emulator, one direction each (the edge sends ``up``, the cloud ``down``).
+Presets and link strings are :mod:`hierbench.spec.links`' (one grammar for the whole project).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 
 from hierbench.errors import ConfigError
+from hierbench.spec.links import PRESETS, LinkSpec, format_rate, parse_link
 
 __all__ = ["PRESETS", "Link"]
-
-MBIT = 1_000_000
-
-# PAPER.md, "Link presets" (the project's choice; one-way latency).
-PRESETS: dict[str, dict[str, float]] = {
-    "3g": {"rate_bps_up": 1 * MBIT, "rate_bps_down": 4 * MBIT, "latency_s": 0.075},
-    "4g": {"rate_bps_up": 10 * MBIT, "rate_bps_down": 40 * MBIT, "latency_s": 0.025},
-    "wifi": {"rate_bps_up": 50 * MBIT, "rate_bps_down": 50 * MBIT, "latency_s": 0.005},
-    "lan": {"rate_bps_up": 1000 * MBIT, "rate_bps_down": 1000 * MBIT, "latency_s": 0.0002},
-}
-
-_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-_SYNTAX = (
-    "use a preset ({presets}) or RATE[:DOWN_RATE][/LATENCY], with rates like 500kbit, 20mbit, "
-    "1gbit or inf (bits per second, tc-style units) and latencies like 0.2ms, 25ms, 1s; a "
-    "preset may take a latency too. Examples: '3g', '20mbit', '20mbit/5ms', "
-    "'10mbit:40mbit/25ms', '4g/50ms'"
-)
-
-
-def _syntax() -> str:
-    return _SYNTAX.format(presets=", ".join(PRESETS))
-
-
-def _parse_rate(text: str, spec: str) -> float:
-    t = text.strip().lower()
-    if t in ("inf", "unlimited", "unshaped"):
-        return math.inf
-    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)", t)
-    if not m or m.group(2) not in _RATE_UNITS:
-        hint = " ('mbps' is ambiguous: write mbit)" if t.endswith("bps") else ""
-        raise ConfigError(f"bad rate {text!r} in link {spec!r}{hint}: {_syntax()}")
-    return float(m.group(1)) * _RATE_UNITS[m.group(2)]
-
-
-def _parse_time(text: str, spec: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*(s|ms|us)", text.strip().lower())
-    if not m:
-        raise ConfigError(f"bad latency {text!r} in link {spec!r}: {_syntax()}")
-    return float(m.group(1)) * _TIME_UNITS[m.group(2)]
-
-
-def _fmt_rate(bps: float) -> str:
-    if math.isinf(bps):
-        return "unshaped"
-    for unit, div in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
-        if bps >= div:
-            return f"{bps / div:g} {unit}"
-    return f"{bps:g} bit/s"
 
 
 @dataclass(frozen=True)
@@ -125,29 +76,22 @@ class Link:
         key = name.strip().lower() if isinstance(name, str) else name
         if key not in PRESETS:
             raise ConfigError(f"unknown link preset {name!r}: choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[key], **overrides})
+        return replace(cls.from_spec(PRESETS[key]), **overrides)
+
+    @classmethod
+    def from_spec(cls, spec: LinkSpec) -> Link:
+        """The emulated link a :class:`~hierbench.spec.links.LinkSpec` describes (no burst,
+        jitter or outages)."""
+        down = None if spec.down_bps == spec.up_bps else spec.down_bps
+        return cls(rate_bps_up=spec.up_bps, rate_bps_down=down, latency_s=spec.latency_s)
 
     @classmethod
     def parse(cls, spec: str | Link) -> Link:
-        """A link from a command-line string: a preset, ``20mbit``, ``20mbit/5ms``,
-        ``10mbit:40mbit/25ms`` (up:down), ``4g/50ms`` (preset, other latency), ``inf``."""
+        """A link from a command-line string (:func:`hierbench.spec.links.parse_link`: a preset,
+        ``4g/50ms``, ``20mbit``, ``20mbit/5ms``, ``10mbit:40mbit/25ms``, ``inf``)."""
         if isinstance(spec, Link):
             return spec
-        if not isinstance(spec, str) or not spec.strip():
-            raise ConfigError(f"empty link spec {spec!r}: {_syntax()}")
-        text = spec.strip().lower()
-        rates, _, latency = text.partition("/")
-        if rates in PRESETS:
-            link = cls.preset(rates)
-            return replace(link, latency_s=_parse_time(latency, spec)) if latency else link
-        up, _, down = rates.partition(":")
-        if not re.fullmatch(r"[0-9.]+\s*[a-z]+|inf|unlimited|unshaped", up.strip()):
-            raise ConfigError(f"unknown link {spec!r}: {_syntax()}")
-        return cls(
-            rate_bps_up=_parse_rate(up, spec),
-            rate_bps_down=_parse_rate(down, spec) if down else None,
-            latency_s=_parse_time(latency, spec) if latency else 0.0,
-        )
+        return cls.from_spec(parse_link(spec))
 
     # -- derived --------------------------------------------------------------------------------
 
@@ -173,9 +117,12 @@ class Link:
         return self.transmission_s(nbytes, direction) + self.latency_s
 
     def __str__(self) -> str:
-        rates = _fmt_rate(self.rate_bps_up)
+        def fmt(bps: float) -> str:
+            return "unshaped" if math.isinf(bps) else format_rate(bps)
+
+        rates = fmt(self.rate_bps_up)
         if self.down_bps != self.rate_bps_up:
-            rates = f"{rates} up / {_fmt_rate(self.down_bps)} down"
+            rates = f"{rates} up / {fmt(self.down_bps)} down"
         parts = [rates, f"{self.latency_s * 1e3:g} ms"]
         if self.burst_bytes:
             parts.append(f"burst {self.burst_bytes} B")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from hierbench.runtime.codec_bytes import WIRE_BITS
 from hierbench.runtime.profiles import BlockProfile, Profile
-from hierbench.runtime.wire import WIRE_BITS
 
 
 def block(

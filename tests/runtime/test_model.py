@@ -9,9 +9,7 @@ import pytest
 
 from hierbench.errors import ConfigError
 from hierbench.runtime import model as rm
-from hierbench.runtime.link import PRESETS, LinkSpec, parse_link
-from hierbench.runtime.model import Conventions, Scenario
-from hierbench.runtime.wire import (
+from hierbench.runtime.codec_bytes import (
     CodecSetting,
     encoded_bytes,
     frame_overhead_bytes,
@@ -19,6 +17,8 @@ from hierbench.runtime.wire import (
     parse_codec,
     quant_overhead_bytes,
 )
+from hierbench.runtime.model import Conventions, Scenario
+from hierbench.spec.links import PRESETS, LinkSpec, parse_link
 from tests.runtime.helpers import block, profile, toy_profile
 
 NOFRAME = Conventions(frame_overhead=False)

@@ -8,10 +8,10 @@ import math
 import pytest
 
 from hierbench.runtime import model as rm
-from hierbench.runtime.link import LinkSpec
+from hierbench.runtime.codec_bytes import DEFAULT_CODECS
 from hierbench.runtime.model import Conventions, Scenario
 from hierbench.runtime.partition import crossover_rate, search
-from hierbench.runtime.wire import DEFAULT_CODECS
+from hierbench.spec.links import LinkSpec
 from tests.runtime.helpers import block, profile
 
 NOFRAME = Conventions(frame_overhead=False)

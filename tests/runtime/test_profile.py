@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hierbench import cli
+from hierbench.runtime.codec_bytes import WIRE_BITS, CodecSetting, encoded_bytes
 from hierbench.runtime.profiles import (
     COLUMNS,
     HEAD_KINDS,
@@ -18,7 +19,6 @@ from hierbench.runtime.profiles import (
     profile_filename,
     write_profile,
 )
-from hierbench.runtime.wire import WIRE_BITS, CodecSetting, encoded_bytes
 from tests.runtime.helpers import toy_profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_runtime_imports_without_torch():
     res = _run_without_torch(
         """
         import hierbench.runtime, hierbench.runtime.table
-        from hierbench.runtime import model, partition, profiles, link, wire
+        from hierbench.runtime import model, partition, profiles, codec_bytes
         assert sys.modules["torch"] is None
         import hierbench.profile  # measuring needs torch: this must fail
         """

@@ -1,6 +1,6 @@
 """The TCP transport on loopback: handshake, wire format, and every failure the issue lists.
 
-Hostile peers are written with tests/transfer/wire.py (an independent Python implementation of
+Hostile peers are written with tests/transfer/peer.py (an independent Python implementation of
 the protocol), so these tests also pin the byte layout documented in docs/transfer.md. Each
 failure must give a clear error and leave the other side usable (the listener keeps accepting).
 Real time, but no timing assertions: only generous timeouts.
@@ -17,7 +17,7 @@ import pytest
 
 from hierbench.errors import TransferClosed, TransferError, TransferTimeout
 from hierbench.transfer import Link, connect, listen
-from tests.transfer import wire
+from tests.transfer import reference_peer as peer
 
 SECRET = b"correct horse battery staple"
 T = 20.0  # generous timeout for every blocking call
@@ -68,21 +68,21 @@ def test_roundtrip_both_directions(listener, pool):
 def test_python_client_speaks_the_documented_protocol(listener, pool):
     fut = pool.submit(listener.accept, timeout=T)
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
-    assert wire.client_handshake(sock, SECRET, max_frame=4096) == 1 << 30
+    assert peer.client_handshake(sock, SECRET, max_frame=4096) == 1 << 30
     with fut.result(T) as ep:
         assert ep.peer_max_frame == 4096
         for i in range(3):
-            sock.sendall(wire.data_frame(i, f"frame {i}".encode(), delay_ns=0, enqueued_ns=5))
+            sock.sendall(peer.data_frame(i, f"frame {i}".encode(), delay_ns=0, enqueued_ns=5))
         for i in range(3):
             m = ep.recv(timeout=T)
             assert (m.seq, m.data, m.record.enqueued_ns) == (i, f"frame {i}".encode(), 5)
         ep.send(b"reply")
-        assert wire.read_frame(sock) == (wire.DATA, 0, b"reply")
-        sock.sendall(wire.close_frame(3))
+        assert peer.read_frame(sock) == (peer.DATA, 0, b"reply")
+        sock.sendall(peer.close_frame(3))
         with pytest.raises(TransferClosed):
             ep.recv(timeout=T)
         # the engine answers a CLOSE with its own CLOSE, then shuts its side down
-        assert wire.read_frame(sock) == (wire.CLOSE, 1, b"")
+        assert peer.read_frame(sock) == (peer.CLOSE, 1, b"")
         assert sock.recv(1) == b""
         sock.close()
 
@@ -94,9 +94,9 @@ def test_python_server_accepts_the_engine_client(pool):
     def serve():
         conn, _ = srv.accept()
         conn.settimeout(T)
-        client_max = wire.server_handshake(conn, SECRET, max_frame=1 << 20)
-        kind, seq, data = wire.read_frame(conn)
-        conn.sendall(wire.data_frame(0, data.upper()))
+        client_max = peer.server_handshake(conn, SECRET, max_frame=1 << 20)
+        kind, seq, data = peer.read_frame(conn)
+        conn.sendall(peer.data_frame(0, data.upper()))
         conn.close()  # dies without a CLOSE frame
         return client_max, kind, seq, data
 
@@ -105,7 +105,7 @@ def test_python_server_accepts_the_engine_client(pool):
         assert ep.peer_max_frame == 1 << 20
         ep.send(b"hello")
         assert ep.recv(timeout=T).data == b"HELLO"
-        assert fut.result(T) == (1 << 30, wire.DATA, 0, b"hello")
+        assert fut.result(T) == (1 << 30, peer.DATA, 0, b"hello")
         with pytest.raises(TransferError, match="without a CLOSE frame"):
             ep.recv(timeout=T)
         with pytest.raises(TransferError):  # the engine thread's error, rethrown on send too
@@ -122,11 +122,11 @@ def test_wrong_secret_is_refused_both_ways(listener, pool):
     # a raw client that skips the server's proof and answers with a bad one
     fut = pool.submit(listener.accept, timeout=T)
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
-    sock.sendall(wire.prefix(wire.CLIENT_HELLO) + struct.pack("<Q", 1 << 20) + bytes(40))
-    wire.recv_exact(sock, 88)
-    sock.sendall(wire.prefix(wire.CLIENT_AUTH) + bytes(32))
-    reply = wire.recv_exact(sock, 16)
-    assert reply[6:8] == struct.pack("<H", wire.REJECT) and reply[8:10] == struct.pack("<H", 2)
+    sock.sendall(peer.prefix(peer.CLIENT_HELLO) + struct.pack("<Q", 1 << 20) + bytes(40))
+    peer.recv_exact(sock, 88)
+    sock.sendall(peer.prefix(peer.CLIENT_AUTH) + bytes(32))
+    reply = peer.recv_exact(sock, 16)
+    assert reply[6:8] == struct.pack("<H", peer.REJECT) and reply[8:10] == struct.pack("<H", 2)
     with pytest.raises(TransferError, match="failed authentication"):
         fut.result(T)
     sock.close()
@@ -137,7 +137,7 @@ def test_protocol_version_mismatch(listener, pool):
     fut = pool.submit(listener.accept, timeout=T)
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
     with pytest.raises(PermissionError, match="reason 1"):
-        wire.client_handshake(sock, SECRET, version=2)
+        peer.client_handshake(sock, SECRET, version=2)
     with pytest.raises(TransferError, match="version mismatch: the client speaks v2"):
         fut.result(T)
     sock.close()
@@ -153,15 +153,15 @@ def test_protocol_version_mismatch(listener, pool):
 def _raw_session(listener, pool):
     fut = pool.submit(listener.accept, timeout=T)
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
-    wire.client_handshake(sock, SECRET)
+    peer.client_handshake(sock, SECRET)
     return sock, fut.result(T)
 
 
 def test_corrupted_payload(listener, pool):
     sock, ep = _raw_session(listener, pool)
     with ep:
-        sock.sendall(wire.data_frame(0, b"good"))
-        frame = bytearray(wire.data_frame(1, b"0123456789"))
+        sock.sendall(peer.data_frame(0, b"good"))
+        frame = bytearray(peer.data_frame(1, b"0123456789"))
         frame[56 + 3] ^= 0x01  # one bit of the payload flips in transit
         sock.sendall(frame)
         assert ep.recv(timeout=T).data == b"good"  # what arrived intact is still delivered
@@ -176,7 +176,7 @@ def test_corrupted_payload(listener, pool):
 def test_corrupted_header(listener, pool):
     sock, ep = _raw_session(listener, pool)
     with ep:
-        frame = bytearray(wire.data_frame(0, b"abc"))
+        frame = bytearray(peer.data_frame(0, b"abc"))
         frame[16] ^= 0x04  # the length field
         sock.sendall(frame)
         with pytest.raises(TransferError, match="header CRC32C mismatch"):
@@ -189,7 +189,7 @@ def test_oversize_frame(pool):
     with listen(port=0, secret=SECRET, max_frame_bytes=1000) as lst:
         sock, ep = _raw_session(lst, pool)
         with ep:
-            sock.sendall(wire.header(0, 10_000))
+            sock.sendall(peer.header(0, 10_000))
             with pytest.raises(TransferError, match=r"10000 payload bytes.*limit of 1000"):
                 ep.recv(timeout=T)
         sock.close()
@@ -205,13 +205,13 @@ def test_oversize_frame(pool):
 def test_peer_dies_mid_frame(listener, pool):
     sock, ep = _raw_session(listener, pool)
     with ep:
-        sock.sendall(wire.header(0, 10_000) + bytes(3000))
+        sock.sendall(peer.header(0, 10_000) + bytes(3000))
         sock.close()
         with pytest.raises(TransferError, match=r"got 3000 of 10000 payload bytes.*mid-frame"):
             ep.recv(timeout=T)
     sock, ep = _raw_session(listener, pool)
     with ep:
-        sock.sendall(wire.header(0, 10)[:20])
+        sock.sendall(peer.header(0, 10)[:20])
         sock.close()
         with pytest.raises(TransferError, match=r"header: 20 of 56 bytes.*mid-frame"):
             ep.recv(timeout=T)

@@ -1,8 +1,10 @@
-"""Torch-free link specifications for the runtime model: rates, one-way latency, presets, parsing.
+"""Link presets and the one grammar of link strings, shared by the engine and the runtime model.
 
-A :class:`LinkSpec` is what the runtime model needs to know about a link: the uplink (edge →
-cloud) and downlink (cloud → edge) rates in bit/s and the one-way latency in seconds. A message
-of ``b`` bits takes ``b / R + τ`` to arrive (PAPER.md, "Reconstructed runtime model").
+A :class:`LinkSpec` describes an edge–cloud link: uplink (edge → cloud) and downlink (cloud →
+edge) rates in bit/s and the one-way latency in seconds. A message of ``b`` bytes takes
+``8·b / R + τ`` to arrive (PAPER.md, "Reconstructed runtime model"). The transfer engine's
+``hierbench.transfer.Link`` (token bucket, outages, jitter) is built from one; the runtime model
+predicts from one.
 
 The presets are the project's choice (``../shared/PAPER.md``, "Conventions"):
 
@@ -15,22 +17,19 @@ wifi    50             50               5 ms
 lan     1000           1000             0.2 ms
 ======  =============  ===============  ===========
 
-Strings accepted by :func:`parse_link` (case-insensitive)::
+Strings accepted by :func:`parse_link` (case-insensitive, spaces ignored)::
 
-    3g | 4g | wifi | lan                      a preset
-    20mbit                                    20 Mbit/s both ways, no latency
-    20mbit/5ms                                20 Mbit/s both ways, 5 ms one way
-    1mbit:4mbit/75ms                          1 Mbit/s up, 4 Mbit/s down, 75 ms
-    500kbit, 2.5gbit, 1e6 (bit/s), inf        units: bit, kbit, mbit, gbit (SI: 1 kbit = 1000 bit)
-    latency units: s, ms, us                  e.g. "/0.2ms", "/1s"
+    3g | 4g | wifi | lan                 a preset
+    4g/50ms                              a preset with another one-way latency
+    20mbit                               20 Mbit/s both ways, no latency
+    20mbit/5ms                           20 Mbit/s both ways, 5 ms one way
+    1mbit:4mbit/75ms                     1 Mbit/s up, 4 Mbit/s down, 75 ms
+    rates: 500kbit, 2.5gbit, 1e6bit      units bit, kbit, mbit, gbit, tbit (SI: 1 kbit = 1000 bit)
+    unshaped: inf | unlimited | unshaped
+    latency units: s, ms, us             e.g. "/0.2ms", "/1s"
 
-``bps``-style units are refused: ``tc`` reads ``mbps`` as megabytes per second, so the spelling is
-ambiguous.
-
-Why two link types: the transfer engine (``hierbench.transfer.Link``, C++-backed: token bucket,
-outages, jitter) has the same presets and emulates a link for real; this module only *describes*
-one, for the formulas, and must not import torch or the native extension. Both exist on purpose;
-the transfer facade may later build its ``Link`` from a ``LinkSpec`` (or import ``PRESETS``).
+A rate needs its unit, and ``bps``-style units are refused: ``tc`` reads ``mbps`` as megabytes
+per second, so that spelling is ambiguous.
 """
 
 from __future__ import annotations
@@ -41,12 +40,12 @@ from dataclasses import dataclass, replace
 
 from hierbench.errors import ConfigError
 
-__all__ = ["PRESETS", "LinkSpec", "parse_link", "parse_rate"]
+__all__ = ["PRESETS", "LinkSpec", "format_rate", "parse_latency", "parse_link", "parse_rate"]
 
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """An edge–cloud link: rates in bit/s (``math.inf`` allowed), one-way latency in seconds."""
+    """An edge–cloud link: rates in bit/s (``math.inf``: unshaped), one-way latency in seconds."""
 
     up_bps: float
     down_bps: float
@@ -94,13 +93,14 @@ PRESETS: dict[str, LinkSpec] = {
     "lan": LinkSpec(1000e6, 1000e6, 0.2e-3, "lan"),
 }
 
-_RATE_UNITS = {"": 1.0, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
+_RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_UNSHAPED = ("inf", "infinite", "infinity", "unlimited", "unshaped")
 _NUM = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?)"
 
 
 def format_rate(bps: float) -> str:
-    """``1e6`` → ``"1 Mbit/s"``."""
+    """``1e6`` → ``"1 Mbit/s"``; ``inf`` → ``"inf bit/s"``."""
     if math.isinf(bps):
         return "inf bit/s"
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
@@ -109,56 +109,68 @@ def format_rate(bps: float) -> str:
     return f"{bps:g} bit/s"
 
 
-def _bad(spec: str, why: str) -> ConfigError:
+def _bad(spec: object, why: str) -> ConfigError:
     return ConfigError(
-        f"invalid link {spec!r}: {why}; use a preset ({', '.join(PRESETS)}) or a rate such as "
-        "'20mbit', '20mbit/5ms' or '1mbit:4mbit/75ms'"
+        f"invalid link {spec!r}: {why}; use a preset ({', '.join(PRESETS)}), optionally with a "
+        "latency ('4g/50ms'), or RATE[:DOWN_RATE][/LATENCY] such as '20mbit', '20mbit/5ms' or "
+        "'1mbit:4mbit/75ms' (rates in bit, kbit, mbit, gbit, tbit or inf; latency in s, ms, us)"
     )
 
 
-def parse_rate(text: str) -> float:
+def parse_rate(text: str, spec: str | None = None) -> float:
     """``"20mbit"`` → ``2e7`` bit/s; ``"inf"`` → ``math.inf``. Raises ConfigError."""
     t = text.strip().lower().removesuffix("/s")
-    if t in ("inf", "infinite", "infinity"):
+    if t in _UNSHAPED:
         return math.inf
     m = re.fullmatch(_NUM + r"\s*([a-z]*)", t)
+    where = spec if spec is not None else text
     if not m or m.group(2) not in _RATE_UNITS:
         if m and m.group(2).endswith(("bps", "b")):
-            raise _bad(text, f"unit {m.group(2)!r} is ambiguous (bits or bytes?); write 'mbit'")
-        raise _bad(text, f"cannot read the rate {text!r}")
+            raise _bad(where, f"unit {m.group(2)!r} is ambiguous (bits or bytes?); write 'mbit'")
+        if m and not m.group(2):
+            raise _bad(where, f"the rate {text!r} has no unit")
+        raise _bad(where, f"cannot read the rate {text!r}")
     value = float(m.group(1)) * _RATE_UNITS[m.group(2)]
     if not value > 0:
-        raise _bad(text, "the rate must be > 0")
+        raise _bad(where, "the rate must be > 0")
     return value
 
 
-def _parse_latency(spec: str, text: str) -> float:
+def parse_latency(text: str, spec: str | None = None) -> float:
+    """``"25ms"`` → ``0.025`` s. Raises ConfigError."""
     m = re.fullmatch(_NUM + r"\s*(s|ms|us)", text.strip().lower())
     if not m:
-        raise _bad(spec, f"cannot read the latency {text!r} (units: s, ms, us)")
+        where = spec if spec is not None else text
+        raise _bad(where, f"cannot read the latency {text!r} (units: s, ms, us)")
     return float(m.group(1)) * _TIME_UNITS[m.group(2)]
 
 
 def parse_link(spec: str | LinkSpec) -> LinkSpec:
-    """A :class:`LinkSpec` from a preset name or a rate string (see the module docstring).
+    """A :class:`LinkSpec` from a preset name or a link string (see the module docstring).
 
     Raises:
-        ConfigError: neither a preset nor a readable rate; the message lists the presets.
+        ConfigError: not a preset nor a readable link string; the message lists the presets.
     """
     if isinstance(spec, LinkSpec):
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"a link is a str or LinkSpec, got {type(spec).__name__}")
-    key = spec.strip().lower()
+    key = spec.strip().lower().replace(" ", "")
+    key = re.sub(r"(bit|inf|infinite|infinity|unlimited)/s(?=$|[:/])", r"\1", key)  # "20mbit/s"
+    if not key:
+        raise _bad(spec, "the link is empty")
     if key in PRESETS:
         return PRESETS[key]
-    rate = _NUM + r"\s*[a-z]*(?:/s)?|inf"
-    m = re.fullmatch(
-        rf"(?P<up>{rate})(?::(?P<down>{rate}))?(?:/(?P<lat>{_NUM}\s*[a-z]+))?", key.replace(" ", "")
-    )
-    if not m:
-        raise _bad(spec, "expected RATE[:DOWNRATE][/LATENCY]")
-    up = parse_rate(m.group("up"))
-    down = parse_rate(m.group("down")) if m.group("down") else up
-    lat = _parse_latency(spec, m.group("lat")) if m.group("lat") else 0.0
-    return LinkSpec(up, down, lat, name=key)
+    rates, slash, latency = key.partition("/")
+    if rates in PRESETS:
+        preset = PRESETS[rates]
+        if not slash:
+            return preset
+        return replace(preset, latency_s=parse_latency(latency, spec), name=key)
+    up, colon, down = rates.partition(":")
+    if colon and not down:
+        raise _bad(spec, "expected RATE[:DOWN_RATE][/LATENCY]")
+    up_bps = parse_rate(up, spec)
+    down_bps = parse_rate(down, spec) if colon else up_bps
+    lat = parse_latency(latency, spec) if slash else 0.0
+    return LinkSpec(up_bps, down_bps, lat, name=key)
