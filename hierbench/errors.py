@@ -12,6 +12,8 @@ __all__ = [
     "DatasetError",
     "ExtensionNotBuiltError",
     "HierbenchError",
+    "NetnsUnavailable",
+    "ProcessError",
     "TransferClosed",
     "TransferError",
     "TransferTimeout",
@@ -36,6 +38,15 @@ class DatasetError(HierbenchError, FileNotFoundError):
 
 class CodecError(HierbenchError, ValueError):
     """A frame could not be encoded or decoded: malformed, truncated, corrupted or hostile input."""
+
+
+class ProcessError(HierbenchError, RuntimeError):
+    """A child process hierbench started (a cloud role, a namespace's listener) failed to start
+    or exited with an error; the message carries the end of its stderr."""
+
+
+class NetnsUnavailable(HierbenchError, RuntimeError):
+    """The kernel-shaped link mode cannot run here (not root, no ip/tc, no netns support)."""
 
 
 class TransferError(HierbenchError, RuntimeError):

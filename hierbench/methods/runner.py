@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from hierbench.errors import TransferError
+from hierbench.errors import ProcessError, TransferError
 from hierbench.methods.config import RunConfig
 from hierbench.methods.roles import CloudRole, EdgeRole
 from hierbench.spec.records import RECORD_VERSION, write_record  # noqa: F401 (methods API)
@@ -391,7 +391,7 @@ def start_cloud_process(
     if "listening on" not in line:
         child.kill()
         child.wait()
-        raise RuntimeError(f"cloud process failed to start: {line}{child.stderr.read()}")
+        raise ProcessError(f"cloud process failed to start: {line}{child.stderr.read()}")
     host, _, port = line.strip().rpartition(" ")[2].rpartition(":")
     return child, host, int(port)
 
@@ -461,7 +461,7 @@ def run_two_processes(
         rc = child.wait(timeout=120)
         follower.join(timeout=5)
         if rc != 0:
-            raise RuntimeError(f"cloud process exited with {rc}: {child.stderr.read()[-2000:]}")
+            raise ProcessError(f"cloud process exited with {rc}: {child.stderr.read()[-2000:]}")
     finally:
         prog.close()
         if child.poll() is None:

@@ -30,15 +30,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hierbench.errors import NetnsUnavailable, ProcessError
 from hierbench.transfer._peer import SECRET_ENV
 from hierbench.transfer.link import Link
 
 _PREFIX = "hbxfer"
 _REPO = Path(__file__).resolve().parents[2]
-
-
-class NetnsUnavailable(RuntimeError):
-    """Why the kernel-shaped mode cannot run here (not root, no ip/tc, no netns support)."""
 
 
 def unavailable_reason() -> str | None:
@@ -163,7 +160,7 @@ def run_pair(
     try:
         first = lst.stdout.readline()
         if not first:
-            raise RuntimeError(f"listener process failed: {lst.stderr.read()}")
+            raise ProcessError(f"listener process failed: {lst.stderr.read()}")
         port = json.loads(first)["port"]
         size_args = ["--sizes", ",".join(map(str, sizes))] if sizes else []
         snd = subprocess.Popen(
@@ -176,7 +173,7 @@ def run_pair(
         s_out, s_err = snd.communicate(timeout=timeout)
         l_out, l_err = lst.communicate(timeout=timeout)
         if snd.returncode or lst.returncode:
-            raise RuntimeError(
+            raise ProcessError(
                 f"peer processes failed (send rc={snd.returncode}, listen rc={lst.returncode}):"
                 f"\n--- send ---\n{s_err}\n--- listen ---\n{l_err}"
             )
