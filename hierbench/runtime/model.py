@@ -1,3 +1,5 @@
+# One file on purpose (~520 lines): the derivation of every formula (this docstring) sits beside
+# the code that implements it, so a reader checks one against the other on one page.
 r"""The runtime model: total training time of cloud-only, split learning and hierarchical training.
 
 Pure functions of measured profiles (:mod:`hierbench.runtime.profiles`), a link

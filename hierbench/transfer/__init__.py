@@ -17,19 +17,10 @@ Allowed imports: ``hierbench._ext``, ``hierbench.errors`` (torch only for tensor
 from __future__ import annotations
 
 from hierbench.errors import TransferClosed, TransferError, TransferTimeout
-from hierbench.transfer.endpoint import (
-    Endpoint,
-    Listener,
-    Message,
-    Record,
-    SendSlot,
-    Stats,
-    VirtualClock,
-    connect,
-    inprocess_pair,
-    listen,
-)
+from hierbench.transfer.clock import VirtualClock
+from hierbench.transfer.endpoint import Endpoint, Listener, connect, inprocess_pair, listen
 from hierbench.transfer.link import PRESETS, Link
+from hierbench.transfer.messages import Message, Record, SendSlot, Stats
 
 __all__ = [
     "PRESETS",
