@@ -296,14 +296,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from hierbench import profile
+    from hierbench import profiling
 
     if args.device != "cpu" and args.threads is None:
         threads = None
     else:
         threads = args.threads if args.threads is not None else 1
     if args.out is None or args.out.suffix != ".csv":
-        out = profile.default_path(
+        out = profiling.default_path(
             args.out or Path("results/profiles"),
             args.model,
             args.stem,
@@ -321,7 +321,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         + f", warm-up {args.warmup} + median of {args.repeats}",
         flush=True,
     )
-    prof = profile.measure_profile(
+    prof = profiling.measure_profile(
         args.model,
         stem=args.stem,
         dataset=args.dataset,
@@ -333,7 +333,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         command="hierbench " + " ".join(sys.argv[1:]),
         log=log,
     )
-    profile.write_profile(prof, out)
+    profiling.write_profile(prof, out)
     print(f"wrote {out} ({prof.meta['profile_wall_s']} s)")
     return 0
 
