@@ -1,78 +1,24 @@
-"""``hierbench report``: tables (CSV + Markdown) and plots (PNG) from run records and profiles.
-
-Reads only ``<folder>/manifest.json``, ``<folder>/runs/*.json`` (:mod:`hierbench.experiments`)
-and the committed device profiles (``results/profiles``); imports no torch, so the tables
-regenerate anywhere without retraining. Writes into the same folder::
-
-    README.md              every table below, the conventions, the plots, the runs
-    tables/reduction.csv   (a) predicted reduction per model × dataset × link, search's cut,
-                           paper's cut, published number beside
-    tables/sensitivity.csv which convention or assumption moves each headline number
-    tables/accuracy.csv    (b) accuracy per method and cut, final classifier and edge exit
-    tables/validation.csv  (c) predicted against measured wall clock, per-stage times
-    tables/measured.csv    measured reductions of the two-process runs
-    tables/bytes.csv       (d) bytes per sample per cut and codec
-    tables/CONVENTIONS.md  the conventions every table rests on (also in README.md)
-    plots/runtime_vs_rate.png, reduction_vs_cut.png, timeline.png, accuracy.png
-
-:func:`headline_markdown` is the README's results table, generated from a results folder
-(:func:`update_readme` puts it between the README's markers).
-"""
+"""The Markdown of a report: :func:`markdown_table` and the cell formatters, and
+:func:`results_readme`, the text of ``results/<preset>/README.md`` (every table, the
+conventions, the plots, the runs)."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from hierbench.errors import ConfigError
 from hierbench.report import tables
-from hierbench.report.paper import (
-    CITATION,
-    DEFAULT_REPORT,
-    MEASURED_CONVENTIONS,
-    convention_lines,
-)
+from hierbench.report.load import read_foundation
+from hierbench.report.paper import CITATION, MEASURED_CONVENTIONS, convention_lines
 from hierbench.runtime.link import format_rate
 from hierbench.runtime.table import format_duration
 
-__all__ = [
-    "BEGIN",
-    "END",
-    "README_FOLDERS",
-    "headline_markdown",
-    "load_folder",
-    "markdown_table",
-    "update_readme",
-    "write_report",
-]
+__all__ = ["markdown_table", "num", "pct", "results_readme"]
 
 
-# -- loading -----------------------------------------------------------------------------------
-def load_folder(folder: str | Path) -> tuple[dict, list[dict]]:
-    """The manifest (or ``{}``) and every run record of a results folder, each record with its
-    file stem as ``_id`` and its kind (``timing``: two processes; ``accuracy``) as ``_kind``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"no results folder {folder}: run `hierbench reproduce` first")
-    mpath = folder / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
-    records = []
-    for path in sorted((folder / "runs").glob("*.json")):
-        rec = json.loads(path.read_text())
-        if "config" not in rec or "totals" not in rec:
-            raise ConfigError(f"{path} is not a run record (no config/totals)")
-        rec["_id"] = path.stem
-        kind = (rec.get("experiment") or {}).get("kind")
-        rec["_kind"] = kind or ("timing" if rec.get("processes") == 2 else "accuracy")
-        records.append(rec)
-    return manifest, records
-
-
-# -- Markdown -----------------------------------------------------------------------------------
 def pct(v, signed: bool = False, digits: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -111,97 +57,22 @@ def _rate(bps) -> str:
     return "always" if math.isinf(bps) else format_rate(float(f"{bps:.3g}"))
 
 
-# -- the report ------------------------------------------------------------------------------
-def write_report(
-    folder: str | Path,
-    profile_dir: str | Path = "results/profiles",
-    *,
-    plots: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Write the tables, plots and README.md of a results folder; return the README's path."""
-    folder, profile_dir = Path(folder), Path(profile_dir)
-    say = log or (lambda s: print(s, flush=True))
-    manifest, records = load_folder(folder)
-    settings = {**DEFAULT_REPORT, **((manifest.get("preset") or {}).get("report") or {})}
-    configs, links = settings["configs"], settings["links"]
-    timing = [r for r in records if r["_kind"] == "timing"]
-    accuracy = [r for r in records if r["_kind"] == "accuracy"]
-    (folder / "tables").mkdir(exist_ok=True)
-    (folder / "plots").mkdir(exist_ok=True)
-
-    red = tables.reduction_table(profile_dir, configs, links)
-    sens = tables.sensitivity_table(profile_dir, configs, settings["headline_link"])
-    byt = tables.bytes_table(profile_dir, configs)
-    val = tables.validation_table(timing, profile_dir)
-    meas = tables.measured_table(timing, profile_dir)
-    acc = tables.accuracy_table(accuracy)
-    for name, df, index in (
-        ("reduction", red, False),
-        ("sensitivity", sens, True),
-        ("bytes", byt, False),
-        ("validation", val, False),
-        ("measured", meas, False),
-        ("accuracy", acc, False),
-    ):
-        df.to_csv(folder / "tables" / f"{name}.csv", index=index, float_format="%.6g")
-    (folder / "tables" / "CONVENTIONS.md").write_text(
-        "# Conventions of the tables in this folder\n\n"
-        "Predicted (reduction, sensitivity, bytes, and the predictions in validation):\n\n"
-        + "".join(f"- {c}\n" for c in convention_lines())
-        + "\nMeasured (validation, measured, accuracy):\n\n"
-        + "".join(f"- {c}\n" for c in MEASURED_CONVENTIONS)
-        + "\nFractions are fractions (0.61 = 61 %), times in seconds unless the column says ms.\n"
-    )
-    say(f"report: tables -> {folder / 'tables'} (conventions: tables/CONVENTIONS.md)")
-
-    figs: dict[str, str] = {}
-    if plots:
-        from hierbench.report import plots as P
-
-        figs["runtime_vs_rate"] = P.runtime_vs_rate(
-            folder / "plots" / "runtime_vs_rate.png",
-            timing,
-            profile_dir,
-            configs,
-            points=int(settings.get("sweep_points", 41)),
-        ).name
-        figs["reduction_vs_cut"] = P.reduction_vs_cut(
-            folder / "plots" / "reduction_vs_cut.png",
-            profile_dir,
-            configs,
-            settings["headline_link"],
-        ).name
-        tl = _timeline_runs(timing, settings["headline_link"])
-        if tl:
-            figs["timeline"] = P.timeline(folder / "plots" / "timeline.png", tl).name
-        if accuracy:
-            figs["accuracy"] = P.accuracy_curves(folder / "plots" / "accuracy.png", accuracy).name
-        say(f"report: plots -> {folder / 'plots'}")
-    else:  # keep pointing at the plots an earlier report drew
-        for name in ("runtime_vs_rate", "reduction_vs_cut", "timeline", "accuracy"):
-            if (folder / "plots" / f"{name}.png").is_file():
-                figs[name] = f"{name}.png"
-
-    text = _readme(folder, manifest, records, settings, red, sens, byt, val, meas, acc, figs)
-    path = folder / "README.md"
-    path.write_text(text)
-    say(f"report: {path}")
-    return path
-
-
-def _timeline_runs(timing: Sequence[dict], link: str) -> list[dict]:
-    """One run per method at ``link`` (8-bit where there is a choice), else at any link."""
-    out = []
-    for method in ("cloud_only", "split", "hierarchical"):
-        cands = [r for r in timing if r["config"]["method"] == method]
-        cands.sort(key=lambda r: (r["config"]["link"] != link, r["config"]["codec"] != "q8"))
-        if cands:
-            out.append(cands[0])
-    return out
-
-
-def _readme(folder, manifest, records, settings, red, sens, byt, val, meas, acc, figs) -> str:
+def results_readme(
+    folder: Path,
+    manifest: dict,
+    records: Sequence[dict],
+    settings: dict,
+    red: pd.DataFrame,
+    sens: pd.DataFrame,
+    byt: pd.DataFrame,
+    val: pd.DataFrame,
+    meas: pd.DataFrame,
+    acc: pd.DataFrame,
+    figs: dict,
+) -> str:
+    """``results/<preset>/README.md``: the folder's tables (as
+    :func:`~hierbench.report.write.write_report` computed them), its plots (``figs``: name ->
+    file under ``plots/``) and its runs."""
     preset = (manifest.get("preset") or {}).get("name", folder.name)
     env = manifest.get("environment") or (records[0]["environment"] if records else {})
     lines = [f"# hierbench reproduce — `{preset}`", ""]
@@ -242,9 +113,9 @@ def _readme(folder, manifest, records, settings, red, sens, byt, val, meas, acc,
     lines += _section_measured(val, meas, figs)
     lines += _section_accuracy(acc, figs)
     lines += _section_bytes(byt)
-    foundation = folder / "foundation.json"
-    if foundation.is_file():
-        lines += _section_foundation(json.loads(foundation.read_text()))
+    foundation = read_foundation(folder)
+    if foundation is not None:
+        lines += _section_foundation(foundation)
     lines += [
         "## Runs",
         "",
@@ -505,109 +376,3 @@ def _section_foundation(f: dict) -> list[str]:
             "",
         ]
     return out
-
-
-# -- README headline ----------------------------------------------------------------------------
-#: The folders the README's results block is generated from (those that exist), first the
-#: runtime tables, then accuracy.
-README_FOLDERS = ("results/quick", "results/accuracy", "results/paper")
-
-BEGIN = "<!-- BEGIN generated by `hierbench report --readme`: do not edit by hand -->"
-END = "<!-- END generated -->"
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    """A CSV table of a report; empty when the file is missing or the table had no rows."""
-    try:
-        return pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
-
-
-def headline_markdown(folders: Sequence[str | Path]) -> str:
-    """The README's results block, from the CSV tables of one or more results folders (the
-    first must hold the runtime tables, e.g. ``results/quick``; later ones add accuracy)."""
-    first = Path(folders[0])
-    red = pd.read_csv(first / "tables" / "reduction.csv")
-    meas = _read_table(first / "tables" / "measured.csv")
-    lines = [
-        f"From [`{first.as_posix()}`]({first.as_posix()}/README.md) (conventions, every table "
-        "and plot there). Hierarchical training's runtime reduction against cloud-only training "
-        "over the 3g link (1 Mbit/s up, 4 down, 75 ms), 8-bit activations:",
-        "",
-        "| model / dataset | paper's cut | published | predicted (this CPU as edge, cloud 10×) "
-        "| Δ pp | search's pick (8/4-bit) | measured here |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for _, r in red[red["link"] == "3g"].iterrows():
-        m = (
-            meas[
-                (meas["config"] == r["config"])
-                & (meas["link"] == "3g")
-                & (meas["method"] == "hierarchical/q8")
-            ]
-            if len(meas.columns)
-            else meas
-        )
-        measured = ""
-        if len(m):
-            mr = m.iloc[0]
-            measured = f"{pct(mr['vs_cloud'], True)} ({int(mr['batches'])} batches; cloud = 1 core)"
-        lines.append(
-            f"| {r['config']} | {r['paper_cut']} | {pct(r['published_3g'], digits=0)} | "
-            f"{pct(r['paper_cut_q8_vs_cloud'], True)} | {r['delta_pp']:+.1f} | "
-            f"{r['search_q84_pick']}: {pct(r['search_q84_vs_cloud'], True)} | {measured} |"
-        )
-    lines.append("")
-    sens_path = first / "tables" / "sensitivity.csv"
-    if sens_path.is_file():
-        sens = pd.read_csv(sens_path, index_col=0)
-        ours, pub = sens.loc[tables.OURS], sens.loc[tables.PUBLISHED_ROW]
-        for col in sens.columns:
-            if abs(ours[col] - pub[col]) <= 0.03:
-                continue
-            closest = tables.closest_assumption(sens, col)
-            lines.append(
-                f"- {col}: {pct(ours[col], True)} here against the published "
-                f"{pct(pub[col], digits=0)}; changing one assumption, *{closest}*, gives "
-                f'{pct(sens.loc[closest, col], True)} (table "Which convention or assumption '
-                'moves each headline number").'
-            )
-    for folder in folders:
-        folder = Path(folder)
-        acc = _read_table(folder / "tables" / "accuracy.csv")
-        if not len(acc):
-            continue
-        for budget, grp in acc.groupby("budget", sort=False):
-            cells = []
-            for _, r in grp.iterrows():
-                name = (
-                    "standard"
-                    if r["method"] == "cloud_only"
-                    else (f"{r['method']} {r['cut']} {r['codec']}")
-                )
-                exit_s = "" if pd.isna(r["exit_acc"]) else f" (exit {pct(r['exit_acc'])})"
-                cells.append(f"{name} {pct(r['final_acc'])}{exit_s}")
-            lines.append(
-                f"- Accuracy, {budget} ([`{folder.as_posix()}`]({folder.as_posix()}/README.md)): "
-                + "; ".join(cells)
-                + "."
-            )
-    lines.append("")
-    return "\n".join(lines)
-
-
-def update_readme(readme: str | Path, block: str) -> bool:
-    """Replace the text between :data:`BEGIN` and :data:`END` in ``readme``; return whether it
-    changed. Raises :class:`ConfigError` if the markers are missing."""
-    path = Path(readme)
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise ConfigError(f"{path} has no generated-results markers ({BEGIN!r} ... {END!r})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{block.rstrip()}\n{END}{tail}"
-    if new != text:
-        path.write_text(new)
-        return True
-    return False

@@ -1,0 +1,36 @@
+"""``hierbench report``: tables (CSV + Markdown) and plots (PNG) of a results folder, from its run
+records and the device profiles; torch-free.
+
+- :mod:`~hierbench.report.load`: reading a results folder (manifest, run records);
+- :mod:`~hierbench.report.tables`: the tables (pandas), :mod:`~hierbench.report.plots`: the plots
+  (matplotlib), :mod:`~hierbench.report.paper`: the published numbers and the conventions;
+- :mod:`~hierbench.report.markdown`: Markdown tables and ``results/<preset>/README.md``;
+- :mod:`~hierbench.report.write`: :func:`write_report`, all of it into the folder;
+- :mod:`~hierbench.report.readme`: :func:`headline_markdown`, the repository README's results
+  block, and :func:`update_readme`.
+"""
+
+from __future__ import annotations
+
+from hierbench.report.load import load_folder, read_run_record
+from hierbench.report.markdown import markdown_table
+from hierbench.report.readme import (
+    BEGIN,
+    END,
+    README_FOLDERS,
+    headline_markdown,
+    update_readme,
+)
+from hierbench.report.write import write_report
+
+__all__ = [
+    "BEGIN",
+    "END",
+    "README_FOLDERS",
+    "headline_markdown",
+    "load_folder",
+    "markdown_table",
+    "read_run_record",
+    "update_readme",
+    "write_report",
+]
