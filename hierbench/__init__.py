@@ -19,7 +19,7 @@ _SUBMODULES = (
     "methods",
     "models",
     "ops",
-    "profile",
+    "profiling",
     "runtime",
     "transfer",
 )

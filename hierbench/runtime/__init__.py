@@ -3,8 +3,8 @@
 Pure functions of measured device profiles (``hierbench profile`` writes them; a test imports
 this package with torch made unimportable):
 
-- :mod:`~hierbench.runtime.link`: :class:`LinkSpec`, the link presets and rate strings;
-- :mod:`~hierbench.runtime.codec_bytes`: codec settings and bytes on the wire;
+- :mod:`~hierbench.runtime.codec_bytes`: codec settings and bytes on the wire (link presets and
+  strings are :mod:`hierbench.spec.links`');
 - :mod:`~hierbench.runtime.profiles`: the profile CSV format (:func:`load_profile`);
 - :mod:`~hierbench.runtime.model`: training time of cloud-only, split learning, hierarchical;
 - :mod:`~hierbench.runtime.partition`: best cut and codec, crossover rate;

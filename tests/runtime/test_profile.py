@@ -43,11 +43,11 @@ def test_runtime_imports_without_torch():
         import hierbench.runtime, hierbench.runtime.table
         from hierbench.runtime import model, partition, profiles, codec_bytes
         assert sys.modules["torch"] is None
-        import hierbench.profile  # measuring needs torch: this must fail
+        import hierbench.profiling  # measuring needs torch: this must fail
         """
     )
     assert "ModuleNotFoundError" in res.stderr or "ImportError" in res.stderr, res.stderr
-    assert "hierbench/profile.py" in res.stderr, res.stderr  # got past the runtime imports
+    assert "hierbench/profiling.py" in res.stderr, res.stderr  # got past the runtime imports
 
 
 def test_round_trip(tmp_path):

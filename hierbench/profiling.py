@@ -58,7 +58,6 @@ from hierbench import __version__
 from hierbench.errors import ConfigError
 from hierbench.models import CLASSIFIER, build_model, exit_head, split
 from hierbench.runtime.codec_bytes import WIRE_BITS, CodecSetting, encoded_bytes
-from hierbench.runtime.model import DATASET_SHAPES
 from hierbench.runtime.profiles import (
     FORMAT,
     HEAD_KINDS,
@@ -68,6 +67,7 @@ from hierbench.runtime.profiles import (
     profile_filename,
     write_profile,
 )
+from hierbench.spec.datasets import DATASET_SHAPES
 
 __all__ = [
     "OPTIMIZER",
