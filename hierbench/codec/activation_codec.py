@@ -1,585 +1,46 @@
-"""Activation codec: tensor <-> bytes for activations crossing an edge-cloud link.
-
-What crosses a cut is an activation tensor. :class:`ActivationCodec` turns it into one
-self-describing, CRC-checked frame and back:
-
-1. **payload**: the raw values (as given, or cast to a wire dtype: fp32 / fp16 / bf16), or a
-   min/max affine quantization (:func:`hierbench.ops.quantize`, 8 / 4 / 2 bits, per tensor,
-   channel or group) as packed codes plus per-group float32 scale and offset;
-2. optionally, for raw wires only, the **ReLU-sparsity** transform (``sparse=True``): a bitmask of
-   the non-zero elements plus the non-zero values (see "Sparsity" below for when it pays);
-3. optionally a **zstandard** stage (python-zstandard) over all of that;
-4. a little-endian header in front and a CRC-32 behind.
-
-Choosing an API (as in python-zstandard): the one-shot :func:`encode` / :func:`decode` build a
-codec per call; in a loop, build one :class:`ActivationCodec` and reuse it (it keeps its zstd
-contexts and counters)::
-
-    codec = ActivationCodec("q4+zstd1")              # or ActivationCodec(CodecConfig(...))
-    frame = codec.encode(activation)                 # bytes
-    x_hat = codec.decode(frame, device="cuda")       # == dequantize(quantize(activation))
-    codec.stats.compression_ratio
+""":class:`ActivationCodec`: a tensor into one frame and back, reusing its zstd contexts and
+counting what it did (:class:`CodecStats`); the one-shot :func:`encode` / :func:`decode`.
 
 Thread safety: an :class:`ActivationCodec` is **not** thread-safe. Its ``ZstdCompressor`` /
 ``ZstdDecompressor`` contexts (created once, reused by every call) and its counters must not be
 used by two threads at once: use one codec per thread. Frames themselves are plain bytes.
-
-Decoding trusts nothing. Every header field is checked (magic, version, known enum values,
-``ndim <= 8``, dims >= 0, sizes bounded by ``max_frame_size`` and consistent with each other and
-with the frame length, canonical zero padding), then the CRC, then the zstd frame's declared
-content size, all **before** anything proportional to a declared size is allocated; any failure
-raises :class:`hierbench.errors.CodecError` naming the field. Nothing is pickled or evaluated.
-``max_frame_size`` (default 1 GiB) bounds every buffer the decoder allocates: the frame, the
-decompressed body and the decoded tensor (the encoder enforces the same bounds, so whatever it
-produces decodes under the same setting).
-
-Frame format, version 1 (all integers little-endian; ``n = ndim``)
---------------------------------------------------------------------
-
-=========  =======  =========  ==================================================================
-offset     size     type       field
-=========  =======  =========  ==================================================================
-0          4        bytes      magic ``b"HBAC"``
-4          1        uint8      version, 1
-5          1        uint8      flags: bit 0 ``SPARSE`` (raw schemes only); other bits 0
-6          1        uint8      dtype of the decoded tensor: 1 float32, 2 float16, 3 bfloat16
-7          1        uint8      scheme: 0 raw, 1 quantized
-8          1        uint8      raw: wire dtype (1, 2, 3 as for dtype); quantized: 0
-9          1        uint8      quantized: bits (2, 4, 8); raw: 0
-10         1        uint8      quantized: granularity (1 tensor, 2 channel, 3 group); raw: 0
-11         1        uint8      quantized: rounding (1 nearest, 2 stochastic); raw: 0
-12         1        uint8      entropy coder: 0 none, 1 zstd
-13         1        uint8      ndim, 0..8
-14         2        uint16     reserved, 0
-16         4        uint32     quantized: group size (power of two >= 32); raw: 0
-20         4        int32      quantized: channel dim, in [-8, 7] (and in range for channel
-                               granularity); raw: 0
-24         8        int64      quantized: stochastic-rounding seed; raw: 0
-32         8        uint64     A = aux section bytes (uncompressed): quantized ``8*G`` (G float32
-                               scales, then G float32 offsets); sparse ``ceil(numel/8)`` (the
-                               mask); else 0
-40         8        uint64     P = payload bytes (uncompressed): quantized ``ceil(numel*bits/8)``;
-                               raw ``numel * wire itemsize``; sparse ``nnz * wire itemsize``
-48         8        uint64     B = body bytes stored: ``A + P`` if the coder is none; else the
-                               zstd frame's size (0 when ``A + P == 0``)
-56         8n       int64[n]   shape (row-major; numel = product, 1 for ndim 0)
-56+8n      B        bytes      body: aux then payload, or one zstd frame that declares its
-                               content size ``A + P`` and decompresses to aux then payload
-56+8n+B    4        uint32     CRC-32 of bytes ``[0, 56+8n+B)``
-=========  =======  =========  ==================================================================
-
-Sections. Scales, offsets and raw values are little-endian IEEE (bfloat16: the top 16 bits of a
-float32). Quantized codes: element ``k`` of ``x.flatten()`` sits at bit ``(k*bits) % 8`` of payload
-byte ``(k*bits) // 8``; decoding is ``x = offset[g] + code * scale[g]`` in float32 (group ``g`` of
-element ``k`` per :mod:`hierbench.ops.quant`), then cast to dtype. Sparse mask: bit ``k % 8`` of
-byte ``k // 8`` is 1 iff element ``k``'s bit pattern is non-zero (so ``-0.0`` is kept); the payload
-holds those elements in order; all other elements are ``+0.0``. Unused high bits of the last
-payload / mask byte are 0. A frame is exactly ``60 + 8n + B`` bytes: trailing bytes are an error.
-
-CRC: CRC-32 as in zlib / zip / PNG (``zlib.crc32``, reflected polynomial 0xEDB88320, init and
-final xor 0xFFFFFFFF), so any ``zlib`` checks a frame. The codec computes it with
-:func:`hierbench.ops.crc32` (the same value; carry-less-multiply folding on x86-64: 57 GB/s on a
-1 MiB frame here against ``zlib.crc32``'s 4.3, see ``benchmarks/bench_checksum.py``), or with
-``zlib.crc32`` where the native extension is not built. It detects accidental
-corruption (every burst up to 32 bits); it is not a MAC and does not authenticate the sender.
-
-Sparsity (measured, not assumed)
---------------------------------
-Measured on real post-ReLU activations: torchvision ResNet-18 (CIFAR stem, random weights,
-train-mode BN) on 64 real CIFAR-10 images, cuts stem/layer1..layer4 holding 32-50 % zeros; zstd
-level 1 after the transform; ratio = fp32 bytes / frame bytes; one thread, this 2-core machine.
-
-* raw wires: sparse+zstd frames are **5-11 % smaller** than plain zstd (layer2: fp32 1.48 ->
-  1.63, fp16 2.89 -> 3.19; stem, 50 % zeros: fp32 2.05 -> 2.16), and the gain grows with
-  sparsity (13 % at 51 %, 16-22 % at 71 %, 19-23 % at 91 % zeros, thresholding the same
-  activations). Encoding is as fast or faster (zstd sees fewer bytes: layer2 fp32 177 -> 315
-  MB/s), decoding 0.6-1.2x plain zstd's speed (the scatter). Shipped, opt-in
-  (``sparse=True``, ``"fp32+sparse+zstd1"``).
-* quantized wires: a zero is already code 0 and zstd finds the runs, so the mask costs more than
-  it saves: q8 +1 to +5 %, q4 -5 % (layer2/3), q2 -20 to -30 %. Not offered (``CodecConfig``
-  rejects the combination).
-* byte-shuffling fp32 before zstd (blosc-style): -2 to +4 % at a third to half the speed; not
-  shipped.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import re
-import struct
-import sys
-import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import zstandard
 
-from hierbench.errors import CodecError, ConfigError
-
-if TYPE_CHECKING:
-    from hierbench.ops.quant import QuantConfig
-
-__all__ = [
-    "DEFAULT_MAX_FRAME_SIZE",
-    "FRAME_MAGIC",
-    "FRAME_VERSION",
-    "MAX_NDIM",
-    "WIRES",
-    "ActivationCodec",
-    "CodecConfig",
-    "CodecStats",
-    "FrameHeader",
-    "decode",
-    "encode",
-    "read_header",
-]
-
-FRAME_MAGIC = b"HBAC"
-FRAME_VERSION = 1
-MAX_NDIM = 8
-DEFAULT_MAX_FRAME_SIZE = 1 << 30
-
-#: Wire names: ``raw`` keeps the input dtype; ``fp*``/``bf16`` cast; ``q*`` quantize.
-WIRES = ("raw", "fp32", "fp16", "bf16", "q8", "q4", "q2")
-ZSTD_MIN_LEVEL = -(1 << 17)  # zstd's fastest "negative" level (ZSTD_minCLevel)
-ZSTD_MAX_LEVEL = zstandard.MAX_COMPRESSION_LEVEL  # 22
-
-# Header: magic, version, flags, dtype, scheme, wire, bits, granularity, rounding, coder, ndim,
-# reserved | group_size, channel_dim | seed | aux, payload, body lengths.
-_HEADER = struct.Struct("<4s10BH Ii q 3Q")
-_CRC = struct.Struct("<I")
-HEADER_SIZE = _HEADER.size  # 56, before the shape
-assert HEADER_SIZE == 56
-
-_FLAG_SPARSE = 0x01
-_SCHEME_RAW, _SCHEME_QUANT = 0, 1
-_CODER_NONE, _CODER_ZSTD = 0, 1
-_CODER_NAMES = {_CODER_NONE: "none", _CODER_ZSTD: "zstd"}
-
-_DTYPE_CODE = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
-_CODE_DTYPE = {v: k for k, v in _DTYPE_CODE.items()}
-_DTYPE_NAME = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_NAME_DTYPE = {v: k for k, v in _DTYPE_NAME.items()}
-_INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-_GRAN_CODE = {"tensor": 1, "channel": 2, "group": 3}
-_CODE_GRAN = {v: k for k, v in _GRAN_CODE.items()}
-_ROUND_CODE = {"nearest": 1, "stochastic": 2}
-_CODE_ROUND = {v: k for k, v in _ROUND_CODE.items()}
-
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-def _check_host() -> None:
-    if not _LITTLE_ENDIAN:  # pragma: no cover - every supported host is little-endian
-        raise NotImplementedError("hierbench.codec needs a little-endian host")
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-
-_PARSE_RE = re.compile(r"^zstd(-?\d+)?$")
-
-
-@dataclass(frozen=True)
-class CodecConfig:
-    """How :class:`ActivationCodec` encodes. Frozen; validated on construction.
-
-    Attributes:
-        wire: ``"raw"`` (values in the input's dtype), ``"fp32"`` / ``"fp16"`` / ``"bf16"``
-            (values cast to that dtype; decoding casts back to the input's dtype), or ``"q8"`` /
-            ``"q4"`` / ``"q2"`` (quantized; decodes to exactly ``dequantize(quantize(x))``).
-        quant: for ``q*`` wires, the :class:`~hierbench.ops.QuantConfig` (its ``bits`` must
-            match the wire); ``None`` means ``QuantConfig(bits=N)`` (per-group, 128, nearest).
-            Must be ``None`` for the other wires.
-        zstd_level: ``None`` for no entropy coder, else a zstd level (1..22, or negative for
-            zstd's faster modes; 0 is rejected as ambiguous).
-        sparse: raw wires only: store a bitmask of the non-zero elements and the non-zero values
-            (pays on post-ReLU activations; see the module docstring for measurements).
-        max_frame_size: bound, in bytes, on the frame, on its decompressed body and on the
-            decoded tensor, enforced when encoding and when decoding.
-
-    ``CodecConfig.parse("q4+zstd1")`` builds one from the CLI spelling.
-    """
-
-    wire: str = "raw"
-    quant: QuantConfig | None = None
-    zstd_level: int | None = None
-    sparse: bool = False
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-
-    def __post_init__(self) -> None:
-        if self.wire not in WIRES:
-            raise ConfigError(
-                f"unknown codec wire {self.wire!r}; valid choices: {', '.join(WIRES)}"
-            )
-        if self.is_quantized:
-            from hierbench.ops.quant import QuantConfig
-
-            bits = int(self.wire[1:])
-            if self.quant is None:
-                object.__setattr__(self, "quant", QuantConfig(bits=bits))
-            elif not isinstance(self.quant, QuantConfig):
-                raise ConfigError(
-                    f"CodecConfig.quant must be a QuantConfig, got {type(self.quant).__name__}"
-                )
-            elif self.quant.bits != bits:
-                raise ConfigError(
-                    f"CodecConfig.quant.bits is {self.quant.bits} but the wire is {self.wire!r}"
-                )
-            if not -MAX_NDIM <= self.quant.channel_dim < MAX_NDIM:
-                raise ConfigError(
-                    f"CodecConfig.quant.channel_dim must be in [-{MAX_NDIM}, {MAX_NDIM - 1}], "
-                    f"got {self.quant.channel_dim}"
-                )
-            if self.sparse:
-                raise ConfigError(
-                    "sparse applies to raw wires only (on quantized activations the mask costs "
-                    "more than it saves; see hierbench.codec's docstring)"
-                )
-        elif self.quant is not None:
-            raise ConfigError(f"CodecConfig.quant is only for q8/q4/q2 wires, not {self.wire!r}")
-        if self.zstd_level is not None and (
-            type(self.zstd_level) is not int
-            or not ZSTD_MIN_LEVEL <= self.zstd_level <= ZSTD_MAX_LEVEL
-            or self.zstd_level == 0
-        ):
-            raise ConfigError(
-                f"CodecConfig.zstd_level must be None or a non-zero int in "
-                f"[{ZSTD_MIN_LEVEL}, {ZSTD_MAX_LEVEL}], got {self.zstd_level!r}"
-            )
-        if type(self.sparse) is not bool:
-            raise ConfigError(f"CodecConfig.sparse must be a bool, got {self.sparse!r}")
-        if type(self.max_frame_size) is not int or not 64 <= self.max_frame_size <= 1 << 62:
-            raise ConfigError(
-                f"CodecConfig.max_frame_size must be an int in [64, 2**62], "
-                f"got {self.max_frame_size!r}"
-            )
-
-    @property
-    def is_quantized(self) -> bool:
-        return self.wire.startswith("q")
-
-    @property
-    def name(self) -> str:
-        """The CLI spelling, e.g. ``"q4+zstd1"`` (it does not show a non-default QuantConfig)."""
-        parts = [self.wire]
-        if self.sparse:
-            parts.append("sparse")
-        if self.zstd_level is not None:
-            parts.append(f"zstd{self.zstd_level}")
-        return "+".join(parts)
-
-    @classmethod
-    def parse(cls, spec: str, **overrides) -> CodecConfig:
-        """Parse ``<wire>[+sparse][+zstd[<level>]]``, e.g. ``"fp16"``, ``"q4+zstd1"``.
-
-        ``wire`` is one of :data:`WIRES`; ``+zstd`` alone means level 1; ``+zstd-3`` is a fast
-        negative level. Case and surrounding spaces are ignored. ``overrides`` are passed to the
-        constructor (``quant=``, ``max_frame_size=``).
-
-        Raises:
-            ConfigError: an unknown wire or suffix (the message lists the valid choices), a
-                repeated suffix, or an invalid level.
-        """
-        if not isinstance(spec, str):
-            raise TypeError(f"codec spec must be a str, got {type(spec).__name__}")
-        tokens = [t.strip() for t in spec.strip().lower().split("+")]
-        wire, suffixes = tokens[0], tokens[1:]
-        if wire not in WIRES:
-            raise ConfigError(
-                f"unknown codec {wire!r} in {spec!r}; valid choices: {', '.join(WIRES)}, "
-                "optionally followed by +sparse (raw wires) and/or +zstd<level>"
-            )
-        kwargs: dict = {"wire": wire}
-        for token in suffixes:
-            match = _PARSE_RE.match(token)
-            key = "zstd_level" if match else "sparse" if token == "sparse" else None
-            if key is None:
-                raise ConfigError(
-                    f"unknown codec suffix {token!r} in {spec!r}; valid choices: +sparse, "
-                    "+zstd, +zstd<level> (e.g. +zstd1, +zstd-3)"
-                )
-            if key in kwargs:
-                raise ConfigError(f"codec suffix {token!r} repeated in {spec!r}")
-            kwargs[key] = (int(match.group(1) or 1)) if match else True
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-
-def _as_config(config: CodecConfig | str | None) -> CodecConfig:
-    if config is None:
-        return CodecConfig()
-    if isinstance(config, str):
-        return CodecConfig.parse(config)
-    if not isinstance(config, CodecConfig):
-        raise TypeError(f"config must be a CodecConfig or str, got {type(config).__name__}")
-    return config
-
-
-# ---------------------------------------------------------------------------------------------
-# Header
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FrameHeader:
-    """The decoded (and validated) header of a frame; see :func:`read_header`.
-
-    ``wire`` is the payload's representation: ``"fp32"``/``"fp16"``/``"bf16"`` for raw frames,
-    ``"q8"``/``"q4"``/``"q2"`` for quantized ones (then ``quant`` holds the config).
-    """
-
-    version: int
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    wire: str
-    quant: QuantConfig | None
-    seed: int
-    sparse: bool
-    coder: str
-    aux_bytes: int
-    payload_bytes: int
-    body_bytes: int
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def header_bytes(self) -> int:
-        return HEADER_SIZE + 8 * len(self.shape)
-
-    @property
-    def frame_bytes(self) -> int:
-        return self.header_bytes + self.body_bytes + _CRC.size
-
-    @property
-    def is_quantized(self) -> bool:
-        return self.quant is not None
-
-
-def _bad(field_name: str, problem: str) -> CodecError:
-    return CodecError(f"invalid frame: {field_name}: {problem}")
-
-
-def _num_groups(shape: tuple[int, ...], granularity: str, group_size: int, channel_dim: int):
-    # Mirrors hierbench.ops.reference.num_groups (tested against it) without importing the
-    # ops package, so raw frames decode without the native extension.
-    if granularity == "tensor":
-        return 1
-    if granularity == "channel":
-        return shape[channel_dim]
-    return -(-math.prod(shape) // group_size)
-
-
-def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
-    """Validate every header field and the CRC; return the header and the body's view."""
-    _check_host()
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"frame must be bytes, bytearray or memoryview, got {type(data).__name__}")
-    mv = memoryview(data)
-    if not mv.c_contiguous:
-        raise TypeError("frame memoryview must be C-contiguous")
-    if mv.format != "B" or mv.ndim != 1:
-        mv = mv.cast("B")
-    size = mv.nbytes
-    if size > max_frame_size:
-        raise _bad("length", f"{size} bytes exceeds max_frame_size {max_frame_size}")
-    if size < HEADER_SIZE + _CRC.size:
-        raise _bad(
-            "length", f"truncated: {size} bytes, the smallest frame is {HEADER_SIZE + _CRC.size}"
-        )
-    (
-        magic,
-        version,
-        flags,
-        dtype_code,
-        scheme,
-        wire_code,
-        bits,
-        gran_code,
-        round_code,
-        coder,
-        ndim,
-        reserved,
-        group_size,
-        channel_dim,
-        seed,
-        aux_len,
-        payload_len,
-        body_len,
-    ) = _HEADER.unpack_from(mv, 0)
-    if magic != FRAME_MAGIC:
-        raise _bad("magic", f"{magic!r}, expected {FRAME_MAGIC!r} (not a hierbench frame)")
-    if version != FRAME_VERSION:
-        raise _bad("version", f"{version} is not supported (this reader knows {FRAME_VERSION})")
-    if ndim > MAX_NDIM:
-        raise _bad("ndim", f"{ndim} exceeds the maximum {MAX_NDIM}")
-    header_len = HEADER_SIZE + 8 * ndim
-    if size < header_len + _CRC.size:
-        raise _bad("length", f"truncated: {size} bytes, header and CRC need {header_len + 4}")
-    if body_len > max_frame_size:
-        raise _bad("body length", f"{body_len} exceeds max_frame_size {max_frame_size}")
-    expected_size = header_len + body_len + _CRC.size
-    if size < expected_size:
-        raise _bad("length", f"truncated: {size} bytes, the header declares {expected_size}")
-    if size > expected_size:
-        raise _bad(
-            "length", f"{size - expected_size} trailing bytes after the {expected_size}-byte frame"
-        )
-    (crc,) = _CRC.unpack_from(mv, header_len + body_len)
-    actual = _crc32(mv[: header_len + body_len])
-    if crc != actual:
-        raise _bad("crc32", f"stored {crc:#010x}, computed {actual:#010x} (corrupted frame)")
-
-    # The CRC matches: now the semantics, every field, before anything is allocated.
-    if flags & ~_FLAG_SPARSE:
-        raise _bad("flags", f"unknown bits set in {flags:#04x}")
-    sparse = bool(flags & _FLAG_SPARSE)
-    if reserved:
-        raise _bad("reserved", f"{reserved}, expected 0")
-    if dtype_code not in _CODE_DTYPE:
-        raise _bad("dtype", f"unknown code {dtype_code} (1 float32, 2 float16, 3 bfloat16)")
-    dtype = _CODE_DTYPE[dtype_code]
-    if coder not in _CODER_NAMES:
-        raise _bad("entropy coder", f"unknown code {coder} (0 none, 1 zstd)")
-    shape = struct.unpack_from(f"<{ndim}q", mv, HEADER_SIZE)
-    for i, d in enumerate(shape):
-        if d < 0:
-            raise _bad(f"shape[{i}]", f"{d} is negative")
-    numel = math.prod(shape)
-    # The shape's extent with its empty dims counted as 1 bounds what torch may compute
-    # (strides), so e.g. (0, 2**62, 2**62) is rejected too.
-    extent = math.prod(max(d, 1) for d in shape)
-    if extent * dtype.itemsize > max_frame_size:
-        raise _bad(
-            "shape",
-            f"{tuple(shape)} of {dtype} would need {extent * dtype.itemsize} bytes, over "
-            f"max_frame_size {max_frame_size}",
-        )
-
-    quant = None
-    if scheme == _SCHEME_RAW:
-        if wire_code not in _CODE_DTYPE:
-            raise _bad("wire dtype", f"unknown code {wire_code} (1 float32, 2 float16, 3 bfloat16)")
-        for name, value in (
-            ("bits", bits),
-            ("granularity", gran_code),
-            ("rounding", round_code),
-            ("group size", group_size),
-            ("channel dim", channel_dim),
-            ("seed", seed),
-        ):
-            if value:
-                raise _bad(name, f"{value}, expected 0 in a raw frame")
-        wire_dtype = _CODE_DTYPE[wire_code]
-        wire = _DTYPE_NAME[wire_dtype]
-        item = wire_dtype.itemsize
-        if sparse:
-            if aux_len != -(-numel // 8):
-                raise _bad(
-                    "aux length", f"{aux_len}, the mask of {numel} elements is {-(-numel // 8)}"
-                )
-            if payload_len % item or payload_len > numel * item:
-                raise _bad(
-                    "payload length",
-                    f"{payload_len} is not a multiple of {item} up to {numel * item} "
-                    f"({numel} elements of {wire})",
-                )
-        else:
-            if aux_len:
-                raise _bad("aux length", f"{aux_len}, expected 0 in a raw frame")
-            if payload_len != numel * item:
-                raise _bad(
-                    "payload length",
-                    f"{payload_len}, expected {numel * item} ({numel} elements of {wire})",
-                )
-    elif scheme == _SCHEME_QUANT:
-        if sparse:
-            raise _bad("flags", "SPARSE is only valid in raw frames")
-        if wire_code:
-            raise _bad("wire dtype", f"{wire_code}, expected 0 in a quantized frame")
-        if bits not in (2, 4, 8):
-            raise _bad("bits", f"{bits}, expected 2, 4 or 8")
-        if gran_code not in _CODE_GRAN:
-            raise _bad("granularity", f"unknown code {gran_code} (1 tensor, 2 channel, 3 group)")
-        if round_code not in _CODE_ROUND:
-            raise _bad("rounding", f"unknown code {round_code} (1 nearest, 2 stochastic)")
-        if group_size < 32 or group_size & (group_size - 1):
-            raise _bad("group size", f"{group_size} is not a power of two >= 32")
-        if not -MAX_NDIM <= channel_dim < MAX_NDIM:
-            raise _bad("channel dim", f"{channel_dim} is outside [-{MAX_NDIM}, {MAX_NDIM - 1}]")
-        granularity = _CODE_GRAN[gran_code]
-        if granularity == "channel" and not -ndim <= channel_dim < ndim:
-            raise _bad(
-                "channel dim", f"{channel_dim} is out of range for a {ndim}-dimensional shape"
-            )
-        groups = _num_groups(shape, granularity, group_size, channel_dim)
-        if aux_len != 8 * groups:
-            raise _bad(
-                "aux length",
-                f"{aux_len}, expected {8 * groups} ({groups} float32 scales and offsets)",
-            )
-        if payload_len != -(-numel * bits // 8):
-            raise _bad(
-                "payload length",
-                f"{payload_len}, expected {-(-numel * bits // 8)} ({numel} codes of {bits} bits)",
-            )
-        from hierbench.ops.quant import QuantConfig
-
-        quant = QuantConfig(
-            bits=bits,
-            granularity=granularity,
-            group_size=group_size,
-            channel_dim=channel_dim,
-            rounding=_CODE_ROUND[round_code],
-        )
-        wire = f"q{bits}"
-    else:
-        raise _bad("scheme", f"unknown code {scheme} (0 raw, 1 quantized)")
-
-    content = aux_len + payload_len
-    if content > max_frame_size:
-        raise _bad("body", f"{content} uncompressed bytes exceed max_frame_size {max_frame_size}")
-    if coder == _CODER_NONE and body_len != content:
-        raise _bad("body length", f"{body_len}, expected aux + payload = {content}")
-    if coder == _CODER_ZSTD and (content == 0) != (body_len == 0):
-        raise _bad("body length", f"{body_len} for {content} uncompressed bytes")
-    header = FrameHeader(
-        version=version,
-        dtype=dtype,
-        shape=tuple(shape),
-        wire=wire,
-        quant=quant,
-        seed=seed,
-        sparse=sparse,
-        coder=_CODER_NAMES[coder],
-        aux_bytes=aux_len,
-        payload_bytes=payload_len,
-        body_bytes=body_len,
-    )
-    return header, mv[header_len : header_len + body_len]
-
-
-def read_header(frame, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> FrameHeader:
-    """Validate a frame's header, lengths and CRC (not its body) and return the header.
-
-    Raises:
-        CodecError: the frame is malformed, truncated, corrupted or over ``max_frame_size``.
-    """
-    return _parse(frame, max_frame_size)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Codec
-# ---------------------------------------------------------------------------------------------
+from hierbench.codec.config import CodecConfig, _as_config
+from hierbench.codec.frame import (
+    _CODER_NONE,
+    _CODER_ZSTD,
+    _CRC,
+    _DTYPE_CODE,
+    _FLAG_SPARSE,
+    _GRAN_CODE,
+    _INT64_MAX,
+    _INT64_MIN,
+    _NAME_DTYPE,
+    _ROUND_CODE,
+    _SCHEME_QUANT,
+    _SCHEME_RAW,
+    DEFAULT_MAX_FRAME_SIZE,
+    HEADER_SIZE,
+    MAX_NDIM,
+    FrameHeader,
+    _bad,
+    _check_host,
+    _crc32,
+    _num_groups,
+    _pack_header,
+    _parse,
+)
+from hierbench.codec.sections import _decode_quantized, _decode_raw, _encode_raw, _le_buffer
+from hierbench.errors import CodecError
 
 
 @dataclass
@@ -612,30 +73,9 @@ class CodecStats:
         return self.last_tensor_bytes / self.last_frame_bytes if self.last_frame_bytes else math.nan
 
 
-def _crc32(data, value: int = 0) -> int:
-    return _crc32_function()(data, value)
-
-
-@functools.cache
-def _crc32_function():
-    # hierbench.ops.crc32 where the native extension is built; zlib.crc32 (the same value,
-    # slower: benchmarks/bench_checksum.py) where it is not: raw frames need no build (like
-    # quantize, ops is imported only when first needed).
-    try:
-        from hierbench.ops.checksum import crc32
-    except ImportError:  # ExtensionNotBuiltError is one
-        return zlib.crc32
-    return crc32
-
-
 def _zstd_bound(n: int) -> int:
     # ZSTD_COMPRESSBOUND from zstd.h, plus room for the frame header.
     return n + (n >> 8) + (((128 << 10) - n) >> 11 if n < (128 << 10) else 0) + 32
-
-
-def _le_buffer(t: torch.Tensor) -> np.ndarray:
-    """A zero-copy uint8 view of a contiguous CPU tensor (bytes in native = little order)."""
-    return t.reshape(-1).view(torch.uint8).numpy()
 
 
 @dataclass
@@ -793,18 +233,9 @@ class ActivationCodec:
         else:
             wire_dtype = x.dtype if cfg.wire == "raw" else _NAME_DTYPE[cfg.wire]
             t = x.to(wire_dtype).contiguous().cpu()
-            item = wire_dtype.itemsize
             if cfg.sparse:
                 flags |= _FLAG_SPARSE
-                a = t.reshape(-1).view(_INT_VIEW[wire_dtype]).numpy()
-                nonzero = a != 0  # on the bit pattern: -0.0 is kept
-                mask = np.packbits(nonzero, bitorder="little")
-                values = a[nonzero]
-                pieces = [mask, values.view(np.uint8)]
-                aux_len, payload_len = mask.nbytes, values.nbytes
-            else:
-                pieces = [_le_buffer(t)]
-                aux_len, payload_len = 0, numel * item
+            pieces, aux_len, payload_len = _encode_raw(t, cfg.sparse)
             fields = (_SCHEME_RAW, _DTYPE_CODE[wire_dtype], 0, 0, 0, 0, 0, 0)
         content = aux_len + payload_len
         if content > limit:
@@ -820,27 +251,7 @@ class ActivationCodec:
                 src = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 pieces = [self._cctx.compress(src)]
         body_len = sum(memoryview(p).nbytes for p in pieces)
-        scheme, wire_code, bits, gran, rnd, group_size, channel_dim, seed_field = fields
-        header = _HEADER.pack(
-            FRAME_MAGIC,
-            FRAME_VERSION,
-            flags,
-            _DTYPE_CODE[x.dtype],
-            scheme,
-            wire_code,
-            bits,
-            gran,
-            rnd,
-            coder,
-            len(shape),
-            0,
-            group_size,
-            channel_dim,
-            seed_field,
-            aux_len,
-            payload_len,
-            body_len,
-        ) + struct.pack(f"<{len(shape)}q", *shape)
+        header = _pack_header(flags, x.dtype, fields, coder, shape, aux_len, payload_len, body_len)
         enc = _Encoded(header, pieces, body_len, tensor_bytes)
         if enc.frame_len > limit:
             raise CodecError(
@@ -889,7 +300,7 @@ class ActivationCodec:
     def decode(self, data, *, device: str | torch.device = "cpu") -> torch.Tensor:
         """Decode one frame into a new tensor of the frame's shape and dtype on ``device``.
 
-        Every field is validated before anything is allocated (see the module docstring).
+        Every field is validated before anything is allocated (see :mod:`hierbench.codec.frame`).
         Quantized frames are dequantized on ``device`` (so only the packed codes travel to a
         GPU).
 
@@ -940,15 +351,7 @@ class ActivationCodec:
     def _dequantize(self, header: FrameHeader, aux, payload, device) -> torch.Tensor:
         from hierbench.ops.quant import QuantizedTensor, dequantize
 
-        groups = header.aux_bytes // 8
-        params = _tensor_from(aux, torch.float32, 2 * groups)
-        scale, offset = params[:groups], params[groups:]
-        if groups and not bool(torch.isfinite(params).all()):
-            raise _bad("scales", "a scale or offset is NaN or infinite")
-        if groups and bool((scale < 0).any()):
-            raise _bad("scales", "a scale is negative")
-        codes = _tensor_from(payload, torch.uint8, header.payload_bytes)
-        _check_padding(codes, header.numel * header.quant.bits, "payload")
+        scale, offset, codes = _decode_quantized(header, aux, payload)
         q = QuantizedTensor(
             payload=codes.to(device),
             scale=scale.to(device),
@@ -959,52 +362,6 @@ class ActivationCodec:
             seed=header.seed,
         )
         return dequantize(q)
-
-
-def _tensor_from(buf, dtype: torch.dtype, count: int) -> torch.Tensor:
-    """A new (writable, owned) tensor holding the little-endian ``buf``: one copy."""
-    out = torch.empty(count, dtype=dtype)
-    if count:
-        np.copyto(_le_buffer(out), np.frombuffer(buf, dtype=np.uint8))
-    return out
-
-
-def _check_padding(codes: torch.Tensor, nbits: int, what: str) -> None:
-    used = nbits % 8
-    if used and int(codes[-1]) >> used:
-        raise _bad(what, "unused high bits of the last byte are not 0")
-
-
-def _decode_raw(header: FrameHeader, aux, payload) -> torch.Tensor:
-    wire_dtype = _NAME_DTYPE[header.wire]
-    numel = header.numel
-    if header.sparse:
-        mask = np.frombuffer(aux, dtype=np.uint8)
-        if numel % 8 and int(mask[-1]) >> (numel % 8):
-            raise _bad("sparse mask", "unused high bits of the last byte are not 0")
-        nonzero = np.unpackbits(mask, count=numel, bitorder="little").view(bool)
-        item = wire_dtype.itemsize
-        nnz = int(np.count_nonzero(nonzero))
-        if nnz * item != header.payload_bytes:
-            raise _bad(
-                "payload length",
-                f"{header.payload_bytes} bytes, the mask marks {nnz} values of {item} bytes",
-            )
-        out = torch.zeros(numel, dtype=wire_dtype)
-        ints = out.view(_INT_VIEW[wire_dtype]).numpy()
-        values = np.frombuffer(payload, dtype=ints.dtype)
-        if nnz and not values.all():
-            raise _bad("payload", "a value the mask marks as non-zero is zero")
-        ints[nonzero] = values
-    else:
-        out = _tensor_from(payload, wire_dtype, numel)
-    out = out.view(header.shape)
-    return out if wire_dtype == header.dtype else out.to(header.dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# One-shot API
-# ---------------------------------------------------------------------------------------------
 
 
 def encode(x: torch.Tensor, config: CodecConfig | str | None = None, *, seed: int = 0) -> bytes:
