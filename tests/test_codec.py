@@ -19,6 +19,8 @@ import zstandard
 
 from hierbench import codec as C
 from hierbench.codec import ActivationCodec, CodecConfig, decode, encode, read_header
+from hierbench.codec import frame as F
+from hierbench.codec import sections as S
 from hierbench.errors import CodecError, ConfigError
 from hierbench.ops import QuantConfig, dequantize, quantize, reference
 
@@ -26,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
-# An independent reading of the spec table in hierbench/codec.py's docstring.
+# An independent reading of the spec table in docs/frame-format.md.
 HEADER = struct.Struct("<4s10BH Ii q 3Q")
 FIELDS = [
     "magic",
@@ -130,7 +132,7 @@ def test_raw_round_trip_is_bit_exact(spec, dtype):
     inputs["nan_inf"] = nan_inf
     for name, x in inputs.items():
         y = codec.decode(codec.encode(x))
-        expected = x if wire == "raw" else x.to(C._NAME_DTYPE[wire]).to(dtype)
+        expected = x if wire == "raw" else x.to(F._NAME_DTYPE[wire]).to(dtype)
         assert y.is_contiguous(), name
         assert_bits_equal(y, expected.contiguous())
         y.add_(1)  # owned memory, not a view of the frame
@@ -285,7 +287,7 @@ def test_num_groups_matches_the_reference():
         ):
             if gran == "channel" and not shape:
                 continue
-            assert C._num_groups(shape, gran, gs, cd) == reference.num_groups(shape, gran, gs, cd)
+            assert F._num_groups(shape, gran, gs, cd) == reference.num_groups(shape, gran, gs, cd)
 
 
 def test_encode_into_small_buffer_and_readonly():
@@ -357,10 +359,10 @@ def test_raw_frames_decode_without_the_ops_package():
     the build still talk to the cloud): the codec checks their CRC with zlib.crc32 then."""
     code = (
         "import sys; sys.modules['hierbench.ops'] = None; sys.modules['hierbench._C'] = None\n"
-        "import torch, zlib; from hierbench import codec\n"
+        "import torch, zlib; from hierbench import codec; from hierbench.codec import frame\n"
         "x = torch.randn(3, 5)\n"
         "assert torch.equal(codec.decode(codec.encode(x, 'raw+sparse+zstd1')), x)\n"
-        "assert codec._crc32_function() is zlib.crc32  # the CRC without the extension\n"
+        "assert frame._crc32_function() is zlib.crc32  # the CRC without the extension\n"
         "print('ok')"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -595,7 +597,7 @@ def test_huge_declared_sizes_never_allocate(frames, monkeypatch):
     """Oversize declarations are refused from the header, before zstd or torch allocate."""
     calls = []
     monkeypatch.setattr(C.ActivationCodec, "_decompress", lambda *a: calls.append(a))
-    monkeypatch.setattr(C, "_tensor_from", lambda *a: calls.append(a))
+    monkeypatch.setattr(S, "_tensor_from", lambda *a: calls.append(a))
     h, shape, body = unpack(frames["raw_zstd"])
     # the header claims a 2**40-element tensor (and matching payload length)
     bad(pack({**h, "payload_len": 2**42}, (2**40,), body), "shape")
@@ -709,7 +711,7 @@ def test_real_activations_round_trip(activations, record_property):
                 # nearest rounding: within half a step of the widest group (plus fp32 rounding)
                 assert err <= q.scale.max().item() * 0.5 * (1 + 1e-5) + 1e-6
             else:
-                wire = x.dtype if cfg.wire == "raw" else C._NAME_DTYPE[cfg.wire]
+                wire = x.dtype if cfg.wire == "raw" else F._NAME_DTYPE[cfg.wire]
                 expected = x.to(wire).to(x.dtype)
             assert_bits_equal(y, expected)
             ratios.setdefault(spec, {})[cut] = codec.stats.compression_ratio

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from hierbench import data as D
+from hierbench.data import catalog, jpeg
 from hierbench.errors import ConfigError, DatasetError
 
 # torchvision 0.29 deprecates its image IO (encode_jpeg here; decode_jpeg inside hierbench.data).
@@ -130,7 +131,7 @@ def test_tiny_imagenet_real_grayscale_becomes_rgb(tiny_imagenet_root, tiny_train
 
 def test_cached_load_equals_fresh_decode(cifar10_root, data_cache, cifar_test, monkeypatch):
     fresh = D.load_dataset("cifar10", "test", cifar10_root, cache=False)
-    monkeypatch.setattr(D, "_decode_jpegs", _NoDecode())
+    monkeypatch.setattr(jpeg, "_decode_jpegs", _NoDecode())
     cached = D.load_dataset("cifar10", "test", cifar10_root, cache_dir=data_cache)
     assert torch.equal(cached.images, fresh.images) and torch.equal(cached.labels, fresh.labels)
     assert torch.equal(cifar_test.images, fresh.images)
@@ -155,8 +156,8 @@ def test_cache_invalidated_by_a_changed_source(cifar10_root, tmp_path, monkeypat
     first = D.load_dataset("cifar10", "test", root, cache_dir=cache)
     assert len(first) == 30 and len(list(cache.glob("*.pt"))) == 1
 
-    real_decode = D._decode_jpegs
-    monkeypatch.setattr(D, "_decode_jpegs", _NoDecode())
+    real_decode = jpeg._decode_jpegs
+    monkeypatch.setattr(jpeg, "_decode_jpegs", _NoDecode())
     assert torch.equal(
         D.load_dataset("cifar10", "test", root, cache_dir=cache).images, first.images
     )
@@ -168,7 +169,7 @@ def test_cache_invalidated_by_a_changed_source(cifar10_root, tmp_path, monkeypat
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.raises(AssertionError, match="cache should have been used"):
         D.load_dataset("cifar10", "test", root, cache_dir=cache)
-    monkeypatch.setattr(D, "_decode_jpegs", real_decode)
+    monkeypatch.setattr(jpeg, "_decode_jpegs", real_decode)
     second = D.load_dataset("cifar10", "test", root, cache_dir=cache)
     index = 2 * 3 + 1  # class 2 (bird), second file
     assert torch.equal(second.images[index], first.images[8 * 3])  # ship/0000.jpg
@@ -220,7 +221,7 @@ def _write_cifar_pickles(root: Path, protocol: int, n_train: int = 6, n_test: in
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
 def test_cifar10_official_format_replica(tmp_path, protocol, monkeypatch):
     made = _write_cifar_pickles(tmp_path, protocol)
-    monkeypatch.setattr(D, "_decode_jpegs", _NoDecode())  # nothing to decode, nothing cached
+    monkeypatch.setattr(jpeg, "_decode_jpegs", _NoDecode())  # nothing to decode, nothing cached
     for split, n in (("train", 30), ("test", 4)):
         data = D.load_dataset("cifar10", split, tmp_path, cache_dir=tmp_path / "cache")
         _check_tensors(data, n, (3, 32, 32))
@@ -430,10 +431,10 @@ def test_default_root(monkeypatch, tmp_path):
         D.load_dataset("cifar10", cache_dir=tmp_path)
     monkeypatch.delenv("HIERBENCH_CIFAR10_ROOT")
     monkeypatch.delenv("HIERBENCH_TINYIMAGENET_ROOT", raising=False)
-    shared = Path(D.__file__).resolve().parents[2] / "shared" / "datasets"
+    shared = Path(catalog.__file__).resolve().parents[3] / "shared" / "datasets"
     expected = shared / "tiny-imagenet-200-subset"
     assert D.default_root("tiny-imagenet") == (expected if expected.is_dir() else None)
-    monkeypatch.setattr(D, "_repo_root", lambda: tmp_path / "repo")
+    monkeypatch.setattr(catalog, "_repo_root", lambda: tmp_path / "repo")
     assert D.default_root("cifar10") is None and D.default_root("synthetic") is None
     with pytest.raises(DatasetError, match=r"(?s)no dataset root given.*HIERBENCH_CIFAR10_ROOT"):
         D.load_dataset("cifar10", cache_dir=tmp_path)

@@ -1,0 +1,60 @@
+"""Activation codec: tensor <-> bytes for activations crossing an edge-cloud link.
+
+What crosses a cut is an activation tensor. :class:`ActivationCodec` turns it into one
+self-describing, CRC-checked frame and back:
+
+1. **payload**: the raw values (as given, or cast to a wire dtype: fp32 / fp16 / bf16), or a
+   min/max affine quantization (:func:`hierbench.ops.quantize`, 8 / 4 / 2 bits, per tensor,
+   channel or group) as packed codes plus per-group float32 scale and offset;
+2. optionally, for raw wires only, the **ReLU-sparsity** transform (``sparse=True``): a bitmask of
+   the non-zero elements plus the non-zero values;
+3. optionally a **zstandard** stage (python-zstandard) over all of that;
+4. a little-endian header in front and a CRC-32 behind.
+
+The frame format, byte by byte, and when sparsity pays: docs/frame-format.md.
+
+Choosing an API (as in python-zstandard): the one-shot :func:`encode` / :func:`decode` build a
+codec per call; in a loop, build one :class:`ActivationCodec` and reuse it (it keeps its zstd
+contexts and counters; it is not thread-safe: one codec per thread)::
+
+    codec = ActivationCodec("q4+zstd1")              # or ActivationCodec(CodecConfig(...))
+    frame = codec.encode(activation)                 # bytes
+    x_hat = codec.decode(frame, device="cuda")       # == dequantize(quantize(activation))
+    codec.stats.compression_ratio
+
+Modules: ``config`` (:class:`CodecConfig`, spec strings), ``frame`` (header layout, field codes,
+:func:`read_header`'s validation, CRC), ``sections`` (the body's raw / sparse / little-endian
+sections), ``activation_codec`` (:class:`ActivationCodec`, :class:`CodecStats`, one-shot API).
+"""
+
+from __future__ import annotations
+
+from hierbench.codec.activation_codec import ActivationCodec, CodecStats, decode, encode
+from hierbench.codec.config import WIRES, ZSTD_MAX_LEVEL, ZSTD_MIN_LEVEL, CodecConfig
+from hierbench.codec.frame import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FRAME_MAGIC,
+    FRAME_VERSION,
+    HEADER_SIZE,
+    MAX_NDIM,
+    FrameHeader,
+    read_header,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "FRAME_MAGIC",
+    "FRAME_VERSION",
+    "HEADER_SIZE",
+    "MAX_NDIM",
+    "WIRES",
+    "ZSTD_MAX_LEVEL",
+    "ZSTD_MIN_LEVEL",
+    "ActivationCodec",
+    "CodecConfig",
+    "CodecStats",
+    "FrameHeader",
+    "decode",
+    "encode",
+    "read_header",
+]
