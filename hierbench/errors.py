@@ -12,6 +12,7 @@ __all__ = [
     "DatasetError",
     "ExtensionNotBuiltError",
     "HierbenchError",
+    "ProtocolError",
     "TransferClosed",
     "TransferError",
     "TransferTimeout",
@@ -51,3 +52,9 @@ class TransferTimeout(TransferError, TimeoutError):
 
 class TransferClosed(TransferError):
     """The channel is closed: by this side (``close()``), or by the peer, cleanly."""
+
+
+class ProtocolError(TransferError):
+    """The peer broke the edge–cloud protocol of :mod:`hierbench.methods` (a lost or reordered
+    step, an unexpected message): reconnecting would not help, so the resume machinery lets this
+    one through."""

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from hierbench.errors import TransferError
+from hierbench.methods.cloud import CloudRole
 from hierbench.methods.config import RunConfig
-from hierbench.methods.roles import CloudRole, EdgeRole
+from hierbench.methods.edge import EdgeRole
 
 RECORD_VERSION = 1
 
