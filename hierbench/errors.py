@@ -14,6 +14,7 @@ __all__ = [
     "HierbenchError",
     "NetnsUnavailable",
     "ProcessError",
+    "ProtocolError",
     "TransferClosed",
     "TransferError",
     "TransferTimeout",
@@ -62,3 +63,9 @@ class TransferTimeout(TransferError, TimeoutError):
 
 class TransferClosed(TransferError):
     """The channel is closed: by this side (``close()``), or by the peer, cleanly."""
+
+
+class ProtocolError(TransferError):
+    """The peer broke the edge–cloud protocol of :mod:`hierbench.methods` (a lost or reordered
+    step, an unexpected message): reconnecting would not help, so the resume machinery lets this
+    one through."""

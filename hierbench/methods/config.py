@@ -48,7 +48,7 @@ class RunConfig:
         checkpoint_every: each role with a checkpoint folder checkpoints every this many steps
             (0: never); the cloud acknowledges its checkpoints, the edge keeps what is not
             acknowledged (in memory and in its own checkpoint). A killed cloud or edge restarted
-            with ``--resume`` continues the run (protocol: :mod:`hierbench.methods.roles`). For
+            with ``--resume`` continues the run (protocol: :mod:`hierbench.methods.checkpoint`). For
             the pipelined methods (cloud_only, hierarchical), with ``eval`` "end" or "none".
     """
 

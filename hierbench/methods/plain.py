@@ -4,19 +4,22 @@ The oracle the tests hold the roles to (cloud-only must equal plain training of 
 hierarchical must equal this loop's edge/exit and cloud updates — the cloud trains on
 ``decode(encode(act))`` with the run's codec, exactly the values the cloud role receives), and the
 baseline of the harness-overhead benchmark. Same seed, model construction, data order,
-augmentation and optimizer as :mod:`hierbench.methods.roles`.
+augmentation and optimizer as the roles (:mod:`hierbench.methods.parts`), written out here from
+:mod:`hierbench.models` and ``torch.optim``: the oracle shares no code with what it checks.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
+import torch
 import torch.nn.functional as F
 
 from hierbench import data as hdata
+from hierbench import models
 from hierbench.codec import ActivationCodec
 from hierbench.methods.config import RunConfig
-from hierbench.methods.roles import build_parts, make_optimizer
 
 
 def batches(cfg: RunConfig):
@@ -40,6 +43,32 @@ def batches(cfg: RunConfig):
     return spe, train.mean, train.std, gen()
 
 
+def _model_parts(cfg: RunConfig):
+    """(model, edge, cloud, head) from ``cfg.seed``: the whole model, then hierarchical's exit
+    head, then the cut (cloud_only: no edge, the cloud part is the whole model)."""
+    torch.manual_seed(cfg.seed)
+    model = models.build_model(cfg.model, cfg.num_classes, stem=cfg.stem, input_size=cfg.input_size)
+    head = None
+    if cfg.method == "hierarchical":
+        head = models.exit_head(model.cut_channels(cfg.cut), cfg.num_classes, cfg.exit_head)
+    if cfg.method == "cloud_only":
+        return model, None, model, None
+    edge, cloud = models.split(model, cfg.cut)
+    return model, edge, cloud, head
+
+
+def _sgd_cosine(cfg: RunConfig, params, total: int):
+    """SGD with momentum and weight decay; learning rate ``lr`` decayed by a half cosine over
+    ``total`` steps."""
+    opt = torch.optim.SGD(
+        list(params), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+    )
+    return opt, sched
+
+
 def train_plain(cfg: RunConfig, *, codec: bool = True) -> dict:
     """Train ``cfg.method``'s math in one loop; return the modules and per-step losses.
 
@@ -49,12 +78,12 @@ def train_plain(cfg: RunConfig, *, codec: bool = True) -> dict:
     """
     spe, mean, std, it = batches(cfg)
     total = spe * cfg.epochs
-    model, edge, cloud, head = build_parts(cfg)
+    model, edge, cloud, head = _model_parts(cfg)
     losses: list[tuple[float | None, float]] = []
     t0 = time.perf_counter()
     if cfg.method in ("cloud_only", "split"):
         # Split learning's gradient at the cut is exactly the unsplit model's: one optimizer.
-        opt, sched = make_optimizer(cfg, model.parameters(), total)
+        opt, sched = _sgd_cosine(cfg, model.parameters(), total)
         for _, x, y in it:
             loss = F.cross_entropy(model(hdata.normalize(x, mean, std)), y)
             opt.zero_grad(set_to_none=True)
@@ -63,9 +92,9 @@ def train_plain(cfg: RunConfig, *, codec: bool = True) -> dict:
             sched.step()
             losses.append((None, loss.item()))
     else:
-        wire = ActivationCodec(cfg.codec) if codec else None
-        opt_e, sched_e = make_optimizer(cfg, [*edge.parameters(), *head.parameters()], total)
-        opt_c, sched_c = make_optimizer(cfg, cloud.parameters(), total)
+        act_codec = ActivationCodec(cfg.codec) if codec else None
+        opt_e, sched_e = _sgd_cosine(cfg, [*edge.parameters(), *head.parameters()], total)
+        opt_c, sched_c = _sgd_cosine(cfg, cloud.parameters(), total)
         for step, (_, x, y) in enumerate(it):
             act = edge(hdata.normalize(x, mean, std))
             loss_e = F.cross_entropy(head(act), y)
@@ -74,8 +103,8 @@ def train_plain(cfg: RunConfig, *, codec: bool = True) -> dict:
             opt_e.step()
             sched_e.step()
             sent = act.detach()
-            if wire is not None:  # the edge role encodes with seed=step (stochastic rounding)
-                sent = wire.decode(wire.encode(sent, seed=step))
+            if act_codec is not None:  # the edge role encodes with seed=step (stochastic rounding)
+                sent = act_codec.decode(act_codec.encode(sent, seed=step))
             loss_c = F.cross_entropy(cloud(sent), y)
             opt_c.zero_grad(set_to_none=True)
             loss_c.backward()

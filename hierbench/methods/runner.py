@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from hierbench.errors import ProcessError, TransferError
+from hierbench.methods.cloud import CloudRole
 from hierbench.methods.config import RunConfig
-from hierbench.methods.roles import CloudRole, EdgeRole
+from hierbench.methods.edge import EdgeRole
 from hierbench.spec.records import RECORD_VERSION, write_record  # noqa: F401 (methods API)
 
 

@@ -9,8 +9,9 @@ import torch
 
 from hierbench.methods import RunConfig, run
 from hierbench.methods.channels import inprocess_channels
+from hierbench.methods.cloud import CloudRole
+from hierbench.methods.edge import EdgeRole
 from hierbench.methods.plain import train_plain
-from hierbench.methods.roles import CloudRole, EdgeRole
 
 
 def small(cifar10_root, **kw) -> RunConfig:

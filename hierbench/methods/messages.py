@@ -52,7 +52,10 @@ class Kind(enum.IntEnum):
 
 
 @dataclass
-class Message:
+class RoleMessage:
+    """One message between the edge and cloud roles (not the engine's received
+    :class:`hierbench.transfer.Message`, which carries such a message's bytes)."""
+
     kind: Kind
     step: int = -1
     epoch: int = 0
@@ -75,7 +78,7 @@ def _label_width(labels: torch.Tensor) -> int:
     return 1 if top < 256 else 2
 
 
-def pack(msg: Message) -> bytes:
+def pack(msg: RoleMessage) -> bytes:
     """Serialise a message (header, labels, payload) into one buffer."""
     labels = b""
     width = n = 0
@@ -93,7 +96,7 @@ def pack(msg: Message) -> bytes:
     return b"".join((header, labels, msg.payload))
 
 
-def unpack(data: bytes | bytearray | memoryview) -> Message:
+def unpack(data: bytes | bytearray | memoryview) -> RoleMessage:
     """Parse and validate a message; raises :class:`CodecError` on anything malformed."""
     view = memoryview(data)
     if view.nbytes < HEADER_BYTES:
@@ -126,7 +129,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Message:
         if width == 2:
             labels = labels % (1 << 16)
     payload = view[HEADER_BYTES + n * width :]
-    return Message(kind, step, epoch, labels, payload)
+    return RoleMessage(kind, step, epoch, labels, payload)
 
 
 def pack_raw_images(images: torch.Tensor) -> bytes:
@@ -157,6 +160,11 @@ def unpack_raw_images(payload: bytes | memoryview, batch: int) -> torch.Tensor:
 
 def pack_json(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def pack_control(obj: dict) -> bytes:
+    """A whole ``CONTROL`` message carrying the JSON object ``obj``."""
+    return pack(RoleMessage(Kind.CONTROL, payload=pack_json(obj)))
 
 
 def unpack_json(payload: bytes | memoryview) -> dict:
