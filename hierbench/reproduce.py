@@ -106,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         command=command,
+        accept_other_commits=getattr(args, "accept_other_commits", False),
     )
     if preset.foundation and not (out / "foundation.json").is_file():
         from hierbench.methods.runner import environment

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "methods": {"_ext", "ops", "codec", "transfer", "data", "models"} | _BASE,
     "profiling": {"models", "runtime"} | _BASE,
     "report": {"runtime"} | _BASE,  # torch-free: tables regenerate from records alone
-    "experiments": {"methods", "runtime"} | _BASE,
+    "experiments": {"methods", "profiling", "runtime"} | _BASE,
     "reproduce": {"data", "models", "methods", "experiments", "report", "runtime"} | _BASE,
     # the command line sits on top and may use anything
     "cli": {

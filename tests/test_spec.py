@@ -21,7 +21,14 @@ from hierbench.spec import (
     read_record,
     write_record,
 )
-from hierbench.spec.records import REQUIRED_KEYS, TOTALS_KEYS
+from hierbench.spec.records import (
+    CPU_SHARE_MIN,
+    REQUIRED_KEYS,
+    TOTALS_KEYS,
+    TOTALS_V2,
+    disturbed,
+    require_clock,
+)
 
 # -- links: one grammar for the engine and the runtime model ---------------------------------
 
@@ -117,7 +124,7 @@ def _record(**over) -> dict:
         config={"method": "hierarchical"},
         environment={},
         steps_per_epoch=3,
-        totals={k: 1 for k in TOTALS_KEYS},
+        totals={k: 1 for k in TOTALS_KEYS} | {k: None for k in TOTALS_V2},
     )
     rec.update(over)
     return rec
@@ -132,7 +139,10 @@ def test_record_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("record", "words"),
     [
-        (_record(record_version=2), "record_version 2"),
+        (_record(record_version=3), "record_version 3"),
+        (_record(record_version=True), "record_version True"),
+        (_record(totals={k: 1 for k in TOTALS_KEYS}), "eval_in_window_s"),
+        (_record(totals={k: 1 for k in TOTALS_KEYS} | {k: "x" for k in TOTALS_V2}), "cpu_share"),
         ({k: v for k, v in _record().items() if k != "record_version"}, "record_version None"),
         ({k: v for k, v in _record().items() if k != "edge_steps"}, "missing edge_steps"),
         (_record(totals={"batches": 1}), "wall_s"),
@@ -156,3 +166,21 @@ def test_reader_names_the_file_on_broken_json(tmp_path):
         read_record(path)
     with pytest.raises(ConfigError, match=r"cannot read run record .*missing\.json"):
         read_record(tmp_path / "missing.json")
+
+
+def test_version_1_is_read_but_not_validated(tmp_path):
+    v1 = _record(record_version=1, totals={k: 1 for k in TOTALS_KEYS})
+    rec = read_record(write_record(v1, tmp_path / "v1.json"))
+    with pytest.raises(ConfigError, match="old clock"):
+        require_clock(rec, "v1.json")
+    require_clock(_record())
+
+
+def test_disturbed_flags_each_side_below_the_cpu_share():
+    low = CPU_SHARE_MIN - 0.01
+    shares = {"edge_cpu_share": 0.99, "cloud_cpu_share": low}
+    rec = _record(processes=2, totals={**_record()["totals"], **shares})
+    assert disturbed(rec) == [f"cloud CPU share {low:.3f} < {CPU_SHARE_MIN}"]
+    assert disturbed({**rec, "processes": 1}) == []  # one process: both roles share it
+    quiet = {**rec["totals"], "cloud_cpu_share": 0.95}
+    assert disturbed({**rec, "totals": quiet}) == []

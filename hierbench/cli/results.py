@@ -39,6 +39,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="delete an existing output folder first"
     )
     s.add_argument("--resume", action="store_true", help="keep an existing folder's finished runs")
+    s.add_argument(
+        "--accept-other-commits",
+        action="store_true",
+        help="with --resume: keep finished runs made by another commit (refused by default)",
+    )
     s.add_argument("--list", action="store_true", help="list the preset's runs and exit")
     s.add_argument("--profiles", type=Path, default=Path("results/profiles"))
     s.add_argument("--quiet", action="store_true", help="no per-run progress bars")

@@ -194,7 +194,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batches", type=int, default=None, help="batches per epoch (default: data)")
     s.add_argument("--upload", default="every-epoch", choices=["every-epoch", "once"])
     s.add_argument("--labels", default="byte", choices=["byte", "log2"])
-    s.add_argument("--latency", default="per-message", choices=["per-message", "pipelined"])
+    s.add_argument(
+        "--latency",
+        default="pipelined",
+        choices=["per-message", "pipelined"],
+        help="one-way latency paid once per pipeline (default: what measured runs support) or "
+        "by every message",
+    )
     s.add_argument("--encode-gbps", type=float, default=None, help="codec encode GB/s (free)")
     s.add_argument("--decode-gbps", type=float, default=None, help="codec decode GB/s (free)")
     s.add_argument("--zstd-ratio", type=float, default=None, help="override for +zstd codecs")

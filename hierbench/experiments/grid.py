@@ -29,10 +29,13 @@ class Experiment:
 
     kind: str
     config: dict
+    repeat: int = 0  # 1, 2, 3...: the same run again (timing points are measured >= 3 times)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"unknown experiment kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if not isinstance(self.repeat, int) or self.repeat < 0:
+            raise ConfigError(f"repeat must be an int >= 0, got {self.repeat!r}")
 
     @property
     def id(self) -> str:
@@ -43,9 +46,15 @@ class Experiment:
             parts += [c.get("cut", "layer3"), c.get("codec", "q8")]
         if self.kind == "timing":
             parts.append(str(c.get("link")))
+            if c.get("batch_size", 128) != 128:
+                parts.append(f"bs{c['batch_size']}")
+            if c.get("edge_slowdown", 1.0) != 1.0:
+                parts.append(f"k{c['edge_slowdown']:g}")
             parts.append(f"{c.get('batches_per_epoch')}b")
         else:
             parts.append(f"{c.get('epochs', 1)}ep")
+        if self.repeat:
+            parts.append(f"r{self.repeat}")
         return "-".join(p.replace("/", "_").replace("+", "_") for p in parts)
 
     def run_config(self):
@@ -69,6 +78,7 @@ class Preset:
     experiments: tuple[Experiment, ...]
     report: dict = field(default_factory=dict)
     foundation: bool = False  # also run the data / loader checks of reproduce.py
+    calibrate: bool = False  # profile the timing runs' blocks right before the runs
 
     def __post_init__(self) -> None:
         ids = [e.id for e in self.experiments]
@@ -82,7 +92,9 @@ class Preset:
             "description": self.description,
             "budget": self.budget,
             "experiments": [
-                {"id": e.id, "kind": e.kind, "config": e.config} for e in self.experiments
+                {"id": e.id, "kind": e.kind, "repeat": e.repeat, "config": e.config}
+                for e in self.experiments
             ],
             "report": self.report,
+            "calibrate": self.calibrate,
         }

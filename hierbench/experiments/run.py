@@ -19,6 +19,8 @@ from pathlib import Path
 from hierbench.errors import ConfigError
 from hierbench.experiments.grid import Experiment, Preset
 from hierbench.experiments.presets import get_preset
+from hierbench.spec.profiles import profile_filename
+from hierbench.spec.provenance import git_state
 from hierbench.spec.records import read_record
 
 MANIFEST_VERSION = 1
@@ -36,8 +38,15 @@ def _cpus() -> tuple[int | None, int | None]:
     return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
 
 
-def finished(out: Path, exp: Experiment) -> bool:
-    """Whether ``out/runs/<id>.json`` holds a finished run of exactly this experiment."""
+def finished(out: Path, exp: Experiment, *, accept_other_commits: bool = False) -> bool:
+    """Whether ``out/runs/<id>.json`` holds a finished run of exactly this experiment, made by
+    this code: the same commit, and the same uncommitted diff if the tree was dirty.
+
+    Raises:
+        ConfigError: the record was made by other code (another commit, another diff, or no
+            commit recorded) and ``accept_other_commits`` is false: results of different code
+            are never mixed silently.
+    """
     path = out / "runs" / f"{exp.id}.json"
     if not path.is_file():
         return False
@@ -48,9 +57,77 @@ def finished(out: Path, exp: Experiment) -> bool:
     from hierbench.methods import RunConfig
 
     try:
-        return RunConfig.from_dict(rec["config"]) == exp.run_config()
+        same = RunConfig.from_dict(rec["config"]) == exp.run_config()
     except (ConfigError, TypeError, ValueError, KeyError):
         return False
+    if same and not accept_other_commits:
+        ours, theirs = git_state(), rec.get("environment", {})
+        keys = ("git_sha", "git_dirty", "git_diff_sha256")
+        if ours["git_sha"] == "unknown" or tuple(theirs.get(k) for k in keys) != tuple(
+            ours[k] for k in keys
+        ):
+
+            def code(env: dict) -> str:
+                sha = str(env.get("git_sha") or "unknown")[:12]
+                return sha + (" + uncommitted changes" if env.get("git_dirty") else "")
+
+            raise ConfigError(
+                f"{path} was made by {code(theirs)}, this is {code(ours)}: a resumed folder must "
+                "come from one version of the code; pass --accept-other-commits to keep it "
+                "anyway (the manifest records that), or start again with --overwrite"
+            )
+    return same
+
+
+def calibrate(
+    out: Path, experiments: Sequence[Experiment], say: Callable[[str], None], cpu: int | None
+) -> dict:
+    """Profile, right before the runs, the blocks the timing runs use (one thread, pinned like
+    their edge), into ``out/profiles/batch-<B>/``: the predictions beside the measured runs use
+    these, not profiles measured at another time. Profiles already there are kept (resume)."""
+    from hierbench import profiling
+
+    wanted: dict[Path, dict] = {}
+    for exp in experiments:
+        if exp.kind != "timing":
+            continue
+        c = exp.config
+        key = {
+            "model": c.get("model", "resnet18"),
+            "stem": c.get("stem", "imagenet"),
+            "dataset": c.get("dataset", "cifar10"),
+            "batch": c.get("batch_size", 128),
+        }
+        threads = c.get("threads_edge", 1)
+        name = profile_filename(key["model"], key["stem"], key["dataset"], "cpu", threads)
+        wanted[out / "profiles" / f"batch-{key['batch']}" / name] = key
+    done = {}
+    for path, key in wanted.items():
+        if path.is_file():
+            say(f"[calibrate] {path.parent.name}/{path.name}: measured earlier, kept")
+            continue
+        say(f"[calibrate] {path.parent.name}/{path.name} (1 thread) ...")
+        t0 = time.perf_counter()
+        old = os.sched_getaffinity(0) if cpu is not None else None
+        try:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            prof = profiling.measure_profile(
+                key["model"],
+                stem=key["stem"],
+                dataset=key["dataset"],
+                batch=key["batch"],
+                threads=1,
+                command="hierbench reproduce (calibration before the timing runs)",
+            )
+        finally:
+            if old is not None:
+                os.sched_setaffinity(0, old)
+        profiling.write_profile(prof, path)
+        name = f"{path.parent.name}/{path.name}"
+        done[name] = {"batch": key["batch"], "elapsed_s": round(time.perf_counter() - t0, 1)}
+        say(f"[calibrate] {name}: {done[name]['elapsed_s']} s")
+    return done
 
 
 def prepare_folder(out: Path, preset: Preset, *, overwrite: bool, resume: bool) -> dict | None:
@@ -94,6 +171,7 @@ def run_preset(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     only: Sequence[str] | None = None,
+    accept_other_commits: bool = False,
 ) -> dict:
     """Run every experiment of ``preset`` not yet finished in ``out``; return the manifest.
 
@@ -106,6 +184,8 @@ def run_preset(
         command: the command line to record in the manifest.
         log: where one-line status messages go (default: print to stdout).
         only: run only experiments of these kinds (``timing``, ``accuracy``).
+        accept_other_commits: with ``resume``, keep finished runs made by another commit
+            (otherwise :func:`finished` refuses them).
     """
     from hierbench.methods import runner, write_record
 
@@ -126,13 +206,19 @@ def run_preset(
             {"start_utc": _now(), "command": command},
         ],
         "runs": dict((previous or {}).get("runs", {})),
+        "calibration": dict((previous or {}).get("calibration", {})),
     }
+    if accept_other_commits:
+        manifest["sessions"][-1]["accepted_other_commits"] = True
     _write_json(out / "manifest.json", manifest)
     todo = [e for e in preset.experiments if not only or e.kind in only]
     cpus = _cpus()
+    if preset.calibrate:
+        manifest["calibration"].update(calibrate(out, todo, say, cpus[0]))
+        _write_json(out / "manifest.json", manifest)
     for i, exp in enumerate(todo, 1):
         head = f"[run {i}/{len(todo)}] {exp.id}"
-        if finished(out, exp):
+        if finished(out, exp, accept_other_commits=accept_other_commits):
             say(f"{head}: finished earlier, skipped")
             continue
         say(f"{head} ...")
@@ -143,7 +229,12 @@ def run_preset(
         else:
             record = runner.run(cfg, progress=progress)
         elapsed = time.perf_counter() - t0
-        record["experiment"] = {"id": exp.id, "kind": exp.kind, "preset": preset.name}
+        record["experiment"] = {
+            "id": exp.id,
+            "kind": exp.kind,
+            "repeat": exp.repeat,
+            "preset": preset.name,
+        }
         record["command"] = command
         write_record(record, out / "runs" / f"{exp.id}.json")
         manifest["runs"][exp.id] = {

@@ -19,6 +19,8 @@ from hierbench.methods import messages
 from hierbench.methods.messages import RoleMessage
 
 now = time.perf_counter  # CLOCK_MONOTONIC on Linux: comparable across processes on one machine
+#: CPU time this process got (all its threads): with ``now``, the CPU share of a compute span.
+cpu_now = time.process_time
 
 
 class Channel(Protocol):

@@ -17,7 +17,7 @@ from hierbench import data as hdata
 from hierbench.codec import ActivationCodec
 from hierbench.errors import ConfigError, ProtocolError, TransferError, TransferTimeout
 from hierbench.methods import messages
-from hierbench.methods.background import Channel, now
+from hierbench.methods.background import Channel, cpu_now, now
 from hierbench.methods.checkpoint import CLOUD_CHECKPOINT, atomic_save, load_checkpoint
 from hierbench.methods.config import RunConfig
 from hierbench.methods.messages import Kind, RoleMessage
@@ -252,7 +252,7 @@ class CloudRole:
         raise TransferError(f"unexpected {msg.kind.name} message on the data channel")
 
     def _train_step(self, msg: RoleMessage, t_recv: float, nbytes: int) -> dict:
-        t0 = now()
+        t0, c0 = now(), cpu_now()
         x = self._forward_input(msg)
         split = self.cfg.method == "split"
         if split:
@@ -275,7 +275,7 @@ class CloudRole:
             rec["t_grad_sent"] = now()
             self.data.send(reply)
             rec["bytes_down"] = len(reply)
-        rec["t1"] = now()
+        rec["t1"], rec["cpu_s"] = now(), cpu_now() - c0
         return rec
 
     @torch.no_grad()

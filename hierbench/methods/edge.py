@@ -20,7 +20,7 @@ from hierbench import data as hdata
 from hierbench.codec import ActivationCodec
 from hierbench.errors import ConfigError, ProtocolError, TransferError, TransferTimeout
 from hierbench.methods import messages
-from hierbench.methods.background import Channel, Receiver, Sender, now
+from hierbench.methods.background import Channel, Receiver, Sender, cpu_now, now
 from hierbench.methods.checkpoint import EDGE_CHECKPOINT, atomic_save, load_checkpoint
 from hierbench.methods.config import RunConfig
 from hierbench.methods.messages import Kind, RoleMessage
@@ -356,7 +356,7 @@ class EdgeRole:
 
     def _train_step(self, step: int, epoch: int, x: torch.Tensor, y: torch.Tensor) -> dict:
         cfg = self.cfg
-        t0 = now()
+        t0, c0 = now(), cpu_now()
         rec: dict = {"step": step, "epoch": epoch, "t0": t0}
         if cfg.method == "cloud_only":
             payload = messages.pack_raw_images(x)
@@ -371,7 +371,7 @@ class EdgeRole:
         msg = messages.pack(RoleMessage(Kind.ACT, step, epoch, y, frame))
         rec["bytes_up"] = len(msg)
         if cfg.method == "split":
-            compute = now() - t0
+            compute, cpu = now() - t0, cpu_now() - c0
             rec["t_sent"] = now()
             self.data.send(msg)
             reply = messages.unpack(self.data.recv())
@@ -382,26 +382,29 @@ class EdgeRole:
                 )
             rec["t_grad"] = now()
             rec["bytes_down"] = len(reply.payload) + messages.HEADER_BYTES
-            t_b = now()
+            t_b, c_b = now(), cpu_now()
             grad = self.grad_codec.decode(reply.payload)
             self.opt.zero_grad(set_to_none=True)
             act.backward(grad)
             optimizer_step(self.opt, self.sched)
             compute += now() - t_b
+            cpu += cpu_now() - c_b
             rec["loss"] = None
         else:  # hierarchical: upload first, then learn from the early exit; never wait
-            rec["t_sent"] = now()
+            rec["t_sent"], c_sent = now(), cpu_now()
             self._upload(step, msg)
-            t_b = now()
+            t_b, c_b = now(), cpu_now()
             loss = F.cross_entropy(self.head(act), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             optimizer_step(self.opt, self.sched)
             compute = (rec["t_sent"] - t0) + (now() - t_b)
+            cpu = (c_sent - c0) + (cpu_now() - c_b)
             rec["loss"] = loss.item()
             rec["bytes_down"] = 0
         rec["idle_s"] = idle(compute, cfg.edge_slowdown)
         rec["compute_s"] = compute
+        rec["cpu_s"] = cpu  # CPU time this process got during compute_s (edge_slowdown idles)
         rec["t1"] = now()
         return rec
 
@@ -412,7 +415,7 @@ class EdgeRole:
         """Exit accuracy here; the cloud's final accuracy is computed there from what we send."""
         cfg = self.cfg
         t0 = now()
-        out: dict = {"eval_samples": len(test)}
+        out: dict = {"eval_samples": len(test), "t_eval": t0}
         batches = []
         correct_exit = 0
         for mod in (self.edge, self.head):

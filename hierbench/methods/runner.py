@@ -25,7 +25,13 @@ from hierbench.errors import ProcessError, TransferError
 from hierbench.methods.cloud import CloudRole
 from hierbench.methods.config import RunConfig
 from hierbench.methods.edge import EdgeRole
-from hierbench.spec.records import RECORD_VERSION, write_record  # noqa: F401 (methods API)
+from hierbench.spec.provenance import provenance
+from hierbench.spec.records import (  # noqa: F401 (write_record: methods API)
+    CPU_SHARE,
+    RECORD_VERSION,
+    TRAIN_CLOCK,
+    write_record,
+)
 
 
 def environment() -> dict:
@@ -40,7 +46,16 @@ def environment() -> dict:
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "extension": _ext.build_info() if _ext.available() else None,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     }
+
+
+def cpu_share(steps: list[dict], span: str | None = None) -> float | None:
+    """CPU time got ÷ wall time of the steps' compute spans (``span`` key, else ``t1 - t0``),
+    or None when no step recorded its CPU time."""
+    got = [r for r in steps if r.get("cpu_s") is not None]
+    wall = sum(r[span] if span else r["t1"] - r["t0"] for r in got)
+    return sum(r["cpu_s"] for r in got) / wall if got and wall > 0 else None
 
 
 class Progress:
@@ -123,12 +138,16 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
     """Merge the two roles' records into one run record with totals."""
     cloud = edge.pop("cloud")
     steps_e, steps_c = edge["steps"], cloud["steps"]
-    t0 = edge["t_start"]
-    t_end = max(r["t1"] for r in steps_c) if steps_c else edge["t_edge_done"]
+    t_end = max(r["t1"] for r in steps_e + steps_c) if steps_e else edge["t_edge_done"]
+    # The end-to-end clock (spec.records): the edge's first step to the last training event on
+    # either side, nothing subtracted. Evaluation belongs outside it: timing runs evaluate at
+    # the end, and whatever evaluation did fall inside is reported, never subtracted.
+    first = min(r["t0"] for r in steps_e) if steps_e else edge["t_start"]
     eval_s = sum(e.get("edge_eval_s", 0.0) for e in edge["epochs"])
     totals = {
         "batches": len(steps_e),
-        "wall_s": t_end - t0,
+        "wall_s": t_end - edge["t_start"],
+        "train_wall_s": t_end - first,
         "edge_busy_s": sum(r.get("compute_s", r["t1"] - r["t0"]) for r in steps_e),
         "cloud_busy_s": sum(r["t1"] - r["t0"] for r in steps_c),
         "edge_eval_s": eval_s,
@@ -136,10 +155,14 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "bytes_down": sum(r.get("bytes_down", 0) for r in steps_e),
         "uplink_stall_s": edge["uplink_stall_s"],
         "reconnects": edge.get("reconnects", 0),
+        "eval_in_window_s": sum(
+            max(0.0, min(e["t_eval"] + e["edge_eval_s"], t_end) - max(e["t_eval"], first))
+            for e in edge["epochs"]
+            if "t_eval" in e
+        ),
+        "edge_cpu_share": cpu_share(steps_e, "compute_s"),
+        "cloud_cpu_share": cpu_share(steps_c),
     }
-    # Training time excludes the edge's evaluation pauses (the only evaluation on the critical
-    # path; the cloud evaluates between epochs while the edge goes on).
-    totals["train_wall_s"] = totals["wall_s"] - eval_s
     epochs = edge["epochs"]
     return {
         "record_version": RECORD_VERSION,
@@ -148,6 +171,8 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "conventions": {
             "clock": "time.perf_counter (CLOCK_MONOTONIC): comparable across processes on one "
             "machine",
+            "train_wall_s": TRAIN_CLOCK,
+            "cpu_share": CPU_SHARE,
             "bytes": "message bytes: 32-byte header + 1 byte per label (K <= 256) + payload",
             "upload": "every batch is uploaded each time it is used (online setting)",
         },

@@ -15,6 +15,7 @@ from hierbench.report.load import read_foundation
 from hierbench.report.paper import CITATION, MEASURED_CONVENTIONS, convention_lines
 from hierbench.runtime.table import format_duration
 from hierbench.spec.links import format_rate
+from hierbench.spec.records import CPU_SHARE_MIN, disturbed
 
 __all__ = ["markdown_table", "num", "pct", "results_readme"]
 
@@ -62,17 +63,13 @@ def results_readme(
     manifest: dict,
     records: Sequence[dict],
     settings: dict,
-    red: pd.DataFrame,
-    sens: pd.DataFrame,
-    byt: pd.DataFrame,
-    val: pd.DataFrame,
-    meas: pd.DataFrame,
-    acc: pd.DataFrame,
+    t: dict[str, pd.DataFrame | None],
+    edge_fit: dict,
     figs: dict,
 ) -> str:
-    """``results/<preset>/README.md``: the folder's tables (as
-    :func:`~hierbench.report.write.write_report` computed them), its plots (``figs``: name ->
-    file under ``plots/``) and its runs."""
+    """``results/<preset>/README.md``: the folder's tables (``t``, as
+    :func:`~hierbench.report.write.write_report` computed them, by name), the edge-speed fit,
+    its plots (``figs``: name -> file under ``plots/``) and its runs."""
     preset = (manifest.get("preset") or {}).get("name", folder.name)
     env = manifest.get("environment") or (records[0]["environment"] if records else {})
     lines = [f"# hierbench reproduce — `{preset}`", ""]
@@ -106,26 +103,29 @@ def results_readme(
         *[f"- {c}" for c in MEASURED_CONVENTIONS],
         "",
     ]
-    lines += _section_reduction(red, settings)
+    lines += _section_reduction(t["reduction"], settings)
     if figs.get("reduction_vs_cut"):
         lines += [f"![reduction vs cut](plots/{figs['reduction_vs_cut']})", ""]
-    lines += _section_sensitivity(sens, settings)
-    lines += _section_measured(val, meas, figs)
-    lines += _section_accuracy(acc, figs)
-    lines += _section_bytes(byt)
+    lines += _section_sensitivity(t["sensitivity"], settings)
+    lines += _section_fit(edge_fit, t["cloud_factor"])
+    lines += _section_measured(t, figs)
+    lines += _section_accuracy(t["accuracy"], figs)
+    lines += _section_bytes(t["bytes"])
     foundation = read_foundation(folder)
     if foundation is not None:
         lines += _section_foundation(foundation)
     lines += [
         "## Runs",
         "",
-        "| run | kind | training wall s | batches | record |",
-        "|---|---|---|---|---|",
+        "| run | kind | training wall s | batches | clock | disturbed | record |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        clock = "end-to-end" if r.get("record_version", 1) >= 2 else "old (v1)"
         lines.append(
             f"| {r['_id']} | {r['_kind']} | {r['totals']['train_wall_s']:.1f} | "
-            f"{r['totals']['batches']} | [json](runs/{r['_id']}.json) |"
+            f"{r['totals']['batches']} | {clock} | {'; '.join(disturbed(r))} | "
+            f"[json](runs/{r['_id']}.json) |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -211,64 +211,126 @@ def _section_sensitivity(sens: pd.DataFrame, settings: dict) -> list[str]:
     ]
 
 
-def _section_measured(val: pd.DataFrame, meas: pd.DataFrame, figs: dict) -> list[str]:
+def _range(df: pd.DataFrame, col: str, fmt: Callable) -> list:
+    """``median (min … max)`` per row of ``<col>_median/_min/_max`` columns."""
+    out = []
+    for _, r in df.iterrows():
+        med, lo, hi = r.get(f"{col}_median"), r.get(f"{col}_min"), r.get(f"{col}_max")
+        if med is None or (isinstance(med, float) and math.isnan(med)):
+            out.append("")
+        elif lo == hi:
+            out.append(fmt(med))
+        else:
+            out.append(f"{fmt(med)} ({fmt(lo)} … {fmt(hi)})")
+    return out
+
+
+def _section_measured(t: dict, figs: dict) -> list[str]:
+    val, summ, meas, drift = t["validation"], t["validation_summary"], t["measured"], None
+    drift = t.get("profile_drift")
     out = ["## (c) Measured two-process runs, and the runtime model against them", ""]
     if not len(val):
         return [*out, "No timing runs in this folder.", ""]
+    flagged = val[val["disturbed"] != ""] if "disturbed" in val else val.iloc[0:0]
     out += [
-        "Measured reductions (same model, cut, data, seed and number of batches for each "
-        "method) beside the runtime model's prediction for the same runs:",
+        "Training time is the end-to-end clock: the edge's first step to the last training "
+        "event on either side, nothing subtracted. Each point is run several times; tables show "
+        "the median and (min … max) over the repeats whose processes got their CPU "
+        f"(CPU share ≥ {CPU_SHARE_MIN}); disturbed repeats are left out and counted. "
+        + (
+            f"**{len(flagged)} of {len(val)} runs were disturbed by other load** "
+            f"({', '.join(flagged['id'])})."
+            if len(flagged)
+            else f"None of the {len(val)} runs was disturbed."
+        ),
+        "",
+    ]
+    if len(meas):
+        m = meas.copy()
+        m["vs_cloud"] = _range(m, "vs_cloud", lambda v: pct(v, True))
+        m["vs_split"] = _range(m, "vs_split", lambda v: pct(v, True))
+        out += [
+            "Measured reductions (same model, cut, data, seed, batch, edge slowdown and number "
+            "of batches for each method; paired by repeat) beside the runtime model's prediction "
+            "for the same runs and the published number:",
+            "",
+            markdown_table(
+                m,
+                [
+                    ("config", "model / dataset", None),
+                    ("link", "link", None),
+                    ("cut", "cut", None),
+                    ("method", "method", None),
+                    ("batch", "batch", None),
+                    ("slowdown", "edge slowdown", num("g")),
+                    ("batches", "batches", None),
+                    ("vs_cloud", "measured vs cloud-only", None),
+                    ("vs_cloud_pairs", "pairs", None),
+                    ("predicted_vs_cloud", "predicted", lambda v: pct(v, True)),
+                    ("published", "published", lambda v: pct(v, digits=0)),
+                    ("vs_split", "measured vs split", None),
+                    ("predicted_vs_split", "predicted", lambda v: pct(v, True)),
+                ],
+            ),
+            "",
+        ]
+    s = summ.copy()
+    for col, f in (
+        ("measured_s", num(".1f")),
+        ("error", lambda v: pct(v, True)),
+        ("error_per_message", lambda v: pct(v, True)),
+        ("error_committed", lambda v: pct(v, True)),
+    ):
+        s[col] = _range(s, col, f)
+    out += [
+        "Predicted against measured training time per timing point: median (min … max) over "
+        "the quiet repeats. *error*: the prediction from the profiles measured right before "
+        "the runs (pipelined latency, the headline's convention); *τ per message*: the same "
+        "with PAPER.md's reading of latency; *committed profiles*: the prediction from the "
+        "profiles committed in results/profiles (measured at another time).",
         "",
         markdown_table(
-            meas,
+            s,
             [
                 ("config", "model / dataset", None),
                 ("link", "link", None),
-                ("batches", "batches", None),
-                ("method", "method", None),
-                ("cut", "cut", None),
-                ("cloud_only_s", "cloud-only s", num(".1f")),
-                ("split_s", "split s", num(".1f")),
-                ("hier_s", "hierarchical s", num(".1f")),
-                ("vs_cloud", "measured vs cloud-only", lambda v: pct(v, True)),
-                ("predicted_vs_cloud", "predicted", lambda v: pct(v, True)),
-                ("vs_split", "measured vs split", lambda v: pct(v, True)),
-                ("predicted_vs_split", "predicted", lambda v: pct(v, True)),
-            ],
-        ),
-        "",
-        "Predicted against measured training wall clock, per run. Stage times: mean per batch "
-        "measured in the run (edge compute, cloud step) beside the profile's value the model "
-        "used — where the total is off, they show which input was. *error (run's compute "
-        "times)*: the same formulas fed the run's own mean compute times instead of the "
-        "profile's — the error of the formulas alone.",
-        "",
-        markdown_table(
-            val,
-            [
-                ("link", "link", None),
                 ("method", "method", None),
                 ("codec", "codec", None),
+                ("batch", "batch", None),
+                ("slowdown", "k", num("g")),
                 ("batches", "batches", None),
-                ("measured_s", "measured s", num(".1f")),
-                ("predicted_s", "predicted s", num(".1f")),
-                ("error", "error", lambda v: pct(v, True)),
-                ("error_per_message", "error (τ per message)", lambda v: pct(v, True)),
-                ("error_run_compute", "error (run's compute times)", lambda v: pct(v, True)),
-                ("edge_ms_measured", "edge ms/batch measured", num(".0f")),
-                ("edge_ms_profile", "profile", num(".0f")),
-                ("cloud_ms_measured", "cloud ms/batch measured", num(".0f")),
-                ("cloud_ms_profile", "profile", num(".0f")),
-                ("bytes_up_per_batch", "B up/batch", num(",.0f")),
-                ("bytes_up_predicted", "predicted", num(",.0f")),
+                ("used", "repeats used", None),
+                ("disturbed", "disturbed", None),
+                ("measured_s", "measured s", None),
+                ("error", "error", None),
+                ("error_per_message", "error (τ per message)", None),
+                ("error_committed", "error (committed profiles)", None),
                 ("bottleneck", "bottleneck", None),
             ],
         ),
         "",
-        _largest_error(val) + "CSV: [tables/validation.csv](tables/validation.csv), "
+        _largest_error(summ),
+        "",
+        "Per run, with the stage times that explain a difference (mean per batch measured in the "
+        "run beside the profile's value the model used) and each side's CPU share: "
+        "[tables/validation.csv](tables/validation.csv); per point: "
+        "[tables/validation_summary.csv](tables/validation_summary.csv); reductions: "
         "[tables/measured.csv](tables/measured.csv).",
         "",
     ]
+    if drift is not None and len(drift):
+        d = drift[drift["ratio"].notna()]
+        out += [
+            "Profiles measured right before the runs against the committed ones (whole-model "
+            "step at the same batch; over 1: slower now): "
+            + (
+                ", ".join(f"{r['profile']} {r['ratio']:.2f}×" for _, r in d.iterrows())
+                if len(d)
+                else "no committed profile at the same batch"
+            )
+            + ". [tables/profile_drift.csv](tables/profile_drift.csv).",
+            "",
+        ]
     if figs.get("runtime_vs_rate"):
         out += [f"![runtime vs link rate](plots/{figs['runtime_vs_rate']})", ""]
     if figs.get("timeline"):
@@ -282,14 +344,50 @@ def _section_measured(val: pd.DataFrame, meas: pd.DataFrame, figs: dict) -> list
     return out
 
 
-def _largest_error(val: pd.DataFrame) -> str:
-    if "error" not in val or val["error"].isna().all():
-        return "No run matches a committed profile (batch size, model, threads): no prediction. "
+def _largest_error(summ: pd.DataFrame) -> str:
+    if "error_median" not in summ or summ["error_median"].isna().all():
+        return "No run matches a profile (batch size, model, threads): no prediction."
     return (
-        f"Largest |error|: {pct(val['error'].abs().max())} (pipelined latency), "
-        f"{pct(val['error_per_message'].abs().max())} (latency paid per message), "
-        f"{pct(val['error_run_compute'].abs().max())} (formulas with the run's compute times). "
+        f"Largest |median error|: {pct(summ['error_median'].abs().max())} (pipelined latency), "
+        f"{pct(summ['error_per_message_median'].abs().max())} (latency paid per message)."
     )
+
+
+def _section_fit(edge_fit: dict, clouds: pd.DataFrame) -> list[str]:
+    out = ["## Which edge the published numbers imply, and whether the cloud's speed matters", ""]
+    if edge_fit:
+        res = ", ".join(f"{n} {v:+.1f} pp" for n, v in edge_fit["residuals_pp"].items())
+        win = edge_fit["window_k"]
+        window = (
+            f"every configuration is within ±{edge_fit['tolerance_pp']:g} pp for k in "
+            f"[{win[0]:.3g}, {win[1]:.3g}] (an edge {1 / win[1]:.2f}–{1 / win[0]:.2f}× as fast "
+            "as one core of this CPU)"
+            if win
+            else f"no single k puts every configuration within ±{edge_fit['tolerance_pp']:g} pp"
+        )
+        out += [
+            f"One edge speed for all four configurations at {edge_fit['link']} (cloud as in the "
+            "headline): the least-squares fit is k = "
+            f"{edge_fit['best_k']:.3g} (the edge takes {edge_fit['best_k']:.3g}× the profiled "
+            f"core's time), RMS {edge_fit['rms_pp']:.1f} pp; residuals: {res}. {window}. "
+            "Curve: [tables/edge_fit.csv](tables/edge_fit.csv).",
+            "",
+        ]
+    if len(clouds):
+        per_link = []
+        for link, grp in clouds.groupby("link", sort=False):
+            n = int(grp["matters"].sum())
+            per_link.append(
+                f"{link}: {n} of {len(grp)} configurations move by more than 1 pp "
+                f"(largest {grp['spread_pp'].max():.1f} pp)"
+            )
+        out += [
+            "Cloud 1× / 10× / 100× one core, predicted reduction at the paper's cut: "
+            + "; ".join(per_link)
+            + ". [tables/cloud_factor.csv](tables/cloud_factor.csv).",
+            "",
+        ]
+    return out
 
 
 def _section_accuracy(acc: pd.DataFrame, figs: dict) -> list[str]:

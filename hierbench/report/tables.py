@@ -6,9 +6,7 @@
 - :func:`sensitivity_table`: which convention or assumption moves each headline number, and by
   how much (one assumption changed at a time).
 - :func:`accuracy_table` (b): accuracy per method and cut, final classifier and edge exit.
-- :func:`validation_table` (c): predicted against measured wall clock of two-process runs, with
-  the per-stage times that explain the difference; :func:`measured_table`: the measured
-  reductions.
+- (c), the measured runs, are :mod:`hierbench.report.measured`'s.
 - :func:`bytes_table` (d): bytes per sample at every cut for every codec.
 
 Fractions are stored as fractions (0.61), times in seconds; the Markdown renderer formats them.
@@ -35,7 +33,6 @@ from hierbench.runtime.model import (
 from hierbench.runtime.partition import crossover_rate, search
 from hierbench.runtime.profiles import Profile
 from hierbench.runtime.table import load_for
-from hierbench.runtime.validate import predict_from_stages, predict_record, stage_means
 
 METHOD_ORDER = {"cloud_only": 0, "split": 1, "hierarchical": 2}
 
@@ -145,7 +142,9 @@ def _sensitivity_column(profile_dir: Path, cfg: Sequence, link: str) -> dict[str
         "… with scales/offsets, labels, frame headers: 1 − D(s)/D0": 1
         - activation_bytes(sc, cut, "q8") / raw_bytes(sc),
         OURS: red(sc),
-        "latency paid once (pipelined), not per message": red(with_conv(latency="pipelined")),
+        "latency paid by every message (PAPER.md's reading), not once": red(
+            with_conv(latency="per-message")
+        ),
         "labels as ⌈log2 K⌉ bits, not 1 byte": red(with_conv(labels="log2")),
         "no frame headers": red(with_conv(frame_overhead=False)),
         "10 epochs, baseline's raw data uploaded once": red(
@@ -207,116 +206,6 @@ def bytes_table(profile_dir: Path, configs: Sequence[Sequence]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# -- run records ----------------------------------------------------------------------------------
-def _predict(rec: dict, profile_dir: Path, latency: str = "pipelined"):
-    """The model's prediction for a run, or ``None`` when no profile matches it."""
-    try:
-        return predict_record(rec, profile_dir, latency=latency)
-    except ConfigError:
-        return None
-
-
-def validation_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame:
-    """Predicted (runtime model, this machine's profiles, cloud factor 1) against measured.
-
-    Runs no committed profile matches (another batch size, model or thread count) are listed
-    without a prediction."""
-    rows = []
-    for rec in records:
-        cfg = rec["config"]
-        pipe = _predict(rec, profile_dir, "pipelined")
-        if pipe is None:
-            rows.append(
-                {
-                    "link": cfg["link"] or "unshaped",
-                    "method": cfg["method"],
-                    "codec": cfg["codec"] if cfg["method"] != "cloud_only" else "raw uint8",
-                    "batches": rec["totals"]["batches"],
-                    "measured_s": rec["totals"]["train_wall_s"],
-                    "bottleneck": "no matching profile",
-                    "id": rec.get("_id", ""),
-                }
-            )
-            continue
-        per_msg = predict_record(rec, profile_dir, latency="per-message")
-        staged = predict_from_stages(rec, pipe)
-        measured = rec["totals"]["train_wall_s"]
-        st = stage_means(rec)
-        if cfg["method"] == "cloud_only":
-            pred_edge, pred_cloud = 0.0, pipe.parts["t_full"]
-        elif cfg["method"] == "split":
-            p = pipe.parts
-            pred_edge = p["t_eF"] + p["t_eB"] + p["t_eU"]
-            pred_cloud = p["t_cF"] + p["t_cB"] + p["t_cU"]
-        else:
-            pred_edge, pred_cloud = pipe.t_E, pipe.t_C
-        link = (rec.get("link") or {}).get("spec") or ""
-        rows.append(
-            {
-                "link": cfg["link"] or "unshaped",
-                "method": cfg["method"],
-                "codec": cfg["codec"] if cfg["method"] != "cloud_only" else "raw uint8",
-                "batches": rec["totals"]["batches"],
-                "measured_s": measured,
-                "predicted_s": pipe.total_s,
-                "error": pipe.total_s / measured - 1,
-                "predicted_per_message_s": per_msg.total_s,
-                "error_per_message": per_msg.total_s / measured - 1,
-                "error_run_compute": (None if staged is None else staged / measured - 1),
-                "edge_ms_measured": None if st["edge_s"] is None else 1e3 * st["edge_s"],
-                "edge_ms_profile": 1e3 * pred_edge,
-                "cloud_ms_measured": None if st["cloud_s"] is None else 1e3 * st["cloud_s"],
-                "cloud_ms_profile": 1e3 * pred_cloud,
-                "bytes_up_per_batch": rec["totals"]["bytes_up"] / rec["totals"]["batches"],
-                "bytes_up_predicted": pipe.bytes_up,
-                "bottleneck": pipe.bottleneck,
-                "link_spec": link,
-                "id": rec.get("_id", ""),
-            }
-        )
-    df = pd.DataFrame(rows)
-    if len(df):
-        df["_o"] = df["method"].map(METHOD_ORDER)
-        df = df.sort_values(["link", "codec", "_o"], kind="stable").drop(columns="_o")
-    return df.reset_index(drop=True)
-
-
-def measured_table(records: Sequence[dict], profile_dir: Path) -> pd.DataFrame:
-    """Measured wall clock of the three methods per link (same batches), the reductions of
-    hierarchical training, and the model's predicted reductions for the same runs."""
-    by: dict[tuple, dict] = {}
-    for rec in records:
-        cfg = rec["config"]
-        key = (cfg["link"], cfg["model"], cfg["dataset"], rec["totals"]["batches"])
-        slot = by.setdefault(key, {})
-        name = cfg["method"] if cfg["method"] != "hierarchical" else f"hierarchical/{cfg['codec']}"
-        slot[name] = rec
-    rows = []
-    for (link, model, dataset, n), recs in by.items():
-        base, spl = recs.get("cloud_only"), recs.get("split")
-        for name, rec in recs.items():
-            if not name.startswith("hierarchical"):
-                continue
-            t = rec["totals"]["train_wall_s"]
-            row = {
-                "config": _label(model, dataset),
-                "link": link,
-                "batches": n,
-                "method": name,
-                "cut": rec["config"]["cut"],
-                "hier_s": t,
-                "cloud_only_s": base["totals"]["train_wall_s"] if base else None,
-                "split_s": spl["totals"]["train_wall_s"] if spl else None,
-            }
-            row["vs_cloud"] = 1 - t / row["cloud_only_s"] if base else None
-            row["vs_split"] = 1 - t / row["split_s"] if spl else None
-            ph, pb, ps = (_predict(r, profile_dir) if r else None for r in (rec, base, spl))
-            row["predicted_vs_cloud"] = 1 - ph.total_s / pb.total_s if ph and pb else None
-            row["predicted_vs_split"] = 1 - ph.total_s / ps.total_s if ph and ps else None
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
     """Test accuracy per run: final classifier and edge exit after the last epoch, the best
     epoch, and the drop against the standard (cloud-only) run of the same budget."""
@@ -374,9 +263,6 @@ __all__ = [
     "budget_label",
     "bytes_table",
     "closest_assumption",
-    "measured_table",
     "reduction_table",
     "sensitivity_table",
-    "stage_means",
-    "validation_table",
 ]

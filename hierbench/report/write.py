@@ -9,8 +9,12 @@ regenerate anywhere without retraining. Writes into the same folder::
                            paper's cut, published number beside
     tables/sensitivity.csv which convention or assumption moves each headline number
     tables/accuracy.csv    (b) accuracy per method and cut, final classifier and edge exit
-    tables/validation.csv  (c) predicted against measured wall clock, per-stage times
-    tables/measured.csv    measured reductions of the two-process runs
+    tables/validation.csv  (c) predicted against measured wall clock, per run, per-stage times
+    tables/validation_summary.csv  per timing point: repeats, median and min–max
+    tables/measured.csv    measured reductions of the two-process runs (median, min–max)
+    tables/profile_drift.csv  profiles measured with the runs against the committed ones
+    tables/edge_fit.csv, edge_fit.json  the edge speed the published numbers imply
+    tables/cloud_factor.csv  how much the assumed cloud speed moves each prediction
     tables/bytes.csv       (d) bytes per sample per cut and codec
     tables/CONVENTIONS.md  the conventions every table rests on (also in README.md)
     plots/runtime_vs_rate.png, reduction_vs_cut.png, timeline.png, accuracy.png
@@ -18,13 +22,19 @@ regenerate anywhere without retraining. Writes into the same folder::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hierbench.report import tables
+from hierbench.report import fit, measured, tables
 from hierbench.report.load import load_folder
 from hierbench.report.markdown import results_readme
-from hierbench.report.paper import DEFAULT_REPORT, MEASURED_CONVENTIONS, convention_lines
+from hierbench.report.paper import (
+    DEFAULT_REPORT,
+    MEASURED_CONVENTIONS,
+    PUBLISHED,
+    convention_lines,
+)
 
 __all__ = ["write_report"]
 
@@ -47,21 +57,34 @@ def write_report(
     (folder / "tables").mkdir(exist_ok=True)
     (folder / "plots").mkdir(exist_ok=True)
 
+    # The profiles measured right before the runs (a calibrating preset), else the committed ones.
+    calibrated = folder / "profiles"
+    run_profiles = calibrated if any(calibrated.rglob("*.csv")) else profile_dir
     red = tables.reduction_table(profile_dir, configs, links)
     sens = tables.sensitivity_table(profile_dir, configs, settings["headline_link"])
     byt = tables.bytes_table(profile_dir, configs)
-    val = tables.validation_table(timing, profile_dir)
-    meas = tables.measured_table(timing, profile_dir)
+    val = measured.validation_table(timing, run_profiles, profile_dir)
+    summ = measured.validation_summary(val)
+    meas = measured.measured_table(timing, run_profiles, PUBLISHED)
+    drift = measured.drift_table(calibrated, profile_dir) if run_profiles == calibrated else None
+    curve, edge_fit = fit.edge_speed_fit(profile_dir, configs, settings["headline_link"])
+    clouds = fit.cloud_factor_table(profile_dir, configs, links)
     acc = tables.accuracy_table(accuracy)
     for name, df, index in (
         ("reduction", red, False),
         ("sensitivity", sens, True),
         ("bytes", byt, False),
         ("validation", val, False),
+        ("validation_summary", summ, False),
         ("measured", meas, False),
+        ("profile_drift", drift, False),
+        ("edge_fit", curve, True),
+        ("cloud_factor", clouds, False),
         ("accuracy", acc, False),
     ):
-        df.to_csv(folder / "tables" / f"{name}.csv", index=index, float_format="%.6g")
+        if df is not None:
+            df.to_csv(folder / "tables" / f"{name}.csv", index=index, float_format="%.6g")
+    (folder / "tables" / "edge_fit.json").write_text(json.dumps(edge_fit, indent=1) + "\n")
     (folder / "tables" / "CONVENTIONS.md").write_text(
         "# Conventions of the tables in this folder\n\n"
         "Predicted (reduction, sensitivity, bytes, and the predictions in validation):\n\n"
@@ -100,7 +123,18 @@ def write_report(
             if (folder / "plots" / f"{name}.png").is_file():
                 figs[name] = f"{name}.png"
 
-    text = results_readme(folder, manifest, records, settings, red, sens, byt, val, meas, acc, figs)
+    t = {
+        "reduction": red,
+        "sensitivity": sens,
+        "bytes": byt,
+        "validation": val,
+        "validation_summary": summ,
+        "measured": meas,
+        "profile_drift": drift,
+        "cloud_factor": clouds,
+        "accuracy": acc,
+    }
+    text = results_readme(folder, manifest, records, settings, t, edge_fit, figs)
     path = folder / "README.md"
     path.write_text(text)
     say(f"report: {path}")

@@ -8,20 +8,31 @@ names the file in every error. A record is a plain JSON object:
 ==================  =================================================================
 key                 what
 ==================  =================================================================
-record_version      :data:`RECORD_VERSION`; a reader refuses any other
+record_version      :data:`RECORD_VERSION` (2); version 1 is read too (:data:`READABLE`)
 config              the ``RunConfig`` as a dict (``hierbench.methods.config``)
-environment         versions, threads, CPU model, extension build
+environment         versions, threads, extension build, and (version 2) git_sha, git_dirty,
+                    cpu_model, load_average (:mod:`hierbench.spec.provenance`)
 conventions         how clock and bytes were counted (strings)
 steps_per_epoch     int
 edge_steps          per batch: ``t0``, ``t1`` (perf_counter s), ``compute_s``, ``bytes_up`` …
 cloud_steps         per batch: ``t0``, ``t1``, losses …
 epochs              per epoch: losses, accuracies (edge exit and final), evaluation time
 link                the engine's per-message timeline (``messages``) or null
-totals              :data:`TOTALS_KEYS`, numbers
+totals              :data:`TOTALS_KEYS`, numbers (version 2 adds :data:`TOTALS_V2`)
 experiment          (grid runs) the experiment's id and kind: ``timing`` | ``accuracy``
 processes, cpus     (grid runs) 1 or 2 processes, the CPUs they were pinned to
 command             (grid runs) the command line that made it
 ==================  =================================================================
+
+The training clock (version 2, :data:`TRAIN_CLOCK`): ``totals.train_wall_s`` runs from the edge's
+first training step to the last training event on either side (the cloud's last step, or for
+split learning the edge's last backward), nothing subtracted. Version 1 records ran from the
+cloud's welcome to the cloud's last step minus the edge's evaluation time; they still serve
+accuracy tables, but validation against the runtime model refuses them (:func:`require_clock`).
+
+CPU share (version 2, :data:`CPU_SHARE`): per side, the CPU time the process got during its
+compute spans ÷ their wall time. A side of a two-process run below :data:`CPU_SHARE_MIN` was
+disturbed by other load: tables flag it (:func:`disturbed`) and never average it in silently.
 """
 
 from __future__ import annotations
@@ -34,17 +45,38 @@ from typing import Any, TypedDict
 from hierbench.errors import ConfigError
 
 __all__ = [
+    "CPU_SHARE",
+    "CPU_SHARE_MIN",
+    "READABLE",
     "RECORD_VERSION",
     "REQUIRED_KEYS",
     "TOTALS_KEYS",
+    "TOTALS_V2",
+    "TRAIN_CLOCK",
     "RunRecord",
     "Totals",
+    "check_record",
+    "disturbed",
     "read_record",
+    "require_clock",
     "write_record",
 ]
 
-#: The version a record written by this code carries; the only one :func:`read_record` accepts.
-RECORD_VERSION = 1
+#: The version a record written by this code carries.
+RECORD_VERSION = 2
+#: The versions :func:`read_record` accepts.
+READABLE = (1, 2)
+
+TRAIN_CLOCK = (
+    "end to end: the edge's first training step to the last training event on either side "
+    "(cloud step, or the edge's last backward in split learning); nothing subtracted"
+)
+CPU_SHARE = (
+    "CPU time the process got during each side's compute spans / their wall time "
+    "(1.0 = never preempted at one thread)"
+)
+#: Below this CPU share a two-process timing run's side counts as disturbed by other load.
+CPU_SHARE_MIN = 0.9
 
 #: Keys every record has.
 REQUIRED_KEYS = (
@@ -72,6 +104,10 @@ TOTALS_KEYS = (
     "reconnects",
 )
 
+#: Version 2 totals: evaluation time that fell inside the timed window (reported, never
+#: subtracted), and each side's CPU share (None where no step recorded CPU time).
+TOTALS_V2 = ("eval_in_window_s", "edge_cpu_share", "cloud_cpu_share")
+
 
 class Totals(TypedDict):
     batches: int
@@ -84,6 +120,9 @@ class Totals(TypedDict):
     bytes_down: int
     uplink_stall_s: float
     reconnects: int
+    eval_in_window_s: float
+    edge_cpu_share: float | None
+    cloud_cpu_share: float | None
 
 
 class RunRecord(TypedDict, total=False):
@@ -106,15 +145,16 @@ class RunRecord(TypedDict, total=False):
 
 
 def check_record(rec: object, where: str = "run record") -> RunRecord:
-    """``rec`` if it is a run record of :data:`RECORD_VERSION` with every required key and
+    """``rec`` if it is a run record of a :data:`READABLE` version with every required key and
     numeric totals; else ConfigError naming ``where``."""
     if not isinstance(rec, dict):
         raise ConfigError(f"{where} is not a run record: a JSON object expected")
     version = rec.get("record_version")
-    if version != RECORD_VERSION:
+    if isinstance(version, bool) or version not in READABLE:
         raise ConfigError(
-            f"{where} has record_version {version!r}; this hierbench reads version "
-            f"{RECORD_VERSION} only (re-run it, or read it with the hierbench that wrote it)"
+            f"{where} has record_version {version!r}; this hierbench reads versions "
+            f"{', '.join(map(str, READABLE))} (re-run it, or read it with the hierbench that "
+            "wrote it)"
         )
     missing = [k for k in REQUIRED_KEYS if k not in rec]
     if missing:
@@ -127,9 +167,38 @@ def check_record(rec: object, where: str = "run record") -> RunRecord:
         for k in TOTALS_KEYS
         if not isinstance(totals.get(k), numbers.Real) or isinstance(totals.get(k), bool)
     ]
+    if version >= 2:
+        bad += [k for k in TOTALS_V2 if k not in totals or not _number_or_none(totals[k])]
     if bad:
         raise ConfigError(f"{where}: totals {', '.join(bad)} missing or not numbers")
     return rec  # type: ignore[return-value]
+
+
+def _number_or_none(v: object) -> bool:
+    return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+
+
+def require_clock(rec: RunRecord, where: str = "run record") -> None:
+    """ConfigError unless ``rec`` measured its training time with the end-to-end clock
+    (version 2): what comparing a measured time with a prediction needs."""
+    if rec.get("record_version", 0) < 2:
+        raise ConfigError(
+            f"{where} is a version-{rec.get('record_version')} record, timed with the old clock "
+            "(welcome to the cloud's last step, minus evaluation): re-run it to validate it"
+        )
+
+
+def disturbed(rec: RunRecord) -> list[str]:
+    """Why a record's timing cannot be trusted as a quiet-machine measurement: each side of a
+    two-process run whose CPU share is below :data:`CPU_SHARE_MIN` (empty: not disturbed)."""
+    if rec.get("record_version", 0) < 2 or rec.get("processes") != 2:
+        return []
+    out = []
+    for side in ("edge", "cloud"):
+        share = rec["totals"].get(f"{side}_cpu_share")
+        if share is not None and share < CPU_SHARE_MIN:
+            out.append(f"{side} CPU share {share:.3f} < {CPU_SHARE_MIN}")
+    return out
 
 
 def read_record(path: str | Path) -> RunRecord:

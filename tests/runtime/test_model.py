@@ -21,7 +21,8 @@ from hierbench.runtime.model import Conventions, Scenario
 from hierbench.spec.links import PRESETS, LinkSpec, parse_link
 from tests.runtime.helpers import block, profile, toy_profile
 
-NOFRAME = Conventions(frame_overhead=False)
+# The hand-computed cases spell out PAPER.md's formula: latency in every pipeline period.
+NOFRAME = Conventions(frame_overhead=False, latency="per-message")
 # 1000 B/s up, 2000 B/s down, 0.1 s one way
 LINK = LinkSpec(8000, 16000, 0.1)
 
@@ -70,7 +71,10 @@ def test_split_hand_computed():
 
 
 def test_upload_once_and_epochs():
-    sc = toy(epochs=3, conventions=Conventions(upload="once", frame_overhead=False))
+    sc = toy(
+        epochs=3,
+        conventions=Conventions(upload="once", frame_overhead=False, latency="per-message"),
+    )
     base = rm.cloud_only(sc)
     # first epoch pipelined, the two others cloud compute only
     assert base.total_s == pytest.approx((3.11 + 4) + 4 * 4 + 2 * 5 * 4)

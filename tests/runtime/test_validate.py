@@ -11,7 +11,7 @@ from hierbench.runtime.codec_bytes import parse_codec
 from hierbench.runtime.model import Conventions, Scenario, predict
 from hierbench.runtime.profiles import load_profile
 from hierbench.runtime.validate import check_record
-from hierbench.spec.records import RECORD_VERSION, REQUIRED_KEYS, TOTALS_KEYS
+from hierbench.spec.records import RECORD_VERSION, REQUIRED_KEYS, TOTALS_KEYS, TOTALS_V2
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "results" / "profiles"
@@ -32,7 +32,8 @@ def _record(tmp_path: Path, method: str, measured: float) -> Path:
         "exit_head": "conv",
     }
     path = tmp_path / f"{method}.json"
-    totals = {k: 0 for k in TOTALS_KEYS} | {"batches": 50, "train_wall_s": measured}
+    totals = {k: 0 for k in TOTALS_KEYS} | {k: None for k in TOTALS_V2}
+    totals |= {"batches": 50, "train_wall_s": measured}
     record = {k: [] for k in REQUIRED_KEYS} | {"record_version": RECORD_VERSION}
     record |= {"config": cfg, "environment": {}, "steps_per_epoch": 50, "totals": totals}
     path.write_text(json.dumps(record))
