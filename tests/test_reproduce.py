@@ -123,11 +123,20 @@ def test_every_preset_is_a_valid_grid():
             cfg = e.run_config()  # validates names and values
             assert cfg.method in ("cloud_only", "split", "hierarchical")
         kinds = {e.kind for e in preset.experiments}
-        assert kinds <= {"timing", "accuracy"}
+        assert kinds <= {"timing", "kernel", "accuracy"}
     quick = experiments.get_preset("quick")
     links = {e.config["link"] for e in quick.experiments if e.kind == "timing"}
     assert len(links) >= 3  # validation at >= 3 link rates
     assert any(e.config["codec"] == "q4" for e in quick.experiments if e.kind == "timing")
+    # every measured point is repeated, and each repeat is its own record
+    timing = [e for e in quick.experiments if e.kind in ("timing", "kernel")]
+    points = {(e.kind, tuple(sorted(e.config.items()))) for e in timing}
+    assert len(timing) >= 3 * len(points) and len({e.id for e in timing}) == len(timing)
+    # the paper's four configurations are measured at 3g, with kernel-shaped 3g points too
+    measured = {
+        (e.config["model"], e.config["dataset"]) for e in timing if e.config["link"] == "3g"
+    }
+    assert len(measured) == 4 and any(e.kind == "kernel" for e in timing)
 
 
 def test_report_needs_no_torch(smoke, tmp_path):

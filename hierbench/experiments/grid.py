@@ -6,6 +6,10 @@ An experiment is fully described by a :class:`~hierbench.methods.RunConfig` and 
 - ``timing`` runs: edge and cloud as two processes pinned to one core each, over loopback TCP
   through the transfer engine's token bucket at the run's link. Their wall clock is what the
   runtime model is validated against and what the timeline plot shows.
+- ``kernel`` runs: timing runs whose link rates are the kernel's (``tc tbf`` on a veth pair
+  between two network namespaces; the engine adds only the latency): validation that does not
+  rest on the engine's own token bucket. They need root; elsewhere they are skipped, and the
+  manifest says why.
 - ``accuracy`` runs: both roles in one process over an unshaped link, evaluated on the test split
   after every epoch: accuracy per method and cut, for the final classifier and the edge exit.
 """
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 
 from hierbench.errors import ConfigError
 
-KINDS = ("timing", "accuracy")
+KINDS = ("timing", "kernel", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Experiment:
         parts.append(c.get("dataset", "cifar10"))
         if c["method"] != "cloud_only":
             parts += [c.get("cut", "layer3"), c.get("codec", "q8")]
-        if self.kind == "timing":
+        if self.kind in ("timing", "kernel"):
             parts.append(str(c.get("link")))
             if c.get("batch_size", 128) != 128:
                 parts.append(f"bs{c['batch_size']}")

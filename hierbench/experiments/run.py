@@ -224,7 +224,18 @@ def run_preset(
         say(f"{head} ...")
         cfg = exp.run_config()
         t0 = time.perf_counter()
-        if exp.kind == "timing":
+        if exp.kind == "kernel":
+            from hierbench.methods.kernel_shaped import run_kernel_shaped
+            from hierbench.transfer.netns import unavailable_reason
+
+            why = unavailable_reason()
+            if why:
+                manifest["runs"][exp.id] = {"kind": exp.kind, "skipped": why}
+                _write_json(out / "manifest.json", manifest)
+                say(f"{head}: skipped ({why})")
+                continue
+            record = run_kernel_shaped(cfg, cpus=cpus)
+        elif exp.kind == "timing":
             record = runner.run_two_processes(cfg, cpus=cpus, progress=progress)
         else:
             record = runner.run(cfg, progress=progress)

@@ -395,14 +395,16 @@ def start_cloud_process(
     cpu: int | None = None,
     extra: tuple[str, ...] = (),
     progress_lines: bool = False,
+    prefix: tuple[str, ...] | list[str] = (),
 ) -> tuple[subprocess.Popen, str, int]:
     """Start ``hierbench cloud`` in a child process; return it and the address it listens on.
 
     ``extra``: more ``hierbench cloud`` arguments (``--checkpoint-dir``, ``--resume``).
     ``progress_lines``: the child reports its progress on stdout as lines for
-    :func:`follow_progress` (else it runs ``--quiet``).
+    :func:`follow_progress` (else it runs ``--quiet``). ``prefix``: a command to run it under
+    (``ip netns exec NS``).
     """
-    cmd = [sys.executable, "-m", "hierbench.cli", "cloud", "--listen", listen]
+    cmd = [*prefix, sys.executable, "-m", "hierbench.cli", "cloud", "--listen", listen]
     cmd += ["--progress-lines" if progress_lines else "--quiet"]
     cmd += ["--threads", str(threads), "--link", link or "none", *extra]
     for a, b in outages:

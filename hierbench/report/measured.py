@@ -28,7 +28,7 @@ from hierbench.spec.records import disturbed
 __all__ = ["drift_table", "measured_table", "validation_summary", "validation_table"]
 
 METHOD_ORDER = {"cloud_only": 0, "split": 1, "hierarchical": 2}
-_POINT = ["config", "link", "batch", "slowdown", "batches", "method", "cut", "codec"]
+_POINT = ["config", "link", "shaper", "batch", "slowdown", "batches", "method", "cut", "codec"]
 
 
 def _predict(rec: dict, profile_dir: Path | None, latency: str = "pipelined"):
@@ -50,6 +50,8 @@ def _point(rec: dict) -> dict:
     return {
         "config": _label(cfg["model"], cfg["dataset"]),
         "link": cfg["link"] or "unshaped",
+        # who made the link's rate: the engine's token bucket, or tc tbf (a kernel run)
+        "shaper": "tc tbf" if rec.get("shaper") else "engine",
         "batch": cfg.get("batch_size", 128),
         "slowdown": float(cfg.get("edge_slowdown", 1.0)),
         "batches": rec["totals"]["batches"],
@@ -169,12 +171,12 @@ def measured_table(
     by: dict[tuple, dict[str, dict[int, dict]]] = {}
     for rec in records:
         cfg, pt = rec["config"], _point(rec)
-        key = (pt["config"], pt["link"], pt["batch"], pt["slowdown"], pt["batches"])
+        key = (pt["config"], pt["link"], pt["shaper"], pt["batch"], pt["slowdown"], pt["batches"])
         name = cfg["method"] if cfg["method"] != "hierarchical" else f"hierarchical/{cfg['codec']}"
         rep = (rec.get("experiment") or {}).get("repeat", 0)
         by.setdefault(key, {}).setdefault(name, {})[rep] = rec
     rows = []
-    for (conf, link, batch, slowdown, n), recs in by.items():
+    for (conf, link, shaper, batch, slowdown, n), recs in by.items():
         base, spl = recs.get("cloud_only", {}), recs.get("split", {})
         for name, reps in recs.items():
             if not name.startswith("hierarchical"):
@@ -184,6 +186,7 @@ def measured_table(
             row = {
                 "config": conf,
                 "link": link,
+                "shaper": shaper,
                 "batch": batch,
                 "slowdown": slowdown,
                 "batches": n,

@@ -52,7 +52,7 @@ def write_report(
     manifest, records = load_folder(folder)
     settings = {**DEFAULT_REPORT, **((manifest.get("preset") or {}).get("report") or {})}
     configs, links = settings["configs"], settings["links"]
-    timing = [r for r in records if r["_kind"] == "timing"]
+    timing = [r for r in records if r["_kind"] in ("timing", "kernel")]
     accuracy = [r for r in records if r["_kind"] == "accuracy"]
     (folder / "tables").mkdir(exist_ok=True)
     (folder / "plots").mkdir(exist_ok=True)
@@ -99,9 +99,10 @@ def write_report(
     if plots:
         from hierbench.report import plots as P
 
+        main = _main_scenario(timing)
         figs["runtime_vs_rate"] = P.runtime_vs_rate(
             folder / "plots" / "runtime_vs_rate.png",
-            timing,
+            main,
             profile_dir,
             configs,
             points=int(settings.get("sweep_points", 41)),
@@ -112,7 +113,7 @@ def write_report(
             configs,
             settings["headline_link"],
         ).name
-        tl = _timeline_runs(timing, settings["headline_link"])
+        tl = _timeline_runs(main, settings["headline_link"])
         if tl:
             figs["timeline"] = P.timeline(folder / "plots" / "timeline.png", tl).name
         if accuracy:
@@ -139,6 +140,23 @@ def write_report(
     path.write_text(text)
     say(f"report: {path}")
     return path
+
+
+def _main_scenario(timing: Sequence[dict]) -> list[dict]:
+    """The runs of the most common scenario (model, dataset, batch, edge slowdown) shaped by the
+    engine, first repeats first: what the runtime-vs-rate plot and the timeline show."""
+
+    def key(r: dict) -> tuple:
+        c = r["config"]
+        return (c["model"], c["dataset"], c.get("batch_size"), c.get("edge_slowdown", 1.0))
+
+    engine = [r for r in timing if not r.get("shaper")]
+    if not engine:
+        return []
+    keys = [key(r) for r in engine]
+    top = max(set(keys), key=keys.count)
+    runs = [r for r in engine if key(r) == top]
+    return sorted(runs, key=lambda r: (r.get("experiment") or {}).get("repeat", 0))
 
 
 def _timeline_runs(timing: Sequence[dict], link: str) -> list[dict]:

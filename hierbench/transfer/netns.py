@@ -82,10 +82,13 @@ class VethPair:
     def exec_prefix(self, side: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns_a if side == "a" else self.ns_b]
 
-    def shape(self, rate_bps: float, burst_bytes: int, queue_s: float = 0.2) -> None:
-        """tc tbf on the sender side's egress (a -> b)."""
+    def shape(
+        self, rate_bps: float, burst_bytes: int, queue_s: float = 0.2, side: str = "a"
+    ) -> None:
+        """tc tbf on one side's egress (``a``: a -> b, the default; ``b``: b -> a)."""
         tbf = f"rate {int(rate_bps)}bit burst {int(burst_bytes)} latency {int(queue_s * 1e3)}ms"
-        _run(*self.exec_prefix("a"), *f"tc qdisc replace dev {self.dev_a} root tbf {tbf}".split())
+        dev = self.dev_a if side == "a" else self.dev_b
+        _run(*self.exec_prefix(side), *f"tc qdisc replace dev {dev} root tbf {tbf}".split())
 
     def unshape(self) -> None:
         _run(*self.exec_prefix("a"), "tc", "qdisc", "del", "dev", self.dev_a, "root", check=False)

@@ -3,6 +3,7 @@ engine's token bucket. Root only; skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -18,8 +19,11 @@ def need_netns():
 
 
 def _ours() -> list[str]:
+    """This process's namespaces (their names carry its pid): other test runs on the machine
+    may create and remove their own meanwhile."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith(netns._PREFIX)]
+    mine = f"{netns._PREFIX}-{os.getpid()}-"
+    return [line for line in out.splitlines() if line.startswith(mine)]
 
 
 def test_reason_when_not_root(monkeypatch):
