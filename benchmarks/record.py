@@ -56,8 +56,14 @@ def cpu_slug(model: str) -> str:
     return slug or "unknown-cpu"
 
 
+#: Benchmark outputs: a run's own (or an earlier, not yet committed) JSON there does not make the
+#: tree dirty for the next run.
+OUTPUT_DIRS = ("results/bench", "results/gpu")
+
+
 def git_state(repo: Path = REPO) -> tuple[str, bool]:
-    """(short SHA of HEAD, whether the working tree has changes); ("unknown", True) outside git."""
+    """(short SHA of HEAD, whether the working tree has changes outside the benchmark output
+    folders); ("unknown", True) outside git."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -67,7 +73,11 @@ def git_state(repo: Path = REPO) -> tuple[str, bool]:
             check=True,
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--", *(f":(exclude){d}" for d in OUTPUT_DIRS)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
