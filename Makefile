@@ -1,7 +1,7 @@
 # hierbench: every target does its own set-up (virtual environment, pinned dependencies, native
 # build), so `make test` and `make reproduce` work as single commands on a fresh machine.
 #   make reproduce   the main job          make test     the test suite (what CI runs)
-#   make bench       pytest-benchmark      make lint     ruff check + format check
+#   make bench       pytest-benchmark (one JSON per run)   make lint   ruff check + format
 #   make gpu-check   CUDA build + tests + GPU benchmarks (on a machine with a GPU)
 
 PYTHON ?= python3
@@ -45,8 +45,13 @@ readme-results: $(DEPS)
 	$(VENV)/bin/hierbench report --readme-only --readme README.md \
 	    $(wildcard results/quick results/accuracy results/paper)
 
+# One JSON per run, never overwritten: results/bench/<UTC start>_<cpu>_<git sha>[-dirty]_<SUITE>.json
+# (benchmarks/record.py), with the load average at the start and the end. E.g.
+#   make bench BENCH=benchmarks/bench_quant.py SUITE=quant
+BENCH ?= benchmarks
+SUITE ?= all
 bench: $(EXT)
-	$(PY) -m pytest benchmarks -q --benchmark-json=results/bench/cpu-latest.json
+	$(PY) -m pytest $(BENCH) -q -p no:cacheprovider --bench-save=$(SUITE)
 
 lint: $(DEPS)
 	$(VENV)/bin/ruff check .

@@ -82,6 +82,44 @@ def paired_ratio(
     return statistics.median(ratios)
 
 
+def paired_times(
+    fn, other, device: str = "cpu", rounds: int = 15, min_sample_s: float = 0.002
+) -> dict:
+    """``fn`` and ``other`` timed alike: one warm-up call each, then ``rounds`` rounds in which
+    the two are timed back to back (order alternating), each sample repeating its call until it
+    lasts about ``min_sample_s`` (counted per side, so a 3 s reference and a 10 ms kernel both get
+    whole calls). Returns the median seconds per call of each over the same rounds (``fn_s``,
+    ``other_s``), the median of the per-round ratios ``fn / other`` (``ratio_paired``), and
+    ``rounds``.
+
+    For comparing two things of very different speed (an eager reference against a kernel):
+    both see the same warm-up, the same number of rounds and the same moments of a drifting
+    machine, unlike one cold call of the slow one beside the other's benchmark median.
+    """
+    fn()
+    other()
+    sync(device)
+    calls_fn = max(1, round(min_sample_s / max(_seconds(fn, 1, device), 1e-7)))
+    calls_other = max(1, round(min_sample_s / max(_seconds(other, 1, device), 1e-7)))
+    a_s, b_s, ratios = [], [], []
+    for r in range(rounds):
+        if r % 2:
+            b = _seconds(other, calls_other, device)
+            a = _seconds(fn, calls_fn, device)
+        else:
+            a = _seconds(fn, calls_fn, device)
+            b = _seconds(other, calls_other, device)
+        a_s.append(a)
+        b_s.append(b)
+        ratios.append(a / b)
+    return {
+        "fn_s": statistics.median(a_s),
+        "other_s": statistics.median(b_s),
+        "ratio_paired": statistics.median(ratios),
+        "rounds": rounds,
+    }
+
+
 def paired_roofline(fn, copy_nbytes: int, device: str = "cpu", rounds: int = 15) -> float:
     """Median over ``rounds`` of (memcpy time / ``fn`` time), timed back to back
     (:func:`paired_ratio`), the copy on ``copy_nbytes`` bytes (half the bytes ``fn`` moves)."""

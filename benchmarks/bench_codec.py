@@ -13,7 +13,7 @@ it. The ``anchor`` fixture adds GB/s of bytes read + written and the memcpy roof
 ``crc32_s`` and ``zlib_crc32_s``: the frame's CRC-32 (computed once per encode and per decode)
 with :func:`hierbench.ops.crc32`, which the codec uses, and with ``zlib.crc32``, in the same run.
 
-    PYTHONPATH=. pytest benchmarks/bench_codec.py --benchmark-json=results/bench/codec.json
+    pytest benchmarks/bench_codec.py --bench-save codec   # results/bench/<UTC>_..._codec.json
 
 Set ``HIERBENCH_CIFAR10_ROOT`` to the image-folder CIFAR-10 (default: ../shared/datasets/
 cifar10-jpeg next to the repository); skipped when absent.

@@ -6,7 +6,9 @@ the memcpy roofline ratio (``anchor``), and, beside the 8-bit runs, the same-run
 ``torch.quantize_per_tensor`` (8-bit only, scale precomputed: no min/max search) and of the eager
 reference ``hierbench.ops.reference.quantize``. The ratio to ``torch.quantize_per_tensor`` is
 given twice: of medians, and paired (median of back-to-back ratios; the one to quote on a shared
-machine). On the CPU, ``cpu_kernel`` names the kernel that ran (``avx512`` or ``portable``,
+machine). The speed-up over the reference is paired too: reference and kernel warmed up alike and
+timed back to back over the same rounds (``speedup_vs_reference_rounds``), never one cold call.
+On the CPU, ``cpu_kernel`` names the kernel that ran (``avx512`` or ``portable``,
 :func:`hierbench.ops.cpu_kernel`); ``test_quantize_portable`` times the portable loops on the
 activation as well, and ``test_quantize_16bit_input`` the activation held in fp16 / bf16.
 
@@ -21,7 +23,7 @@ import warnings
 import pytest
 import torch
 
-from benchmarks.anchors import paired_ratio, time_median
+from benchmarks.anchors import paired_ratio, paired_times, time_median
 from hierbench import _ext, ops
 from hierbench.ops import QuantConfig, quantize, reference
 
@@ -114,23 +116,31 @@ def _bench_quantize(benchmark, anchor, device, shape_name, bits):
         benchmark.extra_info["time_ratio_vs_quantize_per_tensor_paired"] = paired_ratio(
             call, qpt, device, rounds=31
         )
-    return x, median
+    return x, call
+
+
+def _speedup_vs_reference(benchmark, ref, call, device, large: bool) -> None:
+    """The eager reference against the kernel, timed alike (:func:`benchmarks.anchors.
+    paired_times`): one warm-up call each, then the same rounds, the two back to back in each.
+    ``speedup_vs_reference`` is the median of the per-round ratios; ``reference_s`` and
+    ``kernel_s_paired`` the medians of the two over those rounds. 5 rounds on the 256 MiB tensor
+    (the reference takes seconds there), 15 on the activation."""
+    t = paired_times(ref, call, device, rounds=5 if large else 15)
+    benchmark.extra_info.update(
+        reference_s=t["fn_s"],
+        kernel_s_paired=t["other_s"],
+        speedup_vs_reference=t["ratio_paired"],
+        speedup_vs_reference_rounds=t["rounds"],
+    )
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 def test_quantize(benchmark, anchor, device, shape_name, bits):
-    x, median = _bench_quantize(benchmark, anchor, device, shape_name, bits)
+    x, call = _bench_quantize(benchmark, anchor, device, shape_name, bits)
     if bits == 8:
-        large = x.numel() > 1 << 24
-        ref = time_median(
-            lambda: reference.quantize(x, bits, "group", GROUP, 1),
-            device=device,
-            repeat=1 if large else 3,
-            warmup=0 if large else 1,
-        )
-        benchmark.extra_info["reference_s"] = ref
-        benchmark.extra_info["speedup_vs_reference"] = ref / median
+        ref = _synced(lambda: reference.quantize(x, bits, "group", GROUP, 1), device)
+        _speedup_vs_reference(benchmark, ref, call, device, large=x.numel() > 1 << 24)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -173,12 +183,8 @@ def test_dequantize(benchmark, anchor, device, shape_name, bits):
     benchmark(call)
     anchor(benchmark, p.numel() + s.numel() * 8, x.numel() * 4, device, fn=call)
     if bits == 8 and x.numel() <= 1 << 24:
-        ref = time_median(
-            lambda: reference.dequantize(p, s, o, shape, bits, "group", GROUP, 1),
-            device=device,
-            repeat=3,
-        )
-        benchmark.extra_info["speedup_vs_reference"] = ref / benchmark.stats.stats.median
+        ref = _synced(lambda: reference.dequantize(p, s, o, shape, bits, "group", GROUP, 1), device)
+        _speedup_vs_reference(benchmark, ref, call, device, large=False)
 
 
 @pytest.mark.parametrize("shape_name", list(SHAPES))

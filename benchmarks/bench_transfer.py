@@ -9,7 +9,7 @@ Each benchmark states its anchor in the same run (``extra_info``):
 * peak throughput: a memcpy of the same bytes (``benchmarks/anchors.py``);
 * kernel-shaped (root only): the same transfer through ``tc tbf`` beside the engine's bucket.
 
-    PYTHONPATH=. python -m pytest benchmarks/bench_transfer.py --benchmark-json out.json
+    python -m pytest benchmarks/bench_transfer.py --bench-save transfer  # results/bench/...
 """
 
 from __future__ import annotations

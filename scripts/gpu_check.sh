@@ -45,13 +45,13 @@ step "CUDA tests (pytest -m cuda: every test of the cuda device parameter)"
 "$PY" -m pytest tests -m cuda -q -p no:cacheprovider || die "CUDA tests failed"
 
 if [[ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  GPU=$("$PY" -c 'import torch, re; print(re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(0)).strip("-"))')
-  mkdir -p results/gpu
-  JSON="results/gpu/$(date -u +%Y%m%dT%H%M%SZ)_${GPU}.json"
-  step "CUDA benchmarks -> $JSON"
-  "$PY" -m pytest benchmarks/bench_quant.py -m cuda -q -p no:cacheprovider \
-    --benchmark-json="$JSON" --benchmark-max-time=0.5 --benchmark-columns=median,ops \
+  GPU=$("$PY" -c 'import torch, re; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-"))')
+  SUITE="quant-cuda-${GPU}"
+  step "CUDA benchmarks -> results/gpu/<UTC start>_<cpu>_<sha>[-dirty]_${SUITE}.json (never overwritten)"
+  HIERBENCH_BENCH_DIR=results/gpu "$PY" -m pytest benchmarks/bench_quant.py -m cuda -q -p no:cacheprovider \
+    --bench-save="$SUITE" --benchmark-max-time=0.5 --benchmark-columns=median,ops \
     || die "CUDA benchmarks failed"
+  JSON=$(ls -t results/gpu/*_"${SUITE}".json | head -1)
   step "table (GB/s = bytes read + written / median; roofline = memcpy of the same bytes, same run)"
   "$PY" scripts/bench_table.py "$JSON" | tee "${JSON%.json}.txt"
 fi

@@ -1,8 +1,9 @@
 // Shared by quant_cpu.cpp and quant_cuda.cu: argument checks, group geometry, the per-group
 // parameter formula and the counter-based generator. Everything numeric here is the spec of
-// hierbench/ops/reference.py::quantize written once for both compilers, so the CPU and CUDA
+// hierbench/ops/reference.py::quantize written once for both compilers, so that the CPU and CUDA
 // kernels produce the same bits: plain IEEE float32 operations, each rounded (GCC builds with
-// -ffp-contract=off, nvcc with --fmad=false), no library calls.
+// -ffp-contract=off, nvcc with --fmad=false), no library calls. (The CUDA kernels are compiled in
+// CI, not yet run on a GPU: the CPU side is tested bit for bit, the CUDA side not yet.)
 #pragma once
 
 #include <ATen/ATen.h>

@@ -2,7 +2,8 @@
 
 Every op has CPU and (when built with CUDA) CUDA kernels, a fake kernel for ``torch.compile`` and
 ``opcheck`` (``_fake.py``), and a pure-PyTorch definition in :mod:`hierbench.ops.reference` that the
-tests hold the kernels to. Wrappers only normalise arguments; the work is done in C++.
+tests hold the kernels to (the CUDA kernels are compiled in CI, not yet run on a GPU). Wrappers only
+normalise arguments; the work is done in C++.
 
 Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
 

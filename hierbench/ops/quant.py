@@ -1,7 +1,8 @@
 """Fused min/max affine quantization: ``quantize`` / ``dequantize`` and their config types.
 
 Thin typed wrappers over ``torch.ops.hierbench.quantize`` and ``torch.ops.hierbench.dequantize``
-(CPU and CUDA kernels, fake kernels for ``torch.compile``). The exact semantics, bit for bit, are
+(CPU kernels; CUDA kernels, compiled in CI but not yet run on a GPU; fake kernels for
+``torch.compile``). The exact semantics, bit for bit, are
 those of :func:`hierbench.ops.reference.quantize` and :func:`hierbench.ops.reference.dequantize`.
 
 Granularity (one float32 ``scale`` and ``offset`` per group; ``G`` groups):
@@ -175,7 +176,8 @@ def quantize(
 
     ``u[k]`` in [0, 1) (24 bits) comes from a counter-based generator keyed by ``(seed, k)``, k
     the element's index in ``x.flatten()``: see :func:`hierbench.ops.reference.uniform`. The same
-    seed gives the same bits on CPU and CUDA. A constant group gets ``scale = 0`` and decodes
+    seed gives the same bits on every CPU kernel, and is meant to on CUDA (compiled in CI, not yet
+    run on a GPU). A constant group gets ``scale = 0`` and decodes
     exactly; with ``"nearest"``, ``|x - dequantize(q)| <= scale / 2`` up to float32 rounding.
 
     Args:
@@ -234,7 +236,8 @@ def dequantize(
     """Decode a :class:`QuantizedTensor`: ``x_hat = offset + code * scale``.
 
     The multiply and the add are each rounded to float32 (never fused); the result is then
-    converted to ``dtype`` rounding to nearest even. Bit-exact on CPU and CUDA.
+    converted to ``dtype`` rounding to nearest even. Bit-exact on the CPU; the CUDA kernel is
+    written to match (compiled in CI, not yet run on a GPU).
 
     Args:
         q: the quantized tensor.

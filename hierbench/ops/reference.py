@@ -103,7 +103,8 @@ def uniform(seed: int, numel: int, *, start: int = 0, device=None) -> torch.Tens
         r    = hash32((hash32(lo32(k) ^ key0) + hi32(k)) ^ key1)
         u[k] = (r >> 8) * 2^-24          # float32 in [0, 1), 24 random bits, exact
 
-    The value depends only on (seed, k): CPU and CUDA kernels compute the same bits.
+    The value depends only on (seed, k), so CPU and CUDA kernels are meant to compute the same
+    bits (the CUDA kernels are compiled in CI, not yet run on a GPU).
     """
     key0, key1 = seed_keys(seed)
     k = torch.arange(start, start + numel, dtype=torch.int64, device=device)
