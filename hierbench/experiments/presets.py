@@ -80,12 +80,12 @@ def _quick_timing() -> list[Experiment]:
     touches every point alike instead of all repeats of one."""
     out: list[Experiment] = []
     for r in range(1, REPEATS + 1):
-        out += _validation_grid({"3g": 12, "4g": 24, "wifi": 24}, repeat=r)
-        out.append(_timing("hierarchical", "3g", 12, codec="q4", repeat=r))
+        out += _validation_grid({"3g": 10, "4g": 20, "wifi": 20}, repeat=r)
+        out.append(_timing("hierarchical", "3g", 10, codec="q4", repeat=r))
         out += _headline(r)
         out += [  # the 3g points again, the rates shaped by the kernel (root only)
             Experiment("kernel", e.config, r)
-            for e in _validation_grid({"3g": 12}, repeat=r)
+            for e in _validation_grid({"3g": 8}, repeat=r)
             if e.config["method"] != "split"
         ]
     return out

@@ -415,7 +415,7 @@ class EdgeRole:
         """Exit accuracy here; the cloud's final accuracy is computed there from what we send."""
         cfg = self.cfg
         t0 = now()
-        out: dict = {"eval_samples": len(test), "t_eval": t0}
+        out: dict = {"eval_samples": len(test), "eval_start_s": t0}
         batches = []
         correct_exit = 0
         for mod in (self.edge, self.head):

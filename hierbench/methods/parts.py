@@ -93,11 +93,20 @@ def synthetic_input(shape, seed: int = 0x5EED) -> torch.Tensor:
 
 
 def idle(compute_s: float, slowdown: float) -> float:
-    """The edge-slowdown knob: idle (k - 1) x the compute just done; return the idle time."""
+    """The edge-slowdown knob: stay busy (k - 1) x the compute just done; return that time.
+
+    Busy, not asleep: a slower device computes the whole time, while a core that sleeps between
+    steps comes back with cold caches and a lower clock, which made the edge's measured compute
+    per batch run well above its profile (results/quick at commit ac218a1, k = 10 rows of
+    tables/validation.csv). The loop yields the GIL at every turn, so the edge's sender thread
+    still runs; on the edge's own pinned core nothing else is delayed.
+    """
     if slowdown <= 1.0 or compute_s <= 0:
         return 0.0
     extra = (slowdown - 1.0) * compute_s
-    time.sleep(extra)
+    deadline = time.perf_counter() + extra
+    while time.perf_counter() < deadline:
+        time.sleep(0)
     return extra
 
 

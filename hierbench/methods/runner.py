@@ -156,9 +156,12 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "uplink_stall_s": edge["uplink_stall_s"],
         "reconnects": edge.get("reconnects", 0),
         "eval_in_window_s": sum(
-            max(0.0, min(e["t_eval"] + e["edge_eval_s"], t_end) - max(e["t_eval"], first))
+            max(
+                0.0,
+                min(e["eval_start_s"] + e["edge_eval_s"], t_end) - max(e["eval_start_s"], first),
+            )
             for e in edge["epochs"]
-            if "t_eval" in e
+            if "eval_start_s" in e
         ),
         "edge_cpu_share": cpu_share(steps_e, "compute_s"),
         "cloud_cpu_share": cpu_share(steps_c),

@@ -259,6 +259,7 @@ def _section_measured(t: dict, figs: dict) -> list[str]:
                 [
                     ("config", "model / dataset", None),
                     ("link", "link", None),
+                    ("shaper", "rate by", None),
                     ("cut", "cut", None),
                     ("method", "method", None),
                     ("batch", "batch", None),
@@ -284,7 +285,10 @@ def _section_measured(t: dict, figs: dict) -> list[str]:
         s[col] = _range(s, col, f)
     out += [
         "Predicted against measured training time per timing point: median (min … max) over "
-        "the quiet repeats. *error*: the prediction from the profiles measured right before "
+        "the quiet repeats. *rate by*: the engine's token bucket, or tc tbf in network "
+        "namespaces (the engine adding only the latency): the model checked against a shaper "
+        "that is not its own formula. *error*: the prediction from the profiles measured right "
+        "before "
         "the runs (pipelined latency, the headline's convention); *τ per message*: the same "
         "with PAPER.md's reading of latency; *committed profiles*: the prediction from the "
         "profiles committed in results/profiles (measured at another time).",
@@ -294,6 +298,7 @@ def _section_measured(t: dict, figs: dict) -> list[str]:
             [
                 ("config", "model / dataset", None),
                 ("link", "link", None),
+                ("shaper", "rate by", None),
                 ("method", "method", None),
                 ("codec", "codec", None),
                 ("batch", "batch", None),

@@ -100,9 +100,14 @@ def check_record(
 
 def stage_means(rec: RunRecord) -> dict:
     """Mean per-batch stage times measured in a run: edge compute (its ``compute_s``: forward,
-    exit, backward, step, codec), uplink transmission of one message (median), cloud step. Means,
-    not medians, for the compute stages: a pipeline's period is paid N times, outliers included."""
-    edge = [r["compute_s"] for r in rec["edge_steps"] if r.get("compute_s") is not None]
+    exit, backward, step, codec, plus the ``idle_s`` by which the edge-slowdown knob stretched
+    it), uplink transmission of one message (median), cloud step. Means, not medians, for the
+    compute stages: a pipeline's period is paid N times, outliers included."""
+    edge = [
+        r["compute_s"] + r.get("idle_s", 0.0)
+        for r in rec["edge_steps"]
+        if r.get("compute_s") is not None
+    ]
     cloud = [r["t1"] - r["t0"] for r in rec["cloud_steps"]]
     msgs = (rec.get("link") or {}).get("messages") or []
     up = [m["tx_end"] - m["tx_start"] for m in msgs if m["direction"] == "sent"]
