@@ -28,10 +28,21 @@ from hierbench.methods.edge import EdgeRole
 from hierbench.spec.records import RECORD_VERSION, write_record  # noqa: F401 (methods API)
 
 
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
 def environment() -> dict:
     from hierbench import __version__, _ext
 
     return {
+        "cpu_model": _cpu_model(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "hierbench": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
