@@ -159,3 +159,21 @@ def test_finals_table_and_verdict_by_hand():
     assert cur["standard"] == pytest.approx([0.70, 0.80])
     assert rc.time_to_accuracy(cur["standard"], 10.0, 0.79) == (2, 20.0)
     assert rc.time_to_accuracy(cur["standard"], 10.0, 0.95) == (None, None)
+
+
+def test_profile_records_its_precision(tmp_path):
+    from hierbench import profiling
+    from hierbench.methods.config import PRECISIONS
+    from hierbench.runtime.profiles import load_profile
+
+    assert profiling.PRECISIONS == PRECISIONS
+    prof = profiling.measure_profile(
+        "resnet18", stem="imagenet", batch=4, warmup=1, repeats=1, precision="bf16-cl"
+    )
+    assert prof.meta["precision"] == "bf16-cl"
+    path = profiling.default_path(tmp_path, "resnet18", "imagenet", "cifar10", "cpu", 1, "bf16-cl")
+    assert path.name == "resnet18-imagenet-cifar10-cpu-t1-bf16-cl.csv"
+    profiling.write_profile(prof, path)
+    assert load_profile(path).meta["precision"] == "bf16-cl"
+    with pytest.raises(ConfigError, match="precision"):
+        profiling.measure_profile("resnet18", batch=4, repeats=1, precision="fp8")
