@@ -89,15 +89,19 @@ def make_step(name: str, setting: str, batch: int, size: int):
     return step
 
 
-def measure(name, setting, batch, size, warmup, steps) -> list[float]:
-    step = make_step(name, setting, batch, size)
+def measure(name, settings, batch, size, warmup, steps) -> dict[str, list[float]]:
+    """Per setting, ``steps`` step times, taken round-robin (one step of each setting in turn)
+    so that every setting sees the same machine state; ratios to fp32 are paired per round."""
+    fns = {st: make_step(name, st, batch, size) for st in settings}
     for _ in range(warmup):
-        step()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {st: [] for st in settings}
     for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+        for st, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[st].append(time.perf_counter() - t0)
     return times
 
 
@@ -136,15 +140,19 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--note", default="", help="what else ran on the machine meanwhile")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = {
-        "what": "median training step (forward+loss+backward+SGD step), whole model, random batch",
+        "what": "median training step (forward+loss+backward+SGD step), whole model, random "
+        "batch; settings timed round-robin, one step each in turn; paired_ratio_to_fp32 = "
+        "median over rounds of (setting's step / fp32's step in the same round)",
         "command": "python scripts/speed_study.py " + " ".join(argv or sys.argv[1:]),
         "machine": {
             "cpu_model": cpu_model(),
             "cpu_flags": cpu_flags(),
             "threads": a.threads,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "mkldnn_bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
@@ -152,18 +160,35 @@ def main(argv=None) -> None:
             "loadavg_before": os.getloadavg(),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
+        "note": a.note,
         "batch": a.batch,
         "input_size": a.size,
         "warmup": a.warmup,
         "results": [],
     }
+    settings = a.settings.split(",")
     for name in a.models.split(","):
-        for setting in a.settings.split(","):
-            times = measure(name, setting, a.batch, a.size, a.warmup, a.steps)
-            med = statistics.median(times)
-            print(f"{name:20s} {setting:8s} median {med * 1000:8.1f} ms", flush=True)
+        times = measure(name, settings, a.batch, a.size, a.warmup, a.steps)
+        for setting in settings:
+            med = statistics.median(times[setting])
+            ratio = None
+            if "fp32" in times:
+                ratio = statistics.median(
+                    t / f for t, f in zip(times[setting], times["fp32"], strict=True)
+                )
+            print(
+                f"{name:20s} {setting:8s} median {med * 1000:8.1f} ms  paired ratio to fp32 "
+                f"{ratio if ratio is None else round(ratio, 3)}",
+                flush=True,
+            )
             out["results"].append(
-                {"model": name, "setting": setting, "median_s": med, "step_s": times}
+                {
+                    "model": name,
+                    "setting": setting,
+                    "median_s": med,
+                    "paired_ratio_to_fp32": ratio,
+                    "step_s": times[setting],
+                }
             )
     if a.profile:
         out["profile"] = {}
