@@ -10,6 +10,7 @@ With ``--profile``, torch.profiler's top operators of a few steps of the ImageNe
 per setting (self CPU time), to show where its time goes.
 
     python scripts/speed_study.py --out results/speed/speed-<cpu>-<sha>.json [--profile]
+    python scripts/speed_study.py --summarize results/speed/*.json > results/speed/README.md
 
 The JSON holds every step's time, the medians, and machine info (CPU model, threads, torch,
 git SHA, load average before and after).
@@ -105,22 +106,25 @@ def measure(name, settings, batch, size, warmup, steps) -> dict[str, list[float]
     return times
 
 
-def profile(name, setting, batch, size, steps: int = 5, top: int = 15) -> list[dict]:
+def profile(
+    name, setting, batch, size, steps: int = 5, top: int = 15, by_shape: bool = False
+) -> list[dict]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
     step = make_step(name, setting, batch, size)
     for _ in range(3):
         step()
-    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+    with tprofile(activities=[ProfilerActivity.CPU], record_shapes=by_shape) as prof:
         for _ in range(steps):
             step()
     rows = []
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]:
+    avgs = prof.key_averages(group_by_input_shape=by_shape)
+    total = sum(e.self_cpu_time_total for e in avgs)
+    for e in sorted(avgs, key=lambda e: -e.self_cpu_time_total)[:top]:
         rows.append(
             {
-                "op": e.key,
+                "op": e.key + (f" {e.input_shapes[:2]}" if by_shape else ""),
                 "calls_per_step": e.count / steps,
                 "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
                 "self_share": e.self_cpu_time_total / total if total else None,
@@ -129,7 +133,46 @@ def profile(name, setting, batch, size, steps: int = 5, top: int = 15) -> list[d
     return rows
 
 
+def summarize(paths: list[str]) -> str:
+    """A Markdown table of one or more result files (``--summarize``)."""
+    lines = []
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        m = d["machine"]
+        lines += [
+            f"### {Path(path).name}",
+            "",
+            f"{m['cpu_model']} ({', '.join(m['cpu_flags']) or 'no AVX-512/AMX flags'}), "
+            f"{m['threads']} threads, torch {m['torch']}, git {m['git_sha']}, "
+            f"OMP_WAIT_POLICY={m.get('omp_wait_policy')}, batch {d['batch']}, "
+            f"{d['input_size']}x{d['input_size']}, load average {m['loadavg_before'][0]:.1f} -> "
+            f"{m['loadavg_after'][0]:.1f}. {d.get('note', '')}",
+            "",
+            "| model | setting | median step (ms) | paired ratio to fp32 |",
+            "|---|---|---|---|",
+        ]
+        for r in d["results"]:
+            ratio = r.get("paired_ratio_to_fp32")
+            lines.append(
+                f"| {r['model']} | {r['setting']} | {1000 * r['median_s']:.0f} | "
+                f"{'—' if ratio is None else f'{ratio:.2f}'} |"
+            )
+        for key, rows in d.get("profile", {}).items():
+            lines += ["", f"torch.profiler, {key}, top operators by self CPU time per step:", ""]
+            lines += ["| op | calls/step | self ms/step | share |", "|---|---|---|---|"]
+            for r in rows:
+                lines.append(
+                    f"| {r['op']} | {r['calls_per_step']:.0f} | {r['self_ms_per_step']:.1f} | "
+                    f"{100 * r['self_share']:.1f} % |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
+    if argv is None and sys.argv[1:2] == ["--summarize"]:
+        print(summarize(sys.argv[2:]))
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--models", default=",".join(MODELS))
@@ -140,6 +183,10 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile", action="store_true")
+    p.add_argument(
+        "--profile-settings", default="fp32,bf16-cl", help="settings profiled with --profile"
+    )
+    p.add_argument("--by-shape", action="store_true", help="profile rows per op and input shape")
     p.add_argument("--note", default="", help="what else ran on the machine meanwhile")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -192,13 +239,13 @@ def main(argv=None) -> None:
             )
     if a.profile:
         out["profile"] = {}
-        for setting in ("fp32", "bf16-cl"):
-            rows = profile("resnet18-imagenet", setting, a.batch, a.size)
+        for setting in a.profile_settings.split(","):
+            rows = profile("resnet18-imagenet", setting, a.batch, a.size, by_shape=a.by_shape)
             out["profile"][f"resnet18-imagenet/{setting}"] = rows
             print(f"-- profile resnet18-imagenet {setting}")
             for r in rows:
                 print(
-                    f"  {r['op'][:40]:40s} {r['calls_per_step']:6.1f}/step "
+                    f"  {r['op'][:90]:90s} {r['calls_per_step']:6.1f}/step "
                     f"{r['self_ms_per_step']:8.2f} ms {100 * r['self_share']:5.1f} %"
                 )
     out["machine"]["loadavg_after"] = os.getloadavg()
