@@ -177,3 +177,14 @@ def test_profile_records_its_precision(tmp_path):
     assert load_profile(path).meta["precision"] == "bf16-cl"
     with pytest.raises(ConfigError, match="precision"):
         profiling.measure_profile("resnet18", batch=4, repeats=1, precision="fp8")
+
+
+def test_second_driver_on_the_same_folder_is_refused(tmp_path):
+    camp = get_campaign("converge-ci")
+    first = CampaignRunner(camp, tmp_path / "c", log=lambda s: None)
+    first.out.mkdir(parents=True)
+    first._hold_folder()
+    second = CampaignRunner(camp, tmp_path / "c", log=lambda s: None)
+    with pytest.raises(ConfigError, match="another campaign driver"):
+        second.run()
+    first._lock_file.close()

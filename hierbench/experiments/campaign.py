@@ -178,6 +178,7 @@ class CampaignRunner:
         """Run every unfinished run in order; return how many ran to the end in this call."""
         self._lock = threading.RLock()
         self.out.mkdir(parents=True, exist_ok=True)
+        self._hold_folder()
         self.state = self._load_state()
         self.state["sessions"].append({"start_utc": _now(), "command": self.command})
         self._save_state()
@@ -207,6 +208,21 @@ class CampaignRunner:
             "runs done"
         )
         return done
+
+    def _hold_folder(self) -> None:
+        """Take ``out/.lock`` for this process's lifetime: a second driver on the same folder
+        (the same command run twice) stops with a ConfigError instead of racing the first."""
+        import fcntl
+
+        self._lock_file = open(self.out / ".lock", "w")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise ConfigError(
+                f"another campaign driver is running on {self.out} (it holds {self.out}/.lock): "
+                "let it finish, or stop that process first"
+            ) from None
 
     def tuning(self) -> dict:
         """The sweep's results and picks (``tuning.json``)."""
