@@ -207,7 +207,10 @@ def epoch_times(group: dict, profiles: Path, n_batches: int) -> dict[tuple[str, 
 
     base = group["base"]
     prof = load_profile(
-        Path(profiles) / profile_filename(base["model"], base["stem"], base["dataset"], "cpu", 2)
+        Path(profiles)
+        / profile_filename(
+            base["model"], base["stem"], base["dataset"], "cpu", 2, base.get("precision", "fp32")
+        )
     )
     out = {}
     for link in LINKS:
