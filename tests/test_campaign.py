@@ -188,3 +188,25 @@ def test_second_driver_on_the_same_folder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="another campaign driver"):
         second.run()
     first._lock_file.close()
+
+
+def test_supervisor_kills_a_hung_driver_and_gives_up_without_progress(tmp_path):
+    import sys
+
+    from hierbench.experiments.campaign import supervise
+
+    said = []
+    rc = supervise(
+        [],
+        tmp_path,
+        stale_s=1.0,
+        poll_s=0.2,
+        max_failures=2,
+        log=said.append,
+        cmd=[sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    assert rc != 0
+    assert sum("killing it" in s for s in said) == 2
+    assert any("finished no run" in s for s in said)
+    ok = supervise([], tmp_path, poll_s=0.1, log=said.append, cmd=[sys.executable, "-c", "pass"])
+    assert ok == 0

@@ -73,6 +73,11 @@ def _cmd_campaign(args: argparse.Namespace) -> int:
                 [f for f in files if f.exists()], f"{campaign.name}: {path.stem} finished", say
             )
 
+    if args.supervise:
+        from hierbench.experiments.campaign import supervise
+
+        child_argv = [a for a in sys.argv[1:] if a != "--supervise"]
+        return supervise(child_argv, out, stale_s=args.stale_s, log=say)
     command = "hierbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     runner = CampaignRunner(
         campaign, out, progress=args.progress, log=say, on_record=on_record, command=command
@@ -146,4 +151,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--commit", action="store_true", help="git-commit each finished record and the report"
     )
     s.add_argument("--progress", action="store_true", help="per-step progress line on stderr")
+    s.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run the driver as a child; restart it if it dies or hangs (no heartbeat)",
+    )
+    s.add_argument(
+        "--stale-s", type=float, default=900.0, help="with --supervise: seconds without heartbeat"
+    )
     s.set_defaults(func=_cmd_campaign)

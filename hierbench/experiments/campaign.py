@@ -332,3 +332,69 @@ def slim(record: dict) -> dict:
 def run_campaign(campaign: Campaign, out: str | Path, **kw) -> int:
     run_kw = {k: kw.pop(k) for k in ("only_stages", "max_runs") if k in kw}
     return CampaignRunner(campaign, out, **kw).run(**run_kw)
+
+
+def supervise(
+    argv: list[str],
+    out: str | Path,
+    *,
+    stale_s: float = 900.0,
+    poll_s: float = 20.0,
+    max_failures: int = 3,
+    log: Callable[[str], None] | None = None,
+    cmd: list[str] | None = None,
+) -> int:
+    """Run ``python -m hierbench.cli *argv`` (a campaign driver) as a child process and keep it
+    going: a child whose ``campaign.json`` has not changed for ``stale_s`` seconds (its
+    heartbeat stopped: a hung process) is killed, and a child that dies before the campaign is
+    done is restarted; every restart resumes exactly (per-run checkpoints). Gives up after
+    ``max_failures`` consecutive children that finished no run. Returns the last exit code.
+    ``cmd``: the child's command instead (tests).
+    """
+    import os
+    import subprocess
+    import sys
+
+    say = log or (lambda s: print(s, flush=True))
+    state_path = Path(out) / "campaign.json"
+    runs_dir = Path(out) / "runs"
+
+    def mtime() -> float:
+        try:
+            return state_path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def n_records() -> int:
+        return len(list(runs_dir.glob("*.json"))) if runs_dir.is_dir() else 0
+
+    failures = 0
+    while True:
+        before = n_records()
+        child = subprocess.Popen(
+            cmd or [sys.executable, "-m", "hierbench.cli", *argv], env=os.environ
+        )
+        say(f"supervisor: started driver pid {child.pid} ({_now()})")
+        last, changed = mtime(), time.monotonic()
+        while child.poll() is None:
+            time.sleep(poll_s)
+            m = mtime()
+            if m != last:
+                last, changed = m, time.monotonic()
+            elif time.monotonic() - changed > stale_s:
+                say(
+                    f"supervisor: no heartbeat from pid {child.pid} for {stale_s:.0f} s: "
+                    f"killing it ({_now()})"
+                )
+                child.kill()
+                child.wait()
+        rc = child.returncode
+        if rc == 0:
+            say(f"supervisor: the driver finished ({_now()})")
+            return 0
+        failures = 0 if n_records() > before else failures + 1
+        if failures >= max_failures:
+            say(f"supervisor: {failures} drivers in a row finished no run (last exit {rc}): stop")
+            return rc
+        say(f"supervisor: driver exited with {rc}; restarting in 10 s")
+        time.sleep(10)
