@@ -154,9 +154,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--supervise",
         action="store_true",
-        help="run the driver as a child; restart it if it dies or hangs (no heartbeat)",
+        help="run the driver as a child; restart it if it dies or stops making progress",
     )
     s.add_argument(
-        "--stale-s", type=float, default=900.0, help="with --supervise: seconds without heartbeat"
+        "--stale-s",
+        type=float,
+        default=1800.0,
+        help="with --supervise: seconds without a checkpoint or record before a restart",
     )
     s.set_defaults(func=_cmd_campaign)

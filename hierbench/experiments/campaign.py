@@ -338,16 +338,17 @@ def supervise(
     argv: list[str],
     out: str | Path,
     *,
-    stale_s: float = 900.0,
+    stale_s: float = 1800.0,
     poll_s: float = 20.0,
     max_failures: int = 3,
     log: Callable[[str], None] | None = None,
     cmd: list[str] | None = None,
 ) -> int:
     """Run ``python -m hierbench.cli *argv`` (a campaign driver) as a child process and keep it
-    going: a child whose ``campaign.json`` has not changed for ``stale_s`` seconds (its
-    heartbeat stopped: a hung process) is killed, and a child that dies before the campaign is
-    done is restarted; every restart resumes exactly (per-run checkpoints). Gives up after
+    going: a child that made no progress for ``stale_s`` seconds (no checkpoint written under
+    ``out/checkpoints/`` and no record finished: hung, deadlocked or stalled) is killed, and a
+    child that dies before the campaign is done is restarted; every restart resumes exactly
+    (per-run checkpoints, written at least once per epoch). Gives up after
     ``max_failures`` consecutive children that finished no run. Returns the last exit code.
     ``cmd``: the child's command instead (tests).
     """
@@ -356,14 +357,20 @@ def supervise(
     import sys
 
     say = log or (lambda s: print(s, flush=True))
-    state_path = Path(out) / "campaign.json"
     runs_dir = Path(out) / "runs"
 
-    def mtime() -> float:
-        try:
-            return state_path.stat().st_mtime
-        except OSError:
-            return 0.0
+    ckpt_dir = Path(out) / "checkpoints"
+
+    def progress() -> tuple:
+        """What changes when the driver makes progress: records, checkpoint files."""
+        newest = 0.0
+        if ckpt_dir.is_dir():
+            for f in ckpt_dir.rglob("*"):
+                try:
+                    newest = max(newest, f.stat().st_mtime)
+                except OSError:
+                    continue
+        return (n_records(), newest)
 
     def n_records() -> int:
         return len(list(runs_dir.glob("*.json"))) if runs_dir.is_dir() else 0
@@ -375,15 +382,15 @@ def supervise(
             cmd or [sys.executable, "-m", "hierbench.cli", *argv], env=os.environ
         )
         say(f"supervisor: started driver pid {child.pid} ({_now()})")
-        last, changed = mtime(), time.monotonic()
+        last, changed = progress(), time.monotonic()
         while child.poll() is None:
             time.sleep(poll_s)
-            m = mtime()
+            m = progress()
             if m != last:
                 last, changed = m, time.monotonic()
             elif time.monotonic() - changed > stale_s:
                 say(
-                    f"supervisor: no heartbeat from pid {child.pid} for {stale_s:.0f} s: "
+                    f"supervisor: no progress from pid {child.pid} for {stale_s:.0f} s: "
                     f"killing it ({_now()})"
                 )
                 child.kill()
