@@ -210,3 +210,38 @@ def test_supervisor_kills_a_hung_driver_and_gives_up_without_progress(tmp_path):
     assert any("finished no run" in s for s in said)
     ok = supervise([], tmp_path, poll_s=0.1, log=said.append, cmd=[sys.executable, "-c", "pass"])
     assert ok == 0
+
+
+def test_supervisor_does_not_count_time_a_child_is_stopped(tmp_path):
+    """Another job may SIGSTOP the campaign to have the machine: that is not a hang."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from hierbench.experiments import campaign
+
+    said = []
+    real_popen = subprocess.Popen
+    children = []
+
+    def popen(*a, **kw):
+        p = real_popen(*a, **kw)
+        children.append(p)
+        return p
+
+    def cont_later():
+        time.sleep(3.0)
+        children[0].send_signal(signal.SIGCONT)
+
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGSTOP)"
+    subprocess.Popen = popen
+    try:
+        threading.Thread(target=cont_later, daemon=True).start()
+        rc = campaign.supervise(
+            [], tmp_path, stale_s=1.0, poll_s=0.2, log=said.append, cmd=[sys.executable, "-c", code]
+        )
+    finally:
+        subprocess.Popen = real_popen
+    assert rc == 0 and not any("killing" in s for s in said)

@@ -84,7 +84,9 @@ class CampaignRunner:
                     f"{self.campaign.name!r}: use another --out"
                 )
             return state
-        if self.out.exists() and any(p.name != "campaign.log" for p in self.out.iterdir()):
+        if self.out.exists() and any(
+            p.name not in ("campaign.log", ".lock") for p in self.out.iterdir()
+        ):
             raise ConfigError(
                 f"{self.out} is not empty and has no campaign.json: use another --out"
             )
@@ -263,13 +265,22 @@ class CampaignRunner:
         with self._lock:
             self.state["attempts"].setdefault(run.id, []).append(attempt)
         self._save_state()
-        t0 = time.perf_counter()
         stop = threading.Event()
+        clock = {"last": time.perf_counter(), "busy": 0.0}
+
+        def tick() -> None:
+            """Add the time since the last tick, capped: a gap much longer than the heartbeat
+            means this process was stopped (SIGSTOP: another job had the machine), which is
+            not this campaign's machine time."""
+            t = time.perf_counter()
+            clock["busy"] += min(t - clock["last"], 1.5 * self.heartbeat_s)
+            clock["last"] = t
+            attempt["elapsed_s"] = round(clock["busy"], 1)
 
         def beat():
             while not stop.wait(self.heartbeat_s):
                 with self._lock:
-                    attempt["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                    tick()
                     attempt["heartbeat_utc"] = _now()
                 self._save_state()
 
@@ -281,7 +292,7 @@ class CampaignRunner:
             stop.set()
             hb.join()
             with self._lock:
-                attempt["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                tick()
                 attempt["end_utc"] = _now()
             self._save_state()
         # The record of the run as its config defines it (checkpointing is bookkeeping).
@@ -334,6 +345,15 @@ def run_campaign(campaign: Campaign, out: str | Path, **kw) -> int:
     return CampaignRunner(campaign, out, **kw).run(**run_kw)
 
 
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T: SIGSTOP / job control)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
 def supervise(
     argv: list[str],
     out: str | Path,
@@ -382,13 +402,20 @@ def supervise(
             cmd or [sys.executable, "-m", "hierbench.cli", *argv], env=os.environ
         )
         say(f"supervisor: started driver pid {child.pid} ({_now()})")
-        last, changed = progress(), time.monotonic()
+        last, stale, t_poll = progress(), 0.0, time.monotonic()
         while child.poll() is None:
             time.sleep(poll_s)
+            now_ = time.monotonic()
+            # Staleness counts only time the child could run: not while it is stopped (another
+            # job SIGSTOPs it to have the machine), and at most 2 polls per gap (this
+            # supervisor may have been stopped too).
+            gap, t_poll = min(now_ - t_poll, 2 * poll_s), now_
             m = progress()
             if m != last:
-                last, changed = m, time.monotonic()
-            elif time.monotonic() - changed > stale_s:
+                last, stale = m, 0.0
+            elif not _stopped(child.pid):
+                stale += gap
+            if stale > stale_s:
                 say(
                     f"supervisor: no progress from pid {child.pid} for {stale_s:.0f} s: "
                     f"killing it ({_now()})"
