@@ -245,3 +245,14 @@ def test_supervisor_does_not_count_time_a_child_is_stopped(tmp_path):
     finally:
         subprocess.Popen = real_popen
     assert rc == 0 and not any("killing" in s for s in said)
+
+
+def test_cli_status_lists_every_run(tmp_path, capsys):
+    from hierbench.cli import main
+
+    assert main(["campaign", "converge", "--out", str(tmp_path / "c"), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(get_campaign("converge").runs())
+    assert lines[0].split() == ["todo", "r18in-sweep-standard-lr0.01"]
+    assert sum(line.startswith("waiting") for line in lines) == 16  # finals + plateau: no lr yet
+    assert main(["campaign", "nope", "--status"]) == 2
