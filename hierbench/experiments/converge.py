@@ -165,7 +165,8 @@ class Campaign:
     groups: tuple[Group, ...]
     #: Larger than any epoch: with eval "epoch", checkpoints at epoch boundaries only (one
     #: cloud and one small edge checkpoint per epoch; an interruption loses at most an epoch).
-    #: Every 100 steps wrote ~200 MB per minute with fsync, and once stalled the VM's disk.
+    #: (Every 100 steps wrote ~200 MB per minute with fsync, for nothing the epoch boundaries
+    #: do not give.)
     checkpoint_every: int = 1_000_000
     extra: dict = field(default_factory=dict)
 
