@@ -105,11 +105,17 @@ def cpu_model() -> str:
 
 
 def default_path(
-    out_dir: str | Path, model: str, stem: str, dataset: str, device: str, threads: int | None
+    out_dir: str | Path,
+    model: str,
+    stem: str,
+    dataset: str,
+    device: str,
+    threads: int | None,
+    precision: str = "fp32",
 ) -> Path:
     """``<out_dir>/<profile_filename(...)>``."""
     kind = "cpu" if device == "cpu" else device.split(":")[0]
-    return Path(out_dir) / profile_filename(model, stem, dataset, kind, threads)
+    return Path(out_dir) / profile_filename(model, stem, dataset, kind, threads, precision)
 
 
 def _nbytes(tensors) -> int:
@@ -148,6 +154,19 @@ def _median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+#: The numeric settings a profile can be measured in; the same names and meaning as
+#: ``RunConfig.precision`` (:data:`hierbench.methods.config.PRECISIONS`), so that profiles and
+#: timing runs can agree: ``bf16`` = CPU autocast to bfloat16 around forward passes and losses,
+#: ``-cl`` = channels_last model and inputs.
+PRECISIONS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
+
+
+def _amp(precision: str, dev: torch.device):
+    if precision.startswith("bf16"):
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _time_block(
     block: nn.Module,
     params: list[torch.Tensor],
@@ -156,6 +175,7 @@ def _time_block(
     timer: _Timer,
     warmup: int,
     repeats: int,
+    precision: str = "fp32",
 ) -> tuple[list[float], list[float], list[float], list[float], int]:
     """Time forward / backward (with and without the input gradient) / step of one block.
 
@@ -171,7 +191,7 @@ def _time_block(
         xi = x.detach().requires_grad_(input_grad)
         ctx = _saved_bytes(params) if count else contextlib.nullcontext({})
         t0 = timer.now()
-        with ctx as seen:
+        with ctx as seen, _amp(precision, xi.device):
             y = block(xi)
             out = F.cross_entropy(y, labels) if labels is not None else y
         t1 = timer.now()
@@ -205,7 +225,13 @@ def _time_block(
 
 
 def _time_head(
-    head: nn.Module, x: torch.Tensor, labels: torch.Tensor, timer: _Timer, warmup: int, repeats: int
+    head: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    timer: _Timer,
+    warmup: int,
+    repeats: int,
+    precision: str = "fp32",
 ) -> tuple[float, int]:
     """Median seconds of the exit head's forward + loss + backward (into ``x``) + step, and its
     saved-for-backward bytes (``x`` itself excluded: it is the cut output, counted elsewhere)."""
@@ -217,7 +243,7 @@ def _time_head(
         xi = x.detach().requires_grad_(True)
         ctx = _saved_bytes([*hp, xi]) if r == 0 else contextlib.nullcontext({})
         t0 = timer.now()
-        with ctx as seen:
+        with ctx as seen, _amp(precision, xi.device):
             loss = F.cross_entropy(head(xi), labels)
         loss.backward()
         opt.step()
@@ -245,6 +271,7 @@ def measure_profile(
     seed: int = 0,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> Profile:
     """Measure a profile (see the module docstring). Nothing is written; see :func:`write_profile`.
 
@@ -258,11 +285,18 @@ def measure_profile(
         warmup, repeats: untimed runs, then timed runs per measured region (median reported).
         command: recorded in the metadata (default: ``sys.argv``).
         log: progress lines go here (e.g. ``print``); ``None``: silent.
+        precision: one of :data:`PRECISIONS` (recorded in the metadata): measure in the numeric
+            setting the timed runs use.
 
     Raises:
         ConfigError: unknown model/stem/dataset, or CUDA asked for without a GPU.
     """
     say = log or (lambda _msg: None)
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown precision {precision!r}; valid choices: {', '.join(PRECISIONS)}"
+        )
+    cl = precision.endswith("-cl")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     if dataset in DATASET_SHAPES:
@@ -287,12 +321,16 @@ def measure_profile(
     cpu_started = time.process_time()
     torch.manual_seed(seed)
     net = build_model(model, num_classes, stem=stem, input_size=input_size).to(dev).train()
+    if cl:
+        net = net.to(memory_format=torch.channels_last)
     timer = _Timer(dev)
     names = list(net.blocks)
     labels = torch.randint(0, num_classes, (batch,), device=dev)
     x = torch.randn(batch, 3, input_size, input_size, device=dev)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
     inputs = [x]
-    with torch.no_grad():
+    with torch.no_grad(), _amp(precision, dev):
         for name in names[:-1]:
             inputs.append(net.blocks[name](inputs[-1]).detach())
 
@@ -302,7 +340,14 @@ def measure_profile(
         params = list(block.parameters())
         is_classifier = name == CLASSIFIER
         fwd, bwd, bwd_no, step, saved = _time_block(
-            block, params, inputs[i], labels if is_classifier else None, timer, warmup, repeats
+            block,
+            params,
+            inputs[i],
+            labels if is_classifier else None,
+            timer,
+            warmup,
+            repeats,
+            precision,
         )
         out_shape = None if is_classifier else tuple(int(d) for d in inputs[i + 1].shape[1:])
         row: dict[str, Any] = {
@@ -336,7 +381,11 @@ def measure_profile(
         c = row["out_shape"][0]
         for kind in HEAD_KINDS:
             head = exit_head(c, num_classes, kind).to(dev).train()
-            t, head_saved = _time_head(head, inputs[i + 1], labels, timer, warmup, repeats)
+            if cl:
+                head = head.to(memory_format=torch.channels_last)
+            t, head_saved = _time_head(
+                head, inputs[i + 1], labels, timer, warmup, repeats, precision
+            )
             row["exit_s"][kind] = t
             row["head_mem_bytes"][kind] = 3 * _nbytes(head.parameters()) + head_saved
         say(
@@ -351,7 +400,9 @@ def measure_profile(
     for r in range(max(warmup, 1) + repeats):
         t0 = timer.now()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), labels).backward()
+        with _amp(precision, dev):
+            loss = F.cross_entropy(net(x), labels)
+        loss.backward()
         opt.step()
         t1 = timer.now()
         if r >= max(warmup, 1):
@@ -411,6 +462,7 @@ def measure_profile(
         "device": dev.type,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
         "threads": nthreads,
+        "precision": precision,
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "hierbench": __version__,

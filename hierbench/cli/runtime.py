@@ -26,6 +26,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             args.dataset,
             args.device,
             threads,
+            args.precision,
         )
     else:
         out = args.out
@@ -48,6 +49,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         command="hierbench " + " ".join(sys.argv[1:]),
         log=log,
+        precision=args.precision,
     )
     profiling.write_profile(prof, out)
     print(f"wrote {out} ({prof.meta['profile_wall_s']} s)")
@@ -154,6 +156,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dataset", default="cifar10", choices=list(DATASET_SHAPES))
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU)")
     s.add_argument("--batch", type=int, default=128)
+    s.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp32-cl", "bf16", "bf16-cl"],
+        help="numeric setting, as a run's precision (bf16 autocast, -cl channels_last)",
+    )
     s.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     s.add_argument("--warmup", type=int, default=1, help="untimed runs per region (>= 1)")
     s.add_argument("--repeats", type=int, default=3, help="timed runs per region (median)")

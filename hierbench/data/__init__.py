@@ -48,7 +48,7 @@ from hierbench.data.catalog import (
     _fail,
     default_root,
 )
-from hierbench.data.image_data import ImageData
+from hierbench.data.image_data import HOLDOUT_SEED, ImageData, holdout_split
 from hierbench.data.loader import BatchLoader, crop_flip, normalize, random_crop_flip
 from hierbench.data.sources import _load_cifar10, _load_synthetic, _load_tiny_imagenet, _Options
 from hierbench.errors import ConfigError
@@ -59,6 +59,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DATASETS",
+    "HOLDOUT_SEED",
     "ROOT_ENV",
     "SPLITS",
     "SYNTHETIC_MEAN",
@@ -70,6 +71,7 @@ __all__ = [
     "crop_flip",
     "default_cache_dir",
     "default_root",
+    "holdout_split",
     "load_dataset",
     "normalize",
     "random_crop_flip",

@@ -112,3 +112,31 @@ class ImageData:
             images=self.images.index_select(0, index),
             labels=self.labels.index_select(0, index),
         )
+
+
+#: The seed of the validation hold-out draw: fixed, so that every run (any seed, any method)
+#: tunes on the same held-out images and trains on the same rest.
+HOLDOUT_SEED = 14
+
+
+def holdout_split(
+    data: ImageData, n: int, *, seed: int = HOLDOUT_SEED
+) -> tuple[ImageData, ImageData]:
+    """Carve ``n`` images out of ``data`` (a training split) for validation.
+
+    Returns ``(rest, held)``: ``held`` is a uniform random draw of ``n`` images (seeded by
+    ``seed``, in dataset order, split name ``"<split>-holdout"``), ``rest`` the others in dataset
+    order. The two are disjoint and together are ``data``; the draw depends only on ``len(data)``
+    and ``seed``.
+
+    Raises:
+        ValueError: ``n`` is not in ``[1, len(data) - 1]``.
+    """
+    total = len(data)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < total:
+        raise ValueError(f"a hold-out of {n!r} images out of {total}: need 1 <= n < {total}")
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(total, dtype=torch.bool)
+    mask[torch.randperm(total, generator=gen)[:n]] = True
+    held = dataclasses.replace(data.subset(mask), split=f"{data.split}-holdout")
+    return data.subset(~mask), held

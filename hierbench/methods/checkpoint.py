@@ -81,7 +81,12 @@ def load_checkpoint(path: Path, cfg: RunConfig, role: str) -> dict:
     if not isinstance(state, dict) or state.get("role", role) != role or "config" not in state:
         raise ConfigError(f"{path} is not a hierbench {role} checkpoint")
     mine, theirs = cfg.to_dict(), state["config"]
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    # The checkpoint cadence may change across a restart: it does not change what is computed.
+    differ = sorted(
+        k
+        for k in set(mine) | set(theirs)
+        if mine.get(k) != theirs.get(k) and k != "checkpoint_every"
+    )
     if differ:
         detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
         raise ConfigError(

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hierbench import data as hdata
+from hierbench import models
 from hierbench.codec import ActivationCodec
 from hierbench.errors import ConfigError, ProtocolError, TransferError, TransferTimeout
 from hierbench.methods import messages
@@ -24,6 +25,9 @@ from hierbench.methods.messages import Kind, RoleMessage
 from hierbench.methods.parts import (
     NORMALIZATION,
     ProgressFn,
+    as_input,
+    as_wire,
+    autocast,
     build_parts,
     make_optimizer,
     mean_loss,
@@ -78,6 +82,7 @@ class CloudRole:
             "config": self.cfg.to_dict(),
             "next_step": next_step,
             "net": self.net.state_dict(),
+            "head": None if self.head is None else self.head.state_dict(),
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
             "steps": steps,
@@ -95,6 +100,8 @@ class CloudRole:
             return None
         state = load_checkpoint(self.checkpoint, self.cfg, "cloud")
         self.net.load_state_dict(state["net"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         return state
@@ -137,13 +144,23 @@ class CloudRole:
         total = spe * cfg.epochs
         self.cfg, self.spe = cfg, spe
         self.mean, self.std = NORMALIZATION[cfg.dataset]
-        model, _, self.net, _ = build_parts(cfg)  # cloud_only: the whole model, else its part
-        self.opt, self.sched = make_optimizer(cfg, self.net.parameters(), total)
+        # cloud_only: the whole model (and the deep-supervision control's exit head), else its part
+        model, _, self.net, self.head = build_parts(cfg)
+        if cfg.method != "cloud_only":
+            self.head = None  # hierarchical's exit head is the edge's
+        self.aux = None  # deep supervision: (layers up to the cut, the rest), sharing self.net
+        params = list(self.net.parameters())
+        if self.head is not None:
+            self.aux = models.split(model, cfg.cut)
+            params += list(self.head.parameters())
+        self.opt, self.sched = make_optimizer(cfg, params, total)
         if cfg.method == "cloud_only":
             shape = (cfg.batch_size, 3, cfg.input_size, cfg.input_size)
         else:
             shape = (cfg.batch_size, *model.cut_shape(cfg.cut))
-        warm_up([self.net], synthetic_input(shape), None, cfg.num_classes)
+        warm_up([self.net], synthetic_input(shape), None, cfg.num_classes, cfg)
+        if self.aux is not None:  # and the exit head, on the layers before the cut
+            warm_up([self.aux[0]], synthetic_input(shape), self.head, cfg.num_classes, cfg)
         self.codec = ActivationCodec(cfg.codec)
         self.grad_codec = ActivationCodec(cfg.grad_codec)
         steps, epochs, losses = [], [], []
@@ -191,7 +208,8 @@ class CloudRole:
                     losses = []
                     if cfg.eval == "epoch" or (cfg.eval == "end" and epoch == cfg.epochs - 1):
                         self._owed.append(epoch)
-                if every and expected % every == 0 and expected < total:
+                boundary = cfg.eval == "epoch" and expected % spe == 0  # before its evaluation
+                if every and (expected % every == 0 or boundary) and expected < total:
                     self._save(expected, steps, epochs, losses)
             except ProtocolError as exc:  # tell the edge, so that it does not wait to reconnect
                 with contextlib.suppress(BaseException):
@@ -246,10 +264,17 @@ class CloudRole:
     def _forward_input(self, msg: RoleMessage) -> torch.Tensor:
         if msg.kind == Kind.RAW:
             images = messages.unpack_raw_images(msg.payload, msg.labels.numel())
-            return hdata.normalize(images, self.mean, self.std)
+            return as_input(hdata.normalize(images, self.mean, self.std), self.cfg)
         if msg.kind == Kind.ACT:
-            return self.codec.decode(msg.payload)
+            return as_input(self.codec.decode(msg.payload), self.cfg)
         raise TransferError(f"unexpected {msg.kind.name} message on the data channel")
+
+    def _outputs(self, x: torch.Tensor):
+        """(final logits, exit logits or None): the exit only in the deep-supervision control."""
+        if self.aux is None:
+            return self.net(x), None
+        act = self.aux[0](x)
+        return self.aux[1](act), self.head(act)
 
     def _train_step(self, msg: RoleMessage, t_recv: float, nbytes: int) -> dict:
         t0, c0 = now(), cpu_now()
@@ -257,9 +282,15 @@ class CloudRole:
         split = self.cfg.method == "split"
         if split:
             x.requires_grad_(True)
-        loss = F.cross_entropy(self.net(x), msg.labels)
+        with autocast(self.cfg):
+            out, out_exit = self._outputs(x)
+            loss = F.cross_entropy(out, msg.labels)
+            total = loss
+            if out_exit is not None:
+                loss_exit = F.cross_entropy(out_exit, msg.labels)
+                total = loss + self.cfg.aux_exit_weight * loss_exit
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         optimizer_step(self.opt, self.sched)
         rec = {
             "step": msg.step,
@@ -269,8 +300,10 @@ class CloudRole:
             "loss": loss.item(),
             "bytes_down": 0,
         }
+        if out_exit is not None:
+            rec["exit_loss"] = loss_exit.item()
         if split:
-            frame = self.grad_codec.encode(x.grad)
+            frame = self.grad_codec.encode(as_wire(x.grad))
             reply = messages.pack(RoleMessage(Kind.GRAD, msg.step, msg.epoch, None, frame))
             rec["t_grad_sent"] = now()
             self.data.send(reply)
@@ -284,19 +317,27 @@ class CloudRole:
         if req.get("type") != "eval" or req.get("epoch") != epoch:
             raise ProtocolError(f"expected the evaluation of epoch {epoch}, got {req}")
         t0 = now()
-        self.net.eval()
-        correct = n = 0
+        mods = [m for m in (self.net, self.head) if m is not None]
+        for m in mods:
+            m.eval()
+        correct = correct_exit = n = 0
         for _ in range(int(req["batches"])):
             msg = messages.unpack(self.control.recv())
             x = self._forward_input(msg)
-            out = self.net(x)
+            with autocast(self.cfg):
+                out, out_exit = self._outputs(x)
             correct += int((out.argmax(1) == msg.labels).sum())
+            if out_exit is not None:
+                correct_exit += int((out_exit.argmax(1) == msg.labels).sum())
             n += msg.labels.numel()
-        self.net.train()
+        for m in mods:
+            m.train()
         res = {
             "type": "eval_result",
             "epoch": epoch,
             "final_acc": correct / max(n, 1),
             "eval_s": now() - t0,
         }
+        if self.head is not None:
+            res["exit_acc"] = correct_exit / max(n, 1)
         self.control.send(messages.pack_control(res))

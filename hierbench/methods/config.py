@@ -15,6 +15,11 @@ from hierbench.spec.datasets import INPUT_SHAPES
 
 METHODS = ("cloud_only", "split", "hierarchical")
 EVAL_MODES = ("epoch", "end", "none")
+#: Numeric settings of training and evaluation (both roles and the oracle apply the same one):
+#: ``fp32``; ``bf16`` = ``torch.autocast("cpu", torch.bfloat16)`` around forward passes and
+#: losses (fp32 master weights, optimizer and codec input); ``-cl`` = channels_last memory format
+#: for the model and its inputs.
+PRECISIONS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
 
 
 def _choice(name: str, value, choices) -> None:
@@ -49,7 +54,19 @@ class RunConfig:
             (0: never); the cloud acknowledges its checkpoints, the edge keeps what is not
             acknowledged (in memory and in its own checkpoint). A killed cloud or edge restarted
             with ``--resume`` continues the run (protocol: :mod:`hierbench.methods.checkpoint`). For
-            the pipelined methods (cloud_only, hierarchical), with ``eval`` "end" or "none".
+            the pipelined methods (cloud_only, hierarchical). With ``eval`` "epoch" both roles
+            also checkpoint at every epoch boundary, the edge once it holds that epoch's
+            evaluation results (it waits for them there): a resumed run then repeats no
+            evaluation and equals an uninterrupted one.
+        precision: see :data:`PRECISIONS`.
+        val_holdout: carve this many images (a fixed draw, the same for every seed and method:
+            :func:`hierbench.data.holdout_split`) out of the training set; training uses the rest,
+            and evaluation uses them instead of the test split (for tuning). 0: train on the
+            whole training set, evaluate on the test split.
+        aux_exit_weight: cloud_only only. 0: standard training. w > 0: the deep-supervision
+            control: the same exit head as hierarchical training at ``cut``, trained end to end
+            with the whole model on ``final loss + w * exit loss`` (gradients of both flow
+            through the layers before the cut); the exit's accuracy is reported too.
     """
 
     method: str = "hierarchical"
@@ -80,6 +97,9 @@ class RunConfig:
     slots: int = 2
     backlog_bytes: int = 256 << 20
     checkpoint_every: int = 0
+    precision: str = "fp32"
+    val_holdout: int = 0
+    aux_exit_weight: float = 0.0
 
     def __post_init__(self) -> None:
         from hierbench.models import EXIT_HEADS, MODELS, STEMS
@@ -102,10 +122,19 @@ class RunConfig:
                 "checkpoint/resume supports cloud_only and hierarchical: split learning is "
                 "synchronous (the edge waits on every gradient); restart a split run instead"
             )
-        if self.checkpoint_every and self.eval == "epoch":
+        _choice("precision", self.precision, PRECISIONS)
+        if isinstance(self.val_holdout, bool) or int(self.val_holdout) != self.val_holdout:
+            raise ConfigError(f"val_holdout must be an integer, got {self.val_holdout!r}")
+        if self.val_holdout < 0:
+            raise ConfigError(f"val_holdout must be >= 0, got {self.val_holdout}")
+        if not 0.0 <= float(self.aux_exit_weight) < float("inf"):
             raise ConfigError(
-                "with checkpoint_every, eval must be 'end' or 'none' (evaluation traffic in flight "
-                "when the cloud restarts is not replayed)"
+                f"aux_exit_weight must be a finite number >= 0, got {self.aux_exit_weight!r}"
+            )
+        if self.aux_exit_weight and self.method != "cloud_only":
+            raise ConfigError(
+                "aux_exit_weight (the deep-supervision control) applies to method cloud_only "
+                f"only, not {self.method!r} (hierarchical always trains its exit)"
             )
         if self.edge_slowdown < 1.0:
             raise ValueError(f"edge_slowdown must be >= 1, got {self.edge_slowdown}")
@@ -114,6 +143,21 @@ class RunConfig:
             if not 0 <= a < b:
                 raise ValueError(f"outage ({a}, {b}) must satisfy 0 <= start < end")
         object.__setattr__(self, "outages", outages)
+
+    @property
+    def bf16(self) -> bool:
+        """Whether forward passes run under bf16 autocast."""
+        return self.precision.startswith("bf16")
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether models and inputs use the channels_last memory format."""
+        return self.precision.endswith("-cl")
+
+    @property
+    def has_exit(self) -> bool:
+        """Whether the run trains an exit head (hierarchical, or the deep-supervision control)."""
+        return self.method == "hierarchical" or self.aux_exit_weight > 0
 
     @property
     def num_classes(self) -> int:

@@ -26,6 +26,9 @@ from hierbench.methods.config import RunConfig
 from hierbench.methods.messages import Kind, RoleMessage
 from hierbench.methods.parts import (
     ProgressFn,
+    as_input,
+    as_wire,
+    autocast,
     build_parts,
     idle,
     make_optimizer,
@@ -93,8 +96,17 @@ class EdgeRole:
         train = hdata.load_dataset(
             cfg.dataset, "train", cfg.data_root, limit_per_class=cfg.limit_per_class
         )
+        held = None
+        if cfg.val_holdout:
+            if cfg.val_holdout >= len(train):
+                raise ConfigError(
+                    f"val_holdout {cfg.val_holdout} leaves no training image of {len(train)}"
+                )
+            train, held = hdata.holdout_split(train, cfg.val_holdout)
         test = None
-        if cfg.eval != "none":
+        if cfg.eval != "none" and held is not None:
+            test = held  # tuning: evaluate on the held-out training images, never the test split
+        elif cfg.eval != "none":
             split = "val" if cfg.dataset == "tiny-imagenet" else "test"
             test = hdata.load_dataset(cfg.dataset, split, cfg.data_root)
             if cfg.eval_samples is not None and cfg.eval_samples < len(test):
@@ -113,13 +125,15 @@ class EdgeRole:
         total = spe * cfg.epochs
         self.spe, self.total = spe, total
         _, self.edge, _, self.head = build_parts(cfg)
+        if cfg.method == "cloud_only":
+            self.head = None  # the deep-supervision control's exit lives in the cloud's model
         edge_params = [] if self.edge is None else list(self.edge.parameters())
         if self.head is not None:
             edge_params += list(self.head.parameters())
         self.opt, self.sched = make_optimizer(cfg, edge_params, total)
         if self.edge is not None:
             shape = (cfg.batch_size, 3, cfg.input_size, cfg.input_size)
-            warm_up([self.edge], synthetic_input(shape), self.head, cfg.num_classes)
+            warm_up([self.edge], synthetic_input(shape), self.head, cfg.num_classes, cfg)
 
         steps, epochs, losses = [], [], []
         first = 0
@@ -186,7 +200,10 @@ class EdgeRole:
                 ep.update(self._evaluate(epoch, test))
             epochs.append(ep)
             nxt = (epoch + 1) * spe
-            if every and nxt % every == 0 and nxt < total:
+            at_boundary = every and cfg.eval == "epoch" and nxt < total
+            if at_boundary:  # checkpoint with this epoch's results in hand: none is owed later
+                self._await_eval(epoch, epochs)
+            if every and (nxt % every == 0 or at_boundary) and nxt < total:
                 self._save(nxt, t_start, steps, epochs, losses)
         self._upload(total, messages.pack(RoleMessage(Kind.END, step=total)))
         self.uplink.flush()
@@ -259,6 +276,7 @@ class EdgeRole:
             (int(st), t.numpy().tobytes())
             for st, t in zip(state["kept_steps"], state["kept"], strict=True)
         )
+        self._evals_done = {int(e["epoch"]) for e in state["epochs"] if "final_acc" in e}
         return state
 
     # -- uploads, acknowledgements and resume -----------------------------------------------
@@ -365,9 +383,10 @@ class EdgeRole:
             self._upload(step, msg)
             rec.update(t1=now(), bytes_up=len(msg), bytes_down=0, loss=None)
             return rec
-        xf = hdata.normalize(x, self.mean, self.std)
-        act = self.edge(xf)
-        frame = self.codec.encode(act.detach(), seed=step)
+        xf = as_input(hdata.normalize(x, self.mean, self.std), cfg)
+        with autocast(cfg):
+            act = self.edge(xf)
+        frame = self.codec.encode(as_wire(act.detach()), seed=step)
         msg = messages.pack(RoleMessage(Kind.ACT, step, epoch, y, frame))
         rec["bytes_up"] = len(msg)
         if cfg.method == "split":
@@ -385,7 +404,7 @@ class EdgeRole:
             t_b, c_b = now(), cpu_now()
             grad = self.grad_codec.decode(reply.payload)
             self.opt.zero_grad(set_to_none=True)
-            act.backward(grad)
+            act.backward(grad.to(act.dtype))
             optimizer_step(self.opt, self.sched)
             compute += now() - t_b
             cpu += cpu_now() - c_b
@@ -394,7 +413,8 @@ class EdgeRole:
             rec["t_sent"], c_sent = now(), cpu_now()
             self._upload(step, msg)
             t_b, c_b = now(), cpu_now()
-            loss = F.cross_entropy(self.head(act), y)
+            with autocast(cfg):
+                loss = F.cross_entropy(self.head(act), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             optimizer_step(self.opt, self.sched)
@@ -428,15 +448,17 @@ class EdgeRole:
                     messages.pack(RoleMessage(Kind.RAW, -1, epoch, y, messages.pack_raw_images(x)))
                 )
                 continue
-            act = self.edge(hdata.normalize(x, self.mean, self.std))
-            if self.head is not None:
-                correct_exit += int((self.head(act).argmax(1) == y).sum())
-            frame = self.codec.encode(act, seed=i)
+            with autocast(cfg):
+                act = self.edge(as_input(hdata.normalize(x, self.mean, self.std), cfg))
+                if self.head is not None:
+                    correct_exit += int((self.head(act).argmax(1) == y).sum())
+            frame = self.codec.encode(as_wire(act), seed=i)
             batches.append(messages.pack(RoleMessage(Kind.ACT, -1, epoch, y, frame)))
         for mod in (self.edge, self.head):
             if mod is not None:
                 mod.train()
         out["exit_acc"] = correct_exit / len(test) if self.head is not None else None
+        out["eval_split"] = test.split
         req = {"type": "eval", "epoch": epoch, "batches": len(batches)}
         msgs = [messages.pack_control(req), *batches]
         with self._lock:  # atomic with a reconnect, which resends what has no result yet
@@ -447,15 +469,35 @@ class EdgeRole:
         out["edge_eval_s"] = now() - t0
         return out
 
+    @staticmethod
+    def _merge_eval(by_epoch: dict, obj: dict) -> None:
+        """Put the cloud's evaluation result into its epoch's entry."""
+        entry = by_epoch[obj["epoch"]]
+        entry.update(final_acc=obj["final_acc"], cloud_eval_s=obj["eval_s"])
+        if obj.get("exit_acc") is not None:  # the deep-supervision control's exit (cloud side)
+            entry["exit_acc"] = obj["exit_acc"]
+
+    def _await_eval(self, epoch: int, epochs: list[dict]) -> None:
+        """Wait for the cloud's evaluation of ``epoch`` (it trains the epoch first) and merge
+        it, with any earlier result still queued, into ``epochs``."""
+        by_epoch = {e["epoch"]: e for e in epochs}
+        while True:
+            obj = messages.unpack_json(self.inbox.get().payload)
+            if obj.get("type") == "abort":
+                raise ProtocolError(f"the cloud stopped the run: {obj.get('error')}")
+            if obj.get("type") != "eval_result":
+                raise ProtocolError(f"expected an evaluation result, got {obj.get('type')!r}")
+            self._merge_eval(by_epoch, obj)
+            if obj["epoch"] == epoch:
+                return
+
     def _collect(self, epochs: list[dict]) -> dict:
         """Read the cloud's evaluation results and its records (sent after END)."""
         by_epoch = {e["epoch"]: e for e in epochs}
         while True:
             obj = messages.unpack_json(self.inbox.get().payload)
             if obj.get("type") == "eval_result":
-                by_epoch[obj["epoch"]].update(
-                    final_acc=obj["final_acc"], cloud_eval_s=obj["eval_s"]
-                )
+                self._merge_eval(by_epoch, obj)
             elif obj.get("type") == "abort":
                 raise ProtocolError(f"the cloud stopped the run: {obj.get('error')}")
             elif obj.get("type") == "records":

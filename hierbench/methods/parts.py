@@ -1,5 +1,6 @@
 """What both roles build and do the same way: the model parts, the optimizer and its step, the
-untimed warm-up, the edge-slowdown knob, and the progress callback's type.
+numeric setting (``cfg.precision``: autocast and memory format), the untimed warm-up, the
+edge-slowdown knob, and the progress callback's type.
 
 Both roles build the full model from the same seed and cut it, so every method starts from the
 same parameters, and ``split`` with the fp32 codec computes exactly the unsplit model's gradients.
@@ -7,6 +8,7 @@ same parameters, and ``split`` with the fp32 codec computes exactly the unsplit 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -28,16 +30,44 @@ ProgressFn = Callable[[str, int, int, dict], None]
 
 
 def build_parts(cfg: RunConfig):
-    """The full model, its edge and cloud parts, and the exit head, all from ``cfg.seed``."""
+    """The full model, its edge and cloud parts, and the exit head, all from ``cfg.seed``.
+
+    cloud_only: no edge part, the cloud part is the whole model, and the head is the
+    deep-supervision control's exit (``cfg.aux_exit_weight > 0``; else None) — the same head,
+    with the same initial parameters, as hierarchical training's at ``cfg.cut``.
+    """
     torch.manual_seed(cfg.seed)
     model = models.build_model(cfg.model, cfg.num_classes, stem=cfg.stem, input_size=cfg.input_size)
     head = None
-    if cfg.method == "hierarchical":
+    if cfg.has_exit:
         head = models.exit_head(model.cut_channels(cfg.cut), cfg.num_classes, cfg.exit_head)
+    if cfg.channels_last:
+        for m in (model, head):
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
     if cfg.method == "cloud_only":
-        return model, None, model, None
+        return model, None, model, head
     edge, cloud = models.split(model, cfg.cut)
     return model, edge, cloud, head
+
+
+def autocast(cfg: RunConfig):
+    """The forward passes' numeric context: bf16 autocast on the CPU, or nothing (fp32)."""
+    if cfg.bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def as_input(x: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """``x`` (N, C, H, W) in the run's memory format (channels_last with ``-cl``)."""
+    if cfg.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def as_wire(x: torch.Tensor) -> torch.Tensor:
+    """What a codec encodes: float32, contiguous (bf16 activations widen exactly)."""
+    return x.float().contiguous()
 
 
 def make_optimizer(cfg: RunConfig, params, total_steps: int):
@@ -59,27 +89,31 @@ def optimizer_step(opt, sched) -> None:
         sched.step()
 
 
-def warm_up(modules, x: torch.Tensor, head=None, num_classes: int = 10) -> None:
+def warm_up(
+    modules, x: torch.Tensor, head=None, num_classes: int = 10, cfg: RunConfig | None = None
+) -> None:
     """One untimed training pass (forward, loss, backward; no optimizer step) of ``modules`` on
     the synthetic input ``x``, then every parameter, buffer and gradient put back exactly.
 
     The one-off costs of a first step (allocator growth, oneDNN primitive creation, lazy
     initialisation; ~0.3–1 s for ResNet-18 on one CPU core) then stay out of the measured
     training time, as the profiler's warm-up keeps them out of the profile. The global RNG is
-    not touched, so a run's data order and results do not change.
+    not touched, so a run's data order and results do not change. ``cfg``: run it in that run's
+    precision (autocast, memory format).
     """
     mods = [m for m in (*modules, head) if m is not None]
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in mods]
     y = torch.zeros(x.shape[0], dtype=torch.long)
-    out = x
-    for m in modules:
-        out = m(out)
-    if head is not None:
-        loss = F.cross_entropy(head(out), y) + out.float().square().mean()
-    elif out.dim() == 2 and out.shape[1] == num_classes:
-        loss = F.cross_entropy(out, y)
-    else:
-        loss = out.float().square().mean()
+    out = x if cfg is None else as_input(x, cfg)
+    with contextlib.nullcontext() if cfg is None else autocast(cfg):
+        for m in modules:
+            out = m(out)
+        if head is not None:
+            loss = F.cross_entropy(head(out), y) + out.float().square().mean()
+        elif out.dim() == 2 and out.shape[1] == num_classes:
+            loss = F.cross_entropy(out, y)
+        else:
+            loss = out.float().square().mean()
     loss.backward()
     for m, sd in zip(mods, saved, strict=True):
         m.load_state_dict(sd)

@@ -38,6 +38,7 @@ def environment() -> dict:
     from hierbench import __version__, _ext
 
     return {
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "hierbench": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,

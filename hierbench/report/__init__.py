@@ -6,12 +6,15 @@ records and the device profiles; torch-free.
   (matplotlib), :mod:`~hierbench.report.paper`: the published numbers and the conventions;
 - :mod:`~hierbench.report.markdown`: Markdown tables and ``results/<preset>/README.md``;
 - :mod:`~hierbench.report.write`: :func:`write_report`, all of it into the folder;
+- :mod:`~hierbench.report.converge`: :func:`write_converge_report`, the ``converge`` campaign's
+  README, tables and plot (statistics over seeds, paired drops, time to accuracy);
 - :mod:`~hierbench.report.readme`: :func:`headline_markdown`, the repository README's results
   block, and :func:`update_readme`.
 """
 
 from __future__ import annotations
 
+from hierbench.report.converge import write_converge_report
 from hierbench.report.load import load_folder
 from hierbench.report.markdown import markdown_table
 from hierbench.report.readme import (
@@ -31,5 +34,6 @@ __all__ = [
     "load_folder",
     "markdown_table",
     "update_readme",
+    "write_converge_report",
     "write_report",
 ]

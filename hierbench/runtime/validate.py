@@ -40,8 +40,11 @@ class Check:
 
 
 def profile_for(cfg: dict, profile_dir: Path, threads: int) -> Profile:
-    """The CPU profile matching a run's model, stem and dataset at ``threads`` threads."""
-    name = profile_filename(cfg["model"], cfg["stem"], cfg["dataset"], "cpu", threads)
+    """The CPU profile matching a run's model, stem, dataset and precision at ``threads``
+    threads."""
+    name = profile_filename(
+        cfg["model"], cfg["stem"], cfg["dataset"], "cpu", threads, cfg.get("precision", "fp32")
+    )
     return load_profile(Path(profile_dir) / name)
 
 

@@ -1,0 +1,523 @@
+"""The ``converge`` campaign's report (issue 14), from whatever records are committed; torch-free.
+
+:func:`write_converge_report` reads ``<out>/campaign.json`` (the campaign, its run list, the
+attempts and their machine time) and ``<out>/runs/*.json`` (through :func:`spec.read_record`),
+and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``:
+
+- **status**: which runs are finished, which are missing;
+- **tuning**: the learning-rate sweep's validation accuracies and each variant's pick;
+- **finals**: test accuracy per variant, mean ± sample std over seeds, final classifier and
+  edge exit, and the drop against standard paired by seed with a 95 % t-interval
+  (:func:`paired_drop`);
+- **plateau**: standard at 1.5x the epochs against the same seed at the budget;
+- **time to accuracy**: per-epoch test accuracy (mean over seeds) joined with the runtime
+  model's predicted time per epoch for each method and link (:func:`time_to_accuracy`), the time
+  to reach standard's mean final accuracy − 1 pp, and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from hierbench.errors import ConfigError
+from hierbench.spec.records import read_record
+
+#: Two-sided 95 % Student-t quantiles t_{0.975, df}, df = 1..30 (beyond: 1.96).
+T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+LINKS = ("3g", "4g", "wifi")
+#: Which runtime-model method times each variant (the deep-supervision control is trained as
+#: standard is: the whole model in the cloud, raw data uploaded).
+VARIANT_METHOD = {
+    "standard": ("cloud-only", None),
+    "deepsup": ("cloud-only", None),
+    "hier-q8": ("hierarchical", "q8"),
+    "hier-q4": ("hierarchical", "q4"),
+    "hier-fp32": ("hierarchical", "fp32"),
+}
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        raise ValueError("a t-interval needs at least 2 paired values")
+    return T975[df - 1] if df <= len(T975) else 1.96
+
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for fewer than 1 / 2 values)."""
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def paired_drop(base: dict[int, float], other: dict[int, float]) -> dict | None:
+    """The drop ``base − other`` paired by seed: mean, sample std, 95 % t-interval, n.
+
+    Only seeds present in both count; None when fewer than one pair. With one pair the interval
+    is None (no variance estimate).
+    """
+    seeds = sorted(set(base) & set(other))
+    if not seeds:
+        return None
+    d = [base[s] - other[s] for s in seeds]
+    mean = statistics.fmean(d)
+    if len(d) < 2:
+        return {"n": 1, "mean": mean, "std": None, "lo": None, "hi": None, "seeds": seeds}
+    sd = statistics.stdev(d)
+    half = t975(len(d) - 1) * sd / math.sqrt(len(d))
+    return {
+        "n": len(d),
+        "mean": mean,
+        "std": sd,
+        "lo": mean - half,
+        "hi": mean + half,
+        "seeds": seeds,
+    }
+
+
+def _fmt_pct(x: float | None, nd: int = 1) -> str:
+    return "—" if x is None else f"{100 * x:.{nd}f}"
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "not reached"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    return f"{s:.0f} s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load_campaign(out: str | Path) -> tuple[dict, dict[str, dict]]:
+    """``(campaign.json, {run id: record})`` of a campaign folder (finished runs only)."""
+    out = Path(out)
+    path = out / "campaign.json"
+    if not path.is_file():
+        raise ConfigError(f"{out} has no campaign.json: not a campaign folder")
+    state = json.loads(path.read_text())
+    recs = {}
+    for p in sorted((out / "runs").glob("*.json")):
+        rec = read_record(p)
+        recs[rec.get("experiment", {}).get("id", p.stem)] = rec
+    return state, recs
+
+
+def run_list(state: dict) -> list[dict]:
+    """Every run the campaign defines: id, stage, group, variant, seed (from campaign.json)."""
+    return list(state.get("runs", []))
+
+
+def accuracy(rec: dict, key: str = "final_acc", epoch: int = -1) -> float | None:
+    eps = rec.get("epochs") or []
+    return eps[epoch].get(key) if eps else None
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+def finals_table(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict:
+    """Per variant of ``group``: test accuracies by seed (final and exit), mean ± std, and the
+    paired drop against standard."""
+    by_variant: dict[str, dict[str, dict[int, float]]] = {}
+    for r in runs:
+        if r["group"] != group["name"] or r["stage"] != "final" or r["id"] not in recs:
+            continue
+        rec = recs[r["id"]]
+        v = by_variant.setdefault(r["variant"], {"final": {}, "exit": {}})
+        if (a := accuracy(rec)) is not None:
+            v["final"][r["seed"]] = a
+        if (a := accuracy(rec, "exit_acc")) is not None:
+            v["exit"][r["seed"]] = a
+    std_final = by_variant.get("standard", {}).get("final", {})
+    out = {}
+    for variant in group["variants"]:
+        v = by_variant.get(variant, {"final": {}, "exit": {}})
+        out[variant] = {
+            "seeds": sorted(v["final"]),
+            "final": mean_std(list(v["final"].values())),
+            "exit": mean_std(list(v["exit"].values())),
+            "final_by_seed": v["final"],
+            "exit_by_seed": v["exit"],
+            "drop_final": None if variant == "standard" else paired_drop(std_final, v["final"]),
+            "drop_exit": None if variant == "standard" else paired_drop(std_final, v["exit"]),
+        }
+    return out
+
+
+def curves(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict[str, list[float]]:
+    """Per variant, test accuracy of the final classifier per epoch, mean over the finished
+    seeds (epochs where every finished seed has a value)."""
+    out = {}
+    for variant in group["variants"]:
+        series = [
+            [e.get("final_acc") for e in recs[r["id"]]["epochs"]]
+            for r in runs
+            if r["group"] == group["name"]
+            and r["stage"] == "final"
+            and r["variant"] == variant
+            and r["id"] in recs
+        ]
+        if not series:
+            continue
+        n = min(len(s) for s in series)
+        out[variant] = [
+            statistics.fmean(s[i] for s in series)
+            for i in range(n)
+            if all(s[i] is not None for s in series)
+        ]
+    return out
+
+
+def epoch_times(group: dict, profiles: Path, n_batches: int) -> dict[tuple[str, str], float]:
+    """The runtime model's predicted time of one epoch per (variant, link): the group's
+    model, cut and codec, the committed 2-thread CPU profile as the edge, the model's default
+    cloud factor, per-message latency (PAPER.md's convention)."""
+    from hierbench.runtime.codec_bytes import parse_codec
+    from hierbench.runtime.model import Scenario, predict
+    from hierbench.runtime.profiles import load_profile
+    from hierbench.spec.profiles import profile_filename
+
+    base = group["base"]
+    prof = load_profile(
+        Path(profiles)
+        / profile_filename(
+            base["model"], base["stem"], base["dataset"], "cpu", 2, base.get("precision", "fp32")
+        )
+    )
+    out = {}
+    for link in LINKS:
+        sc = Scenario(edge=prof, link=link, n_batches=n_batches, head=base.get("exit_head", "conv"))
+        for variant in group["variants"]:
+            method, codec = VARIANT_METHOD[variant]
+            pred = predict(sc, base["cut"], parse_codec(codec or "q8"))[method]
+            out[(variant, link)] = pred.total_s
+    return out, sc
+
+
+def time_to_accuracy(
+    curve: list[float], epoch_s: float, target: float
+) -> tuple[int | None, float | None]:
+    """(epochs, seconds) until the curve first reaches ``target`` (None, None if never)."""
+    for i, acc in enumerate(curve):
+        if acc >= target:
+            return i + 1, (i + 1) * epoch_s
+    return None, None
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def write_converge_report(out: str | Path, profiles: str | Path = "results/profiles") -> list[Path]:
+    """Write README.md, tables and plots of a campaign folder; return the files written."""
+    out, profiles = Path(out), Path(profiles)
+    state, recs = load_campaign(out)
+    campaign = state.get("campaign", {})
+    runs = run_list(state)
+    written: list[Path] = []
+    md = [f"# Campaign `{campaign.get('name')}`", "", campaign.get("description", ""), ""]
+    md += [f"Budget: {campaign.get('budget', '')}", ""]
+    # status and machine time
+    done = [r for r in runs if r["id"] in recs]
+    missing = [r for r in runs if r["id"] not in recs]
+    attempts = state.get("attempts", {})
+    machine_s = sum(a.get("elapsed_s", 0.0) for lst in attempts.values() for a in lst)
+    md += [
+        "## Status",
+        "",
+        f"{len(done)} of {len(runs)} runs finished; machine time so far "
+        f"{machine_s / 3600:.2f} h (every attempt, interrupted ones included, from "
+        "`campaign.json`).",
+        "",
+    ]
+    if missing:
+        md.append("Still missing: " + ", ".join(f"`{r['id']}`" for r in missing) + ".")
+        md.append("")
+    status_rows = [
+        [r["id"], r["stage"], r["variant"], r["seed"], "done" if r["id"] in recs else "missing"]
+        for r in runs
+    ]
+    written.append(
+        _write_csv(
+            out / "tables" / "status.csv", ["id", "stage", "variant", "seed", "state"], status_rows
+        )
+    )
+
+    for group in campaign.get("groups", []):
+        gname = group["name"]
+        md += [f"## {group['label']}", ""]
+        md += [
+            f"Sweep: learning rates {', '.join(f'{x:g}' for x in group['lrs'])}, "
+            f"{group['sweep_epochs']} epochs, seed 0, training set minus {group['val_holdout']} "
+            f"held-out images (validation). Finals: {group['epochs']} epochs, seeds "
+            f"{', '.join(map(str, group['seeds']))}, whole training set, whole test split. "
+            "SGD momentum 0.9, weight decay 5e-4, batch "
+            f"{group['base'].get('batch_size')}, cosine decay over each run, precision "
+            f"{group['base'].get('precision', 'fp32')}.",
+            "",
+        ]
+        # tuning
+        picks = state.get("picks", {}).get(gname, {})
+        sweep_rows = []
+        for r in runs:
+            if r["group"] == gname and r["stage"] == "sweep":
+                rec = recs.get(r["id"])
+                sweep_rows.append(
+                    [
+                        r["variant"],
+                        r.get("lr"),
+                        None if rec is None else accuracy(rec),
+                        None if rec is None else accuracy(rec, "exit_acc"),
+                    ]
+                )
+        if sweep_rows:
+            written.append(
+                _write_csv(
+                    out / "tables" / f"{gname}-sweep.csv",
+                    ["variant", "lr", "val_final_acc", "val_exit_acc"],
+                    sweep_rows,
+                )
+            )
+            lrs = group["lrs"]
+            rows = []
+            for v in group["variants"]:
+                accs = {row[1]: row[2] for row in sweep_rows if row[0] == v}
+                cells = [
+                    (_fmt_pct(accs.get(lr)) + (" **←**" if picks.get(v) == lr else ""))
+                    for lr in lrs
+                ]
+                rows.append([v, *cells])
+            md += [
+                "### Learning-rate sweep (validation accuracy %, final classifier; ← picked)",
+                "",
+            ]
+            md += [_table(["variant", *(f"lr {x:g}" for x in lrs)], rows), ""]
+        # finals
+        fin = finals_table(group, runs, recs)
+        rows, csv_rows = [], []
+        for v, s in fin.items():
+            (fm, fs), (em, es) = s["final"], s["exit"]
+            df, de = s["drop_final"], s["drop_exit"]
+
+            def drop(d):
+                if d is None:
+                    return "—"
+                if d["lo"] is None:
+                    return f"{100 * d['mean']:+.2f} (n=1)"
+                return f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]"
+
+            rows.append(
+                [
+                    v,
+                    len(s["seeds"]),
+                    "—" if fm is None else f"{100 * fm:.2f} ± {_fmt_pct(fs, 2)}",
+                    "—" if em is None else f"{100 * em:.2f} ± {_fmt_pct(es, 2)}",
+                    drop(df),
+                    drop(de),
+                ]
+            )
+            csv_rows.append(
+                [
+                    v,
+                    len(s["seeds"]),
+                    fm,
+                    fs,
+                    em,
+                    es,
+                    *_triple(df),
+                    *_triple(de),
+                ]
+            )
+        written.append(
+            _write_csv(
+                out / "tables" / f"{gname}-finals.csv",
+                [
+                    "variant",
+                    "seeds",
+                    "final_mean",
+                    "final_std",
+                    "exit_mean",
+                    "exit_std",
+                    "drop_final_mean",
+                    "drop_final_lo",
+                    "drop_final_hi",
+                    "drop_exit_mean",
+                    "drop_exit_lo",
+                    "drop_exit_hi",
+                ],
+                csv_rows,
+            )
+        )
+        md += [
+            "### Test accuracy at the budget (%, mean ± sample std over seeds)",
+            "",
+            "Drop = standard − variant, paired by seed, in percentage points, with a 95 % "
+            "Student-t interval (positive: the variant is worse). *exit* is the early exit on the "
+            "edge side of the cut (hierarchical, deep supervision); its drop is against "
+            "standard's final classifier.",
+            "",
+            _table(["variant", "seeds", "final", "exit", "drop (final)", "drop (exit)"], rows),
+            "",
+        ]
+        verdict = _verdict(fin)
+        if verdict:
+            md += [verdict, ""]
+        # plateau
+        for r in runs:
+            if r["group"] == gname and r["stage"] == "plateau" and r["id"] in recs:
+                ref_id = f"{gname}-final-standard-s{r['seed']}"
+                long_acc = accuracy(recs[r["id"]])
+                if ref_id in recs:
+                    short_acc = accuracy(recs[ref_id])
+                    md += [
+                        f"Plateau evidence: standard, seed {r['seed']}: {group['epochs']} epochs "
+                        f"{_fmt_pct(short_acc, 2)} %, {group['plateau_epochs']} epochs "
+                        f"{_fmt_pct(long_acc, 2)} % (difference "
+                        f"{100 * (long_acc - short_acc):+.2f} pp; < 1 pp counts as a plateau).",
+                        "",
+                    ]
+        # time to accuracy
+        md += _tta_section(out, group, runs, recs, fin, profiles, written)
+    md += [
+        "## Regenerate",
+        "",
+        "```",
+        f"hierbench campaign {campaign.get('name')} --out {out}          # runs what is missing "
+        "(resumes an interrupted run), then this report",
+        f"hierbench campaign {campaign.get('name')} --out {out} --report-only",
+        "```",
+        "",
+    ]
+    readme = out / "README.md"
+    readme.write_text("\n".join(md) + "\n")
+    written.append(readme)
+    return written
+
+
+def _triple(d: dict | None) -> tuple:
+    return (None, None, None) if d is None else (d["mean"], d["lo"], d["hi"])
+
+
+def _verdict(fin: dict) -> str | None:
+    std = fin.get("standard")
+    lines = []
+    for v in ("hier-q8", "hier-q4", "hier-fp32"):
+        d = (fin.get(v) or {}).get("drop_final")
+        if std is None or d is None or d["lo"] is None or d["n"] < 3:
+            continue
+        lo, hi = 100 * d["lo"], 100 * d["hi"]
+        if hi <= 1.0 and lo >= -1.0:
+            what = "negligible (the whole 95 % interval within ±1 pp)"
+        elif lo > 0:
+            what = "a real drop (the interval excludes 0)"
+        elif hi < 0:
+            what = "a real gain (the interval excludes 0)"
+        else:
+            what = "not resolved at ±1 pp (the interval is wider)"
+        lines.append(
+            f"{v}: drop {100 * d['mean']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], n={d['n']}: {what}"
+        )
+    if not lines:
+        return None
+    return "**Is the drop negligible?** " + "; ".join(lines) + "."
+
+
+def _tta_section(out, group, runs, recs, fin, profiles, written) -> list[str]:
+    std = fin.get("standard", {}).get("final", (None, None))[0]
+    cur = curves(group, runs, recs)
+    if std is None or not cur:
+        return ["Time to accuracy: needs finished standard finals.", ""]
+    target = std - 0.01
+    n_batches = None
+    for r in runs:
+        if r["group"] == group["name"] and r["stage"] == "final" and r["id"] in recs:
+            n_batches = int(recs[r["id"]]["steps_per_epoch"])
+            break
+    try:
+        times, sc = epoch_times(group, profiles, n_batches)
+    except (OSError, ConfigError) as exc:
+        return [f"Time to accuracy: no profile ({exc}).", ""]
+    rows, csv_rows = [], []
+    for v, curve in cur.items():
+        cells = []
+        for link in LINKS:
+            ep, t = time_to_accuracy(curve, times[(v, link)], target)
+            cells.append(f"{_fmt_time(t)}" + ("" if ep is None else f" ({ep} ep)"))
+            csv_rows.append([v, link, times[(v, link)], ep, t])
+        rows.append([v, *cells])
+    written.append(
+        _write_csv(
+            out / "tables" / f"{group['name']}-time-to-accuracy.csv",
+            ["variant", "link", "epoch_s_predicted", "epochs_to_target", "time_to_target_s"],
+            csv_rows,
+        )
+    )
+    written.extend(_tta_plot(out, group, cur, times))
+    return [
+        f"### Time to accuracy (target: standard's mean final test accuracy − 1 pp = "
+        f"{100 * target:.2f} %)",
+        "",
+        "Per-epoch test accuracy (mean over finished seeds, along each run's own cosine schedule) "
+        "joined with the runtime model's predicted time per epoch "
+        f"({n_batches} batches; edge = the committed 2-thread CPU profile; cloud "
+        f"{sc.cloud_factor:g}× faster, ASSUMED; per-message latency; raw data and activations "
+        "uploaded every epoch). MLPerf-style: the first epoch at or above the target. deepsup is "
+        "timed as standard (cloud-only; its exit head's small cost is not modelled). This is a "
+        "model's prediction joined with measured accuracy, not a measured time.",
+        "",
+        _table(["variant", *LINKS], rows),
+        "",
+        f"![accuracy vs predicted wall clock](plots/{group['name']}-time-to-accuracy.png)",
+        "",
+    ]
+
+
+def _tta_plot(out, group, cur, times) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(LINKS), figsize=(5 * len(LINKS), 4), sharey=True)
+    for ax, link in zip(axes, LINKS, strict=True):
+        for v, curve in cur.items():
+            xs = [(i + 1) * times[(v, link)] / 3600 for i in range(len(curve))]
+            ax.plot(xs, [100 * a for a in curve], marker=".", label=v)
+        ax.set_title(f"{group['label']}\nlink {link}", fontsize=9)
+        ax.set_xlabel("predicted training time (h)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "plots" / f"{group['name']}-time-to-accuracy.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

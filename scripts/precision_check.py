@@ -1,0 +1,138 @@
+"""Does a precision setting train to the same accuracy as fp32? (issue 14, part 1)
+
+Short real runs through the real roles (:func:`hierbench.methods.run`, one process): the same
+model, data subset, schedule and seeds in each ``--precisions`` setting, per ``--methods``;
+test accuracy (final classifier, edge exit) after every epoch. The seed-to-seed spread of fp32
+is the yardstick: a setting "matches" when its mean final accuracy is within the larger of
+2 x fp32's seed spread (max - min) and 1 pp.
+
+    python scripts/precision_check.py --model resnet18 --stem imagenet \\
+        --out results/speed/precision-accuracy-resnet18-imagenet-<sha>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--stem", default="imagenet")
+    p.add_argument("--cut", default="layer3")
+    p.add_argument("--methods", default="cloud_only,hierarchical")
+    p.add_argument("--precisions", default="fp32,bf16-cl")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--limit-per-class", type=int, default=500)
+    p.add_argument("--eval-samples", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+
+    from hierbench.methods import RunConfig, run
+    from hierbench.methods.runner import environment
+
+    rows = []
+    for method in a.methods.split(","):
+        for precision in a.precisions.split(","):
+            for seed in map(int, a.seeds.split(",")):
+                hier = method == "hierarchical"
+                cfg = RunConfig(
+                    method=method,
+                    model=a.model,
+                    stem=a.stem,
+                    cut=a.cut,
+                    codec="q8" if hier else "fp32",
+                    link=None,
+                    epochs=a.epochs,
+                    lr=a.lr,
+                    seed=seed,
+                    limit_per_class=a.limit_per_class,
+                    eval="epoch",
+                    eval_samples=a.eval_samples,
+                    precision=precision,
+                    threads_edge=1 if hier else a.threads,
+                    threads_cloud=1 if hier else a.threads,
+                )
+                t0 = time.perf_counter()
+                rec = run(cfg, progress=False)
+                wall = time.perf_counter() - t0
+                ep = rec["epochs"]
+                row = {
+                    "method": method,
+                    "precision": precision,
+                    "seed": seed,
+                    "final_acc": [e.get("final_acc") for e in ep],
+                    "exit_acc": [e.get("exit_acc") for e in ep],
+                    "cloud_train_loss": [e.get("cloud_train_loss") for e in ep],
+                    "train_wall_s": rec["totals"]["train_wall_s"],
+                    "wall_s": wall,
+                }
+                rows.append(row)
+                print(
+                    json.dumps({k: row[k] for k in ("method", "precision", "seed")})
+                    + f" final {row['final_acc'][-1]} exit {row['exit_acc'][-1]} "
+                    f"train {row['train_wall_s']:.0f} s",
+                    flush=True,
+                )
+    summary = []
+    for method in a.methods.split(","):
+        ref = [
+            r["final_acc"][-1] for r in rows if r["method"] == method and r["precision"] == "fp32"
+        ]
+        spread = (max(ref) - min(ref)) if len(ref) > 1 else None
+        tol = max(2 * spread, 0.01) if spread is not None else 0.01
+        for precision in a.precisions.split(","):
+            accs = [
+                r["final_acc"][-1]
+                for r in rows
+                if r["method"] == method and r["precision"] == precision
+            ]
+            walls = [
+                r["train_wall_s"]
+                for r in rows
+                if r["method"] == method and r["precision"] == precision
+            ]
+            diff = statistics.fmean(accs) - statistics.fmean(ref) if ref else None
+            summary.append(
+                {
+                    "method": method,
+                    "precision": precision,
+                    "mean_final_acc": statistics.fmean(accs),
+                    "diff_vs_fp32": diff,
+                    "fp32_seed_spread": spread,
+                    "tolerance": tol,
+                    "matches_fp32": None if diff is None else abs(diff) <= tol,
+                    "mean_train_wall_s": statistics.fmean(walls),
+                }
+            )
+            print(summary[-1], flush=True)
+    try:
+        sha = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "unknown"
+    out = {
+        "what": __doc__.splitlines()[0],
+        "command": "python scripts/precision_check.py " + " ".join(argv or sys.argv[1:]),
+        "git_sha": sha,
+        "environment": environment(),
+        "loadavg_end": os.getloadavg(),
+        "settings": vars(a),
+        "runs": rows,
+        "summary": summary,
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

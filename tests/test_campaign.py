@@ -1,0 +1,258 @@
+"""The converge campaign's machinery on a tiny real CIFAR-10 budget (``converge-ci``), and its
+statistics on hand-made records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from hierbench.errors import ConfigError
+from hierbench.experiments.campaign import CampaignRunner
+from hierbench.experiments.converge import CAMPAIGNS, get_campaign, pick_lr
+from hierbench.report import converge as rc
+from hierbench.spec.records import read_record, write_record
+
+
+def _ci(cifar10_root):
+    camp = get_campaign("converge-ci")
+    g = camp.groups[0]
+    g = dataclasses.replace(g, base={**g.base, "data_root": str(cifar10_root)})
+    return dataclasses.replace(camp, groups=(g,))
+
+
+def test_pick_lr():
+    assert pick_lr({0.01: 0.5, 0.05: 0.6, 0.1: 0.6}) == 0.05  # tie: the smaller rate
+    assert pick_lr({0.01: 0.5, 0.05: None}) is None
+    assert pick_lr({}) is None
+
+
+def test_campaign_definitions_are_consistent():
+    for camp in CAMPAIGNS.values():
+        runs = camp.runs()
+        for g in camp.groups:
+            sweeps = [r for r in runs if r.group == g.name and r.stage == "sweep"]
+            # the same number of tuning runs for every variant
+            counts = {v: sum(r.variant == v for r in sweeps) for v in g.variants}
+            assert set(counts.values()) == {len(g.lrs)}
+            assert all(r.config["val_holdout"] == g.val_holdout for r in sweeps)
+            finals = [r for r in runs if r.group == g.name and r.stage == "final"]
+            assert all(r.config["val_holdout"] == 0 and r.needs_lr for r in finals)
+            assert len(finals) == len(g.variants) * len(g.seeds)
+    main = get_campaign("converge").groups[0]
+    assert set(main.variants) == {"standard", "hier-q8", "hier-q4", "hier-fp32", "deepsup"}
+    assert len(main.seeds) >= 3 and main.plateau_epochs >= 1.5 * main.epochs
+
+
+def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
+    camp = _ci(cifar10_root)
+    out = tmp_path / "converge-ci"
+    seen = []
+    runner = CampaignRunner(camp, out, log=lambda s: None, on_record=seen.append, heartbeat_s=0.2)
+    # an interruption in the middle of the first final run: the next call resumes it
+    from hierbench.methods.edge import EdgeRole
+
+    real = EdgeRole._train_step
+    first_final = next(r for r in camp.runs() if r.stage == "final")
+
+    def crashing(self, step, epoch, x, y):
+        cfg = self.cfg
+        if (
+            (cfg.seed, cfg.epochs, cfg.method, cfg.val_holdout)
+            == (first_final.seed, first_final.config["epochs"], "cloud_only", 0)
+            and step == 5
+            and not self.resumed_from
+        ):
+            raise KeyboardInterrupt
+        return real(self, step, epoch, x, y)
+
+    monkeypatch.setattr(EdgeRole, "_train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    states = dict((r.id, s) for r, s in runner.status())
+    assert states[first_final.id] == "partial"
+    assert all(states[r.id] == "done" for r in camp.runs() if r.stage == "sweep")
+    tuning = json.loads((out / "tuning.json").read_text())
+    picked = tuning["groups"]["tiny"]["picked"]
+    assert set(picked) == {"standard", "hier-q8"} and all(
+        v in (0.02, 0.05) for v in picked.values()
+    )
+
+    assert runner.run() > 0  # resumes the interrupted run, runs the rest
+    assert all(s == "done" for _, s in runner.status())
+    assert runner.run() == 0  # the same command again: nothing to do
+    state = json.loads((out / "campaign.json").read_text())
+    assert any(a["resumed"] for a in state["attempts"][first_final.id])
+    assert not (out / "checkpoints" / first_final.id).exists()
+
+    for r in camp.runs():
+        rec = read_record(out / "runs" / f"{r.id}.json")
+        assert rec["experiment"]["stage"] == r.stage
+        assert rec["edge_steps"] == [] and "steps" in rec["conventions"]
+        if r.stage == "sweep":
+            assert rec["epochs"][-1]["eval_split"] == "train-holdout"
+            assert rec["epochs"][-1]["eval_samples"] == 16
+        else:
+            assert rec["config"]["lr"] == picked[r.variant]
+            assert rec["epochs"][-1]["eval_split"] == "test"
+            assert len(rec["epochs"]) == rec["config"]["epochs"]
+        if r.variant == "hier-q8":
+            assert rec["epochs"][-1]["exit_acc"] is not None
+
+    written = rc.write_converge_report(out, "results/profiles")
+    readme = (out / "README.md").read_text()
+    assert "of 9 runs finished" in readme and "Still missing" not in readme
+    assert "Time to accuracy" in readme
+    assert (out / "plots" / "tiny-time-to-accuracy.png") in written
+
+    # a record of another config under a run's id is refused, never mixed in
+    path = out / "runs" / f"{first_final.id}.json"
+    rec = read_record(path)
+    rec["config"]["lr"] = 0.123
+    write_record(rec, path)
+    with pytest.raises(ConfigError, match="another config"):
+        runner.run()
+
+
+# -- statistics on hand-made records --------------------------------------------------------
+
+
+def test_paired_drop_by_hand():
+    base = {0: 0.80, 1: 0.82, 2: 0.81}
+    other = {0: 0.79, 1: 0.80, 2: 0.805, 3: 0.5}  # seed 3 has no pair: ignored
+    d = rc.paired_drop(base, other)
+    diffs = [0.01, 0.02, 0.005]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    assert d["n"] == 3 and d["seeds"] == [0, 1, 2]
+    assert d["mean"] == pytest.approx(mean)
+    assert d["std"] == pytest.approx(sd)
+    assert d["hi"] - d["mean"] == pytest.approx(4.303 * sd / math.sqrt(3))
+    one = rc.paired_drop({0: 0.8}, {0: 0.7})
+    assert one["n"] == 1 and one["lo"] is None
+    assert rc.paired_drop({0: 0.8}, {1: 0.7}) is None
+    assert rc.t975(1) == 12.706 and rc.t975(100) == 1.96
+
+
+def test_finals_table_and_verdict_by_hand():
+    group = {"name": "g", "variants": ["standard", "hier-q8"]}
+    runs, recs = [], {}
+    for seed, (a, b) in enumerate([(0.80, 0.795), (0.81, 0.806), (0.79, 0.787)]):
+        for v, acc, ex in (("standard", a, None), ("hier-q8", b, b - 0.1)):
+            rid = f"g-final-{v}-s{seed}"
+            runs.append({"id": rid, "group": "g", "stage": "final", "variant": v, "seed": seed})
+            recs[rid] = {
+                "epochs": [
+                    {"final_acc": acc - 0.1, "exit_acc": None},
+                    {"final_acc": acc, "exit_acc": ex},
+                ]
+            }
+    fin = rc.finals_table(group, runs, recs)
+    assert fin["standard"]["final"][0] == pytest.approx(0.80)
+    assert fin["hier-q8"]["exit"][0] == pytest.approx((0.795 + 0.806 + 0.787) / 3 - 0.1)
+    assert fin["hier-q8"]["drop_final"]["mean"] == pytest.approx((0.005 + 0.004 + 0.003) / 3)
+    verdict = rc._verdict(fin)
+    assert "hier-q8" in verdict and "negligible" in verdict
+    cur = rc.curves(group, runs, recs)
+    assert cur["standard"] == pytest.approx([0.70, 0.80])
+    assert rc.time_to_accuracy(cur["standard"], 10.0, 0.79) == (2, 20.0)
+    assert rc.time_to_accuracy(cur["standard"], 10.0, 0.95) == (None, None)
+
+
+def test_profile_records_its_precision(tmp_path):
+    from hierbench import profiling
+    from hierbench.methods.config import PRECISIONS
+    from hierbench.runtime.profiles import load_profile
+
+    assert profiling.PRECISIONS == PRECISIONS
+    prof = profiling.measure_profile(
+        "resnet18", stem="imagenet", batch=4, warmup=1, repeats=1, precision="bf16-cl"
+    )
+    assert prof.meta["precision"] == "bf16-cl"
+    path = profiling.default_path(tmp_path, "resnet18", "imagenet", "cifar10", "cpu", 1, "bf16-cl")
+    assert path.name == "resnet18-imagenet-cifar10-cpu-t1-bf16-cl.csv"
+    profiling.write_profile(prof, path)
+    assert load_profile(path).meta["precision"] == "bf16-cl"
+    with pytest.raises(ConfigError, match="precision"):
+        profiling.measure_profile("resnet18", batch=4, repeats=1, precision="fp8")
+
+
+def test_second_driver_on_the_same_folder_is_refused(tmp_path):
+    camp = get_campaign("converge-ci")
+    first = CampaignRunner(camp, tmp_path / "c", log=lambda s: None)
+    first.out.mkdir(parents=True)
+    first._hold_folder()
+    second = CampaignRunner(camp, tmp_path / "c", log=lambda s: None)
+    with pytest.raises(ConfigError, match="another campaign driver"):
+        second.run()
+    first._lock_file.close()
+
+
+def test_supervisor_kills_a_hung_driver_and_gives_up_without_progress(tmp_path):
+    import sys
+
+    from hierbench.experiments.campaign import supervise
+
+    said = []
+    rc = supervise(
+        [],
+        tmp_path,
+        stale_s=1.0,
+        poll_s=0.2,
+        max_failures=2,
+        log=said.append,
+        cmd=[sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    assert rc != 0
+    assert sum("killing it" in s for s in said) == 2
+    assert any("finished no run" in s for s in said)
+    ok = supervise([], tmp_path, poll_s=0.1, log=said.append, cmd=[sys.executable, "-c", "pass"])
+    assert ok == 0
+
+
+def test_supervisor_does_not_count_time_a_child_is_stopped(tmp_path):
+    """Another job may SIGSTOP the campaign to have the machine: that is not a hang."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from hierbench.experiments import campaign
+
+    said = []
+    real_popen = subprocess.Popen
+    children = []
+
+    def popen(*a, **kw):
+        p = real_popen(*a, **kw)
+        children.append(p)
+        return p
+
+    def cont_later():
+        time.sleep(3.0)
+        children[0].send_signal(signal.SIGCONT)
+
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGSTOP)"
+    subprocess.Popen = popen
+    try:
+        threading.Thread(target=cont_later, daemon=True).start()
+        rc = campaign.supervise(
+            [], tmp_path, stale_s=1.0, poll_s=0.2, log=said.append, cmd=[sys.executable, "-c", code]
+        )
+    finally:
+        subprocess.Popen = real_popen
+    assert rc == 0 and not any("killing" in s for s in said)
+
+
+def test_cli_status_lists_every_run(tmp_path, capsys):
+    from hierbench.cli import main
+
+    assert main(["campaign", "converge", "--out", str(tmp_path / "c"), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(get_campaign("converge").runs())
+    assert lines[0].split() == ["todo", "r18in-sweep-standard-lr0.01"]
+    assert sum(line.startswith("waiting") for line in lines) == 16  # finals + plateau: no lr yet
+    assert main(["campaign", "nope", "--status"]) == 2
