@@ -22,6 +22,7 @@ import torch
 
 from benchmarks import record
 from benchmarks.anchors import memcpy_seconds, paired_roofline
+from hierbench.spec.provenance import cpu_model
 
 # What the machine looked like when this session started (conftest import = session start).
 _START = {"utc": record.now(), **record.load()}
@@ -45,7 +46,7 @@ def pytest_configure(config):
         return
     if config.getoption("benchmark_json", default=None):
         raise pytest.UsageError("--bench-save names the JSON file itself: drop --benchmark-json")
-    name = record.json_name(_START["utc"], record.cpu_model(), *_GIT, suite)
+    name = record.json_name(_START["utc"], cpu_model(), *_GIT, suite)
     try:
         path = record.reserve(record.BENCH_DIR, name)
     except (FileExistsError, ValueError) as exc:
@@ -72,7 +73,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "cpu_model": record.cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "nproc": os.cpu_count(),

@@ -16,7 +16,6 @@ README cites to its name.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import subprocess
 from datetime import UTC, datetime
@@ -34,17 +33,6 @@ NAME_RE = re.compile(
 _SUITE_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Words in /proc/cpuinfo's model name that say nothing about the CPU.
 _NOISE = {"r", "tm", "cpu", "processor", "core", "with", "radeon", "graphics"}
-
-
-def cpu_model() -> str:
-    """/proc/cpuinfo's first ``model name`` (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_slug(model: str) -> str:

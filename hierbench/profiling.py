@@ -68,6 +68,7 @@ from hierbench.runtime.profiles import (
     write_profile,
 )
 from hierbench.spec.datasets import DATASET_SHAPES
+from hierbench.spec.provenance import cpu_model
 
 __all__ = [
     "OPTIMIZER",
@@ -93,15 +94,6 @@ def _sgd(params) -> torch.optim.Optimizer:
         momentum=OPTIMIZER["momentum"],
         weight_decay=OPTIMIZER["weight_decay"],
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def default_path(

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from hierbench import models
+from hierbench.spec.provenance import cpu_model
 
 MODELS = {
     "resnet18-imagenet": ("resnet18", "imagenet"),
@@ -48,10 +48,6 @@ def _cpuinfo(key: str) -> str | None:
             if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     return None
-
-
-def cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor()
 
 
 def cpu_flags() -> list[str]:

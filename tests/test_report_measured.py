@@ -14,46 +14,24 @@ from hierbench.experiments.run import finished
 from hierbench.report import fit, measured
 from hierbench.runtime.table import PAPER_SETTINGS
 from hierbench.spec import provenance
-from hierbench.spec.records import REQUIRED_KEYS, TOTALS_KEYS, TOTALS_V2, write_record
+from hierbench.spec.records import write_record
+from tests.runtime.helpers import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "results" / "profiles"
 
 
 def _rec(method: str, wall: float, repeat: int, *, cloud_share=1.0, version=2, **cfg) -> dict:
-    config = {
-        "method": method,
-        "model": "resnet18",
-        "stem": "imagenet",
-        "dataset": "cifar10",
-        "cut": "layer3",
-        "codec": "q8",
-        "grad_codec": "q8",
-        "link": "3g",
-        "batch_size": 128,
-        "threads_edge": 1,
-        "edge_slowdown": 1.0,
-        "exit_head": "conv",
-        **cfg,
-    }
-    totals = {k: 0 for k in TOTALS_KEYS} | {k: None for k in TOTALS_V2}
-    totals |= {
-        "batches": 12,
-        "train_wall_s": wall,
-        "bytes_up": 12_000,
-        "cloud_cpu_share": cloud_share,
-    }
-    rec = {k: [] for k in REQUIRED_KEYS}
-    rec |= {
-        "record_version": version,
-        "config": config,
-        "environment": {},
-        "steps_per_epoch": 12,
-        "totals": totals,
-        "processes": 2,
-        "experiment": {"repeat": repeat},
-        "_id": f"{method}-r{repeat}",
-    }
+    rec = run_record(
+        {"method": method, "batch_size": 128, **cfg},
+        12,
+        wall,
+        processes=2,
+        experiment={"repeat": repeat},
+        _id=f"{method}-r{repeat}",
+    )
+    rec["record_version"] = version
+    rec["totals"] |= {"bytes_up": 12_000, "cloud_cpu_share": cloud_share}
     return rec
 
 

@@ -225,8 +225,7 @@ def run_preset(
         cfg = exp.run_config()
         t0 = time.perf_counter()
         if exp.kind == "kernel":
-            from hierbench.methods.kernel_shaped import run_kernel_shaped
-            from hierbench.transfer.netns import unavailable_reason
+            from hierbench.methods.kernel_shaped import run_kernel_shaped, unavailable_reason
 
             why = unavailable_reason()
             if why:

@@ -26,10 +26,17 @@ from hierbench.errors import ProcessError
 from hierbench.methods.config import RunConfig
 from hierbench.spec.links import parse_link
 
-__all__ = ["engine_link", "run_kernel_shaped"]
+__all__ = ["engine_link", "run_kernel_shaped", "unavailable_reason"]
 
 #: tbf bucket depth: a few full-size frames (the engine's own bucket is a pure rate limiter).
 TBF_BURST_BYTES = 4_500
+
+
+def unavailable_reason() -> str | None:
+    """None if kernel-shaped runs can run here, else why not (not root, no ip/tc...)."""
+    from hierbench.transfer import netns
+
+    return netns.unavailable_reason()
 
 
 def engine_link(link: str) -> str:

@@ -83,3 +83,30 @@ def toy_profile(**kw) -> Profile:
         ],
         **kw,
     )
+
+
+#: A timing run's config as the validation and report tests use it (ResNet-18 layer3, 3g, q8).
+RUN_CONFIG = {
+    "method": "hierarchical",
+    "model": "resnet18",
+    "stem": "imagenet",
+    "dataset": "cifar10",
+    "cut": "layer3",
+    "codec": "q8",
+    "grad_codec": "q8",
+    "link": "3g",
+    "threads_edge": 1,
+    "edge_slowdown": 1.0,
+    "exit_head": "conv",
+}
+
+
+def run_record(config: dict, batches: int, train_wall_s: float, **extra) -> dict:
+    """A minimal valid run record (version 2) with these totals; ``extra`` adds top-level keys."""
+    from hierbench.spec.records import RECORD_VERSION, REQUIRED_KEYS, TOTALS_KEYS, TOTALS_V2
+
+    totals = {k: 0 for k in TOTALS_KEYS} | {k: None for k in TOTALS_V2}
+    totals |= {"batches": batches, "train_wall_s": train_wall_s}
+    rec = {k: [] for k in REQUIRED_KEYS} | {"record_version": RECORD_VERSION}
+    rec |= {"config": {**RUN_CONFIG, **config}, "environment": {}, "steps_per_epoch": batches}
+    return rec | {"totals": totals} | extra

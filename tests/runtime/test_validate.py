@@ -11,32 +11,15 @@ from hierbench.runtime.codec_bytes import parse_codec
 from hierbench.runtime.model import Conventions, Scenario, predict
 from hierbench.runtime.profiles import load_profile
 from hierbench.runtime.validate import check_record
-from hierbench.spec.records import RECORD_VERSION, REQUIRED_KEYS, TOTALS_KEYS, TOTALS_V2
+from tests.runtime.helpers import run_record
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "results" / "profiles"
 
 
 def _record(tmp_path: Path, method: str, measured: float) -> Path:
-    cfg = {
-        "method": method,
-        "model": "resnet18",
-        "stem": "imagenet",
-        "dataset": "cifar10",
-        "cut": "layer3",
-        "codec": "q8",
-        "grad_codec": "q8",
-        "link": "3g",
-        "threads_edge": 1,
-        "edge_slowdown": 1.0,
-        "exit_head": "conv",
-    }
     path = tmp_path / f"{method}.json"
-    totals = {k: 0 for k in TOTALS_KEYS} | {k: None for k in TOTALS_V2}
-    totals |= {"batches": 50, "train_wall_s": measured}
-    record = {k: [] for k in REQUIRED_KEYS} | {"record_version": RECORD_VERSION}
-    record |= {"config": cfg, "environment": {}, "steps_per_epoch": 50, "totals": totals}
-    path.write_text(json.dumps(record))
+    path.write_text(json.dumps(run_record({"method": method}, 50, measured)))
     return path
 
 
