@@ -79,6 +79,10 @@ def finished(out: Path, exp: Experiment, *, accept_other_commits: bool = False) 
     return same
 
 
+#: Untimed and timed runs per measured region of a calibration profile.
+CALIBRATION_WARMUP, CALIBRATION_REPEATS = 3, 7
+
+
 def calibrate(
     out: Path, experiments: Sequence[Experiment], say: Callable[[str], None], cpu: int | None
 ) -> dict:
@@ -118,6 +122,10 @@ def calibrate(
                 dataset=key["dataset"],
                 batch=key["batch"],
                 threads=1,
+                # more than the profiler's default (1 + 3): the medians of a few-second profile
+                # are what every prediction beside a measured run rests on
+                warmup=CALIBRATION_WARMUP,
+                repeats=CALIBRATION_REPEATS,
                 command="hierbench reproduce (calibration before the timing runs)",
             )
         finally:
