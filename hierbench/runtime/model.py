@@ -38,7 +38,12 @@ Hierarchical training (three-stage pipeline, no gradient comes back)::
     t_E = t_eF + t_X + t_eB + t_eU + t_enc
     t_L = link(D, R_up)
     t_C = t_dec + t_cF + t_cB + t_cU
-    T = (t_eF + t_enc + t_L + t_C) + (N − 1) · max(t_E, t_L, t_C)
+    T = max[(t_eF + t_enc + t_L + t_C) + (N − 1) · max(t_E, t_L, t_C),  N · t_E]
+
+The second term is the edge's own last event: the end-to-end clock stops at the last training
+event on either side, and an edge that is the bottleneck finishes its last exit-head step and
+backward (``t_X + t_eB + t_eU`` after its last upload) after the cloud's last step whenever
+that tail is longer than ``t_L + t_C``.
 
 ``reduction = 1 − T_hier / T_baseline``. ``N`` is the number of batches trained (epochs ×
 batches per epoch).
@@ -164,8 +169,9 @@ def split_time(per_batch_s: float, n: int) -> float:
 
 
 def hierarchical_time(t_eF: float, t_E: float, t_L: float, t_C: float, n: int) -> float:
-    """``(t_eF + t_L + t_C) + (n − 1)·max(t_E, t_L, t_C)`` (fold encode/decode into the terms)."""
-    return pipeline_time(t_eF + t_L + t_C, max(t_E, t_L, t_C), n)
+    """``max[(t_eF + t_L + t_C) + (n − 1)·max(t_E, t_L, t_C), n·t_E]`` (fold encode/decode into
+    the terms): the cloud's last step or the edge's last one, whichever ends later."""
+    return max(pipeline_time(t_eF + t_L + t_C, max(t_E, t_L, t_C), n), n * t_E)
 
 
 def batches_per_epoch(dataset: str, batch: int) -> int:
@@ -500,7 +506,8 @@ def hierarchical(sc: Scenario, cut: str, codec: CodecSetting | str) -> Predictio
         method="hierarchical",
         cut=cut,
         codec=codec.name,
-        total_s=pipeline_time(fill, period, sc.total_batches),
+        # the cloud's last step, or the edge's last exit step if that ends later
+        total_s=max(pipeline_time(fill, period, sc.total_batches), sc.total_batches * t_E),
         t_E=t_E,
         t_L=t_L,
         t_C=t_C,
