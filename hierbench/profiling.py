@@ -248,6 +248,43 @@ def _time_head(
     return _median(times), saved
 
 
+def _time_edge_step(
+    blocks: Sequence[nn.Module],
+    channels: int,
+    num_classes: int,
+    kind: str,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    timer: _Timer,
+    warmup: int,
+    repeats: int,
+    precision: str,
+    cl: bool,
+) -> float:
+    """Median time of one whole edge training step: zero_grad, the edge blocks' forward, the exit
+    head's forward and loss, backward through both, one SGD step over both (copies of the blocks:
+    the profiled model is left as it was). This is what the per-block sums approximate; the two
+    differ where a block's weights no longer sit in cache by the time it runs again."""
+    dev = x.device
+    edge = nn.Sequential(*(copy.deepcopy(b) for b in blocks)).train()
+    head = exit_head(channels, num_classes, kind).to(dev).train()
+    if cl:
+        head = head.to(memory_format=torch.channels_last)
+    opt = _sgd([*edge.parameters(), *head.parameters()])
+    times = []
+    for r in range(max(warmup, 1) + repeats):
+        t0 = timer.now()
+        opt.zero_grad(set_to_none=True)
+        with _amp(precision, dev):
+            loss = F.cross_entropy(head(edge(x)), labels)
+        loss.backward()
+        opt.step()
+        t1 = timer.now()
+        if r >= max(warmup, 1):
+            times.append(t1 - t0)
+    return _median(times)
+
+
 def measure_profile(
     model: str,
     *,
@@ -264,6 +301,7 @@ def measure_profile(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     precision: str = "fp32",
+    edge_cuts: Sequence[str] = (),
 ) -> Profile:
     """Measure a profile (see the module docstring). Nothing is written; see :func:`write_profile`.
 
@@ -279,6 +317,8 @@ def measure_profile(
         log: progress lines go here (e.g. ``print``); ``None``: silent.
         precision: one of :data:`PRECISIONS` (recorded in the metadata): measure in the numeric
             setting the timed runs use.
+        edge_cuts: cuts at which the whole edge step is timed too (metadata ``edge_step_s``,
+            :func:`_time_edge_step`): the runtime model then scales that cut's block times to it.
 
     Raises:
         ConfigError: unknown model/stem/dataset, or CUDA asked for without a GPU.
@@ -405,6 +445,36 @@ def measure_profile(
     )
     say(f"  t_full {t_full * 1e3:.1f} ms (sum of blocks {blocks_sum * 1e3:.1f} ms)")
 
+    # the whole edge part at the asked cuts, one training step as the edge runs it
+    edge_step: dict[str, dict[str, float]] = {}
+    for cut in edge_cuts:
+        if cut not in names[:-1]:
+            raise ConfigError(f"{cut!r} is not a cut of {model}; cuts: {', '.join(names[:-1])}")
+        i = names.index(cut)
+        edge_step[cut] = {}
+        for kind in HEAD_KINDS:
+            t = _time_edge_step(
+                [net.blocks[n] for n in names[: i + 1]],
+                rows[i]["out_shape"][0],
+                num_classes,
+                kind,
+                x,
+                labels,
+                timer,
+                warmup,
+                repeats,
+                precision,
+                cl,
+            )
+            edge_step[cut][kind] = t
+            parts_sum = sum(r["fwd_s"] + r["bwd_s"] + r["step_s"] for r in rows[: i + 1]) - (
+                rows[0]["bwd_s"] - rows[0]["bwd_noinput_s"]
+            )
+            say(
+                f"  edge step @{cut} ({kind} exit) {t * 1e3:.1f} ms (sum of its parts "
+                f"{(parts_sum + rows[i]['exit_s'][kind]) * 1e3:.1f} ms)"
+            )
+
     # memory of the edge part, and bytes on the wire
     input_bytes = batch * 3 * input_size * input_size
     if dev.type == "cuda":
@@ -467,6 +537,7 @@ def measure_profile(
         "optimizer": OPTIMIZER,
         "t_full_s": t_full,
         "t_full_blocks_sum_s": blocks_sum,
+        "edge_step_s": edge_step,
         "input_bytes": input_bytes,
         "memory_method": memory_method,
         "wire_bytes": "one codec frame per batch (60 + 8*ndim header+CRC; quantized: packed "

@@ -104,7 +104,9 @@ def calibrate(
         }
         threads = c.get("threads_edge", 1)
         name = profile_filename(key["model"], key["stem"], key["dataset"], "cpu", threads)
-        wanted[out / "profiles" / f"batch-{key['batch']}" / name] = key
+        entry = wanted.setdefault(out / "profiles" / f"batch-{key['batch']}" / name, key)
+        if c.get("method", "hierarchical") != "cloud_only" and c.get("cut"):
+            entry.setdefault("edge_cuts", set()).add(c["cut"])
     done = {}
     for path, key in wanted.items():
         if path.is_file():
@@ -122,6 +124,8 @@ def calibrate(
                 dataset=key["dataset"],
                 batch=key["batch"],
                 threads=1,
+                # the whole edge step at the runs' cuts: the predictions scale the blocks to it
+                edge_cuts=sorted(key.get("edge_cuts", ())),
                 # more than the profiler's default (1 + 3): the medians of a few-second profile
                 # are what every prediction beside a measured run rests on
                 warmup=CALIBRATION_WARMUP,

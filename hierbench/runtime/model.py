@@ -75,8 +75,12 @@ Assumptions (stated, not measured)
   (:class:`~hierbench.runtime.codec_bytes.CodecSetting`, default free); they are taken on the
   edge profile's device and scaled like compute (× k on the edge, ÷ f in the cloud). zstd
   ratios come from the profile (1.0 until measured).
-- Block times add up (the profile's ``t_full_s`` beside the sum of its blocks shows how well), a
-  partial last batch costs a full one, and data loading / augmentation is free.
+- Block times add up (the profile's ``t_full_s`` beside the sum of its blocks shows how well)
+  unless the profile timed the whole edge step at the cut (``edge_step_s``, what a calibrating
+  ``reproduce`` measures): then the edge terms are scaled by
+  ``s = whole / (t_eF + t_eB + t_eU + t_X)``, keeping their proportions (parts profiled one at
+  a time, each repeated while its weights stay in cache, need not add up to the step a run
+  takes). A partial last batch costs a full one, and data loading / augmentation is free.
 - ``bottleneck`` is the largest of ``t_E, t_L, t_C`` — for split learning, which has no pipeline,
   it is the stage with the largest share of the sequential sum.
 
@@ -392,14 +396,18 @@ def gradient_bytes(sc: Scenario, cut: str) -> int:
 
 # -- per-method predictions ---------------------------------------------------------------------
 def _edge_times(sc: Scenario, cut: str) -> dict[str, float]:
+    """The edge's terms; scaled to the whole edge step where the profile timed one (``s`` below)."""
     k = sc.edge_slowdown
     e = sc.edge
-    return {
-        "t_eF": k * e.edge_forward(cut),
-        "t_eB": k * e.edge_backward(cut),
-        "t_eU": k * e.edge_step(cut),
-        "t_X": k * e.exit_cost(cut, sc.head),
+    t = {
+        "t_eF": e.edge_forward(cut),
+        "t_eB": e.edge_backward(cut),
+        "t_eU": e.edge_step(cut),
+        "t_X": e.exit_cost(cut, sc.head),
     }
+    whole = e.edge_whole_step(cut, sc.head)
+    s = whole / sum(t.values()) if whole and sum(t.values()) > 0 else 1.0
+    return {name: k * s * v for name, v in t.items()}
 
 
 def _cloud_times(sc: Scenario, cut: str, *, input_grad: bool) -> dict[str, float]:

@@ -152,6 +152,23 @@ def test_edge_bound_hierarchical_ends_with_the_edges_last_step():
     assert rm.hierarchical_time(1.0, 3.0, 0.5, 2.5, 4) == pytest.approx(1.0 + 0.5 + 2.5 + 9.0)
 
 
+def test_a_timed_whole_edge_step_scales_the_edge_terms():
+    """Cut ``a``'s parts add to 1 + 1.5 + 0.5 + 0.3 = 3.3; a profile that timed the whole edge
+    step at 4.4 scales each edge term by 4/3 (proportions kept); other cuts and heads keep the
+    block sums."""
+    link = LinkSpec(math.inf, math.inf, 0.0)
+    plain = rm.hierarchical(Scenario(toy_profile(), link, n_batches=3), "a", "fp32")
+    timed = toy_profile(edge_step_s={"a": {"conv": 4.4}})
+    assert timed.edge_whole_step("a") == 4.4
+    assert timed.edge_whole_step("b") is None and timed.edge_whole_step("a", "minimal") is None
+    h = rm.hierarchical(Scenario(timed, link, n_batches=3, edge_slowdown=2), "a", "fp32")
+    for term in ("t_eF", "t_eB", "t_eU", "t_X"):
+        assert h.parts[term] == pytest.approx(2 * plain.parts[term] * 4.4 / 3.3)
+    assert h.t_E == pytest.approx(2 * 4.4)
+    b_plain = rm.hierarchical(Scenario(toy_profile(), link, n_batches=3), "b", "fp32")
+    assert rm.hierarchical(Scenario(timed, link, n_batches=3), "b", "fp32") == b_plain
+
+
 def test_infinite_link_is_compute_bound():
     sc = Scenario(toy_profile(), LinkSpec(math.inf, math.inf, 0.0), n_batches=7, cloud_speedup=2)
     base = rm.cloud_only(sc)

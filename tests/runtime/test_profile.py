@@ -203,3 +203,32 @@ def test_predict_cli_errors(tmp_path, capsys):
     )
     assert rc == 2
     assert "3g, 4g, wifi, lan" in capsys.readouterr().err
+
+
+def test_whole_edge_step_is_timed_at_the_asked_cuts(tmp_path):
+    """``edge_cuts``: the profile times the whole edge step there (both heads), it survives the
+    CSV round trip, and the model's edge terms then add up to it."""
+    import math
+
+    from hierbench import profiling
+    from hierbench.errors import ConfigError
+    from hierbench.runtime import model as rm
+    from hierbench.spec.links import LinkSpec
+
+    prof = profiling.measure_profile(
+        "resnet18", dataset="cifar10", batch=4, threads=1, repeats=1, edge_cuts=["layer1"]
+    )
+    steps = prof.meta["edge_step_s"]
+    assert set(steps) == {"layer1"} and set(steps["layer1"]) == {"conv", "minimal"}
+    assert all(t > 0 for t in steps["layer1"].values())
+    back = profiling.load_profile(profiling.write_profile(prof, tmp_path / "p.csv"))
+    assert back.edge_whole_step("layer1") == pytest.approx(steps["layer1"]["conv"])
+    assert back.edge_whole_step("layer2") is None
+    h = rm.hierarchical(
+        rm.Scenario(back, LinkSpec(math.inf, math.inf, 0.0), n_batches=2), "layer1", "fp32"
+    )
+    assert h.t_E == pytest.approx(steps["layer1"]["conv"])
+    with pytest.raises(ConfigError, match="not a cut"):
+        profiling.measure_profile(
+            "resnet18", dataset="cifar10", batch=2, repeats=1, edge_cuts=["nope"]
+        )
