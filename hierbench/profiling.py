@@ -260,11 +260,13 @@ def _time_edge_step(
     repeats: int,
     precision: str,
     cl: bool,
+    gap: Callable[[float], Any] | None = None,
 ) -> float:
     """Median time of one whole edge training step: zero_grad, the edge blocks' forward, the exit
     head's forward and loss, backward through both, one SGD step over both (copies of the blocks:
     the profiled model is left as it was). This is what the per-block sums approximate; the two
-    differ where a block's weights no longer sit in cache by the time it runs again."""
+    differ where a block's weights no longer sit in cache by the time it runs again. ``gap(t)``,
+    if given, runs after every step (untimed), as the run does between its steps."""
     dev = x.device
     edge = nn.Sequential(*(copy.deepcopy(b) for b in blocks)).train()
     head = exit_head(channels, num_classes, kind).to(dev).train()
@@ -282,6 +284,8 @@ def _time_edge_step(
         t1 = timer.now()
         if r >= max(warmup, 1):
             times.append(t1 - t0)
+        if gap is not None:
+            gap(t1 - t0)
     return _median(times)
 
 
@@ -302,6 +306,8 @@ def measure_profile(
     log: Callable[[str], None] | None = None,
     precision: str = "fp32",
     edge_cuts: Sequence[str] = (),
+    edge_gap: tuple[str, Callable[[float], Any]] | None = None,
+    edge_heads: Sequence[str] = HEAD_KINDS,
 ) -> Profile:
     """Measure a profile (see the module docstring). Nothing is written; see :func:`write_profile`.
 
@@ -319,6 +325,11 @@ def measure_profile(
             setting the timed runs use.
         edge_cuts: cuts at which the whole edge step is timed too (metadata ``edge_step_s``,
             :func:`_time_edge_step`): the runtime model then scales that cut's block times to it.
+        edge_gap: ``(description, gap)``: ``gap(t)`` runs after each timed whole edge step that
+            took ``t`` seconds, as the timed runs do between steps (the edge-slowdown knob keeps
+            the core busy ``(k - 1)·t``); recorded as metadata ``edge_step_gap``. With a gap the
+            whole edge step takes 1 warm-up and at most 3 timed runs (each is long and steady).
+        edge_heads: exit heads for the whole edge step (default both).
 
     Raises:
         ConfigError: unknown model/stem/dataset, or CUDA asked for without a GPU.
@@ -452,7 +463,9 @@ def measure_profile(
             raise ConfigError(f"{cut!r} is not a cut of {model}; cuts: {', '.join(names[:-1])}")
         i = names.index(cut)
         edge_step[cut] = {}
-        for kind in HEAD_KINDS:
+        # a slowed edge's step is long and steady; fewer repeats keep the calibration short
+        w, n = (1, min(repeats, 3)) if edge_gap else (warmup, repeats)
+        for kind in edge_heads:
             t = _time_edge_step(
                 [net.blocks[n] for n in names[: i + 1]],
                 rows[i]["out_shape"][0],
@@ -461,10 +474,11 @@ def measure_profile(
                 x,
                 labels,
                 timer,
-                warmup,
-                repeats,
+                w,
+                n,
                 precision,
                 cl,
+                gap=edge_gap[1] if edge_gap else None,
             )
             edge_step[cut][kind] = t
             parts_sum = sum(r["fwd_s"] + r["bwd_s"] + r["step_s"] for r in rows[: i + 1]) - (
@@ -538,6 +552,7 @@ def measure_profile(
         "t_full_s": t_full,
         "t_full_blocks_sum_s": blocks_sum,
         "edge_step_s": edge_step,
+        "edge_step_gap": edge_gap[0] if edge_gap else None,
         "input_bytes": input_bytes,
         "memory_method": memory_method,
         "wire_bytes": "one codec frame per batch (60 + 8*ndim header+CRC; quantized: packed "

@@ -232,3 +232,25 @@ def test_whole_edge_step_is_timed_at_the_asked_cuts(tmp_path):
         profiling.measure_profile(
             "resnet18", dataset="cifar10", batch=2, repeats=1, edge_cuts=["nope"]
         )
+
+
+def test_whole_edge_step_runs_the_gap_between_steps():
+    """``edge_gap``: called after every whole edge step with its time (as the edge-slowdown knob
+    does between a run's steps), 1 warm-up + at most 3 timed steps, recorded in the metadata."""
+    from hierbench import profiling
+
+    seen = []
+    prof = profiling.measure_profile(
+        "resnet18",
+        dataset="cifar10",
+        batch=2,
+        threads=1,
+        repeats=5,
+        edge_cuts=["layer1"],
+        edge_gap=("record the gap", seen.append),
+        edge_heads=["conv"],
+    )
+    assert set(prof.meta["edge_step_s"]["layer1"]) == {"conv"}
+    assert prof.meta["edge_step_gap"] == "record the gap"
+    assert len(seen) == 4 and all(t > 0 for t in seen)
+    assert prof.meta["edge_step_s"]["layer1"]["conv"] == sorted(seen[1:])[1]  # median of 3
