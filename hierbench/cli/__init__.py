@@ -10,11 +10,12 @@ subcommand that needs no native code (``models``) works without the extension.
     hierbench report FOLDER...         tables and plots of a results folder (no torch needed)
     hierbench profile --model ...      measure a device profile (per-block costs) -> CSV
     hierbench predict --model ...      runtime-model table: methods x cuts x codecs for a link
+    hierbench predict-scale            E edges x W cloud workers: saturation table, scaling plot
 
 One module per group of subcommands, each adding its own parsers (in ``--help`` order):
 :mod:`~hierbench.cli.info` (info, data, models), :mod:`~hierbench.cli.train` (train, edge,
 cloud), :mod:`~hierbench.cli.results` (reproduce, report), :mod:`~hierbench.cli.runtime`
-(profile, predict).
+(profile, predict, predict-scale).
 """
 
 from __future__ import annotations
