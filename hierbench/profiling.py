@@ -261,6 +261,7 @@ def _time_edge_step(
     precision: str,
     cl: bool,
     gap: Callable[[float], Any] | None = None,
+    gaps: list[tuple[float, float]] | None = None,
 ) -> float:
     """Median time of one whole edge training step: zero_grad, the edge blocks' forward, the exit
     head's forward and loss, backward through both, one SGD step over both (copies of the blocks:
@@ -285,7 +286,9 @@ def _time_edge_step(
         if r >= max(warmup, 1):
             times.append(t1 - t0)
         if gap is not None:
+            w0, c0 = time.perf_counter(), time.process_time()
             gap(t1 - t0)
+            gaps.append((time.perf_counter() - w0, time.process_time() - c0))
     return _median(times)
 
 
@@ -458,6 +461,7 @@ def measure_profile(
 
     # the whole edge part at the asked cuts, one training step as the edge runs it
     edge_step: dict[str, dict[str, float]] = {}
+    gaps: list[tuple[float, float]] = []  # (wall, CPU) of each busy wait: not profiler work
     for cut in edge_cuts:
         if cut not in names[:-1]:
             raise ConfigError(f"{cut!r} is not a cut of {model}; cuts: {', '.join(names[:-1])}")
@@ -479,6 +483,7 @@ def measure_profile(
                 precision,
                 cl,
                 gap=edge_gap[1] if edge_gap else None,
+                gaps=gaps,
             )
             edge_step[cut][kind] = t
             parts_sum = sum(r["fwd_s"] + r["bwd_s"] + r["step_s"] for r in rows[: i + 1]) - (
@@ -518,8 +523,11 @@ def measure_profile(
     # Contention check: the CPU time this process got against what its threads could have had.
     # (The load average is recorded too, but it counts this profiler's own earlier work — e.g.
     # the previous profile of a script — so it cannot tell competition from ourselves.)
-    wall = time.perf_counter() - started
-    cpu_share = (time.process_time() - cpu_started) / max(wall * nthreads, 1e-9)
+    # (The edge gap's busy wait yields at every turn, so its CPU time is not a measure of
+    # competition: both its wall and its CPU time are left out.)
+    wall = time.perf_counter() - started - sum(w for w, _ in gaps)
+    cpu = time.process_time() - cpu_started - sum(c for _, c in gaps)
+    cpu_share = cpu / max(wall * nthreads, 1e-9)
     loaded = None
     if dev.type == "cpu" and cpu_share < CPU_SHARE_WARN:
         loaded = (

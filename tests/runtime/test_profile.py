@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -247,10 +248,12 @@ def test_whole_edge_step_runs_the_gap_between_steps():
         threads=1,
         repeats=5,
         edge_cuts=["layer1"],
-        edge_gap=("record the gap", seen.append),
+        # a gap 20x the step, asleep: counted, the CPU share would read under 1/20
+        edge_gap=("record the gap", lambda t: (seen.append(t), time.sleep(20 * t))),
         edge_heads=["conv"],
     )
     assert set(prof.meta["edge_step_s"]["layer1"]) == {"conv"}
     assert prof.meta["edge_step_gap"] == "record the gap"
     assert len(seen) == 4 and all(t > 0 for t in seen)
+    assert prof.meta["cpu_share"] > 0.3  # the gaps are left out of the profiler's CPU share
     assert prof.meta["edge_step_s"]["layer1"]["conv"] == sorted(seen[1:])[1]  # median of 3
