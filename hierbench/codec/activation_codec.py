@@ -9,6 +9,7 @@ used by two threads at once: use one codec per thread. Frames themselves are pla
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +39,7 @@ from hierbench.codec.frame import (
     _num_groups,
     _pack_header,
     _parse,
+    quant_fields,
 )
 from hierbench.codec.sections import _decode_quantized, _decode_raw, _encode_raw, _le_buffer
 from hierbench.errors import CodecError
@@ -132,12 +134,16 @@ class ActivationCodec:
             x: float32, float16 or bfloat16 tensor of any shape (up to 8 dims; 0-d and empty
                 included), layout (non-contiguous, channels_last: encoded in row-major order)
                 and device (CUDA tensors are cast / quantized on the device, then copied).
-            seed: the stochastic-rounding seed (int64) for quantized wires; recorded in the
-                frame. Give a fresh one per step when ``rounding="stochastic"``.
+            seed: the stochastic-rounding seed (an int64, any integer type) for quantized
+                wires; recorded in the frame when ``rounding="stochastic"`` (give a fresh one
+                per step then), ignored otherwise (the frame stores 0).
 
         Returns:
             The frame, ``bytes``; ``decode(frame)`` gives back ``x`` (raw wire), ``x`` cast to
             the wire dtype and back (fp32/fp16/bf16 wires), or ``dequantize(quantize(x))``.
+            A frame is bytes: ``x`` may require grad, but no gradient flows through a frame
+            (for quantization-aware training see :func:`hierbench.ops.fake_quantize`; in split
+            learning the gradient travels back as a frame of its own).
 
         Raises:
             TypeError: ``x`` is not a float32/float16/bfloat16 tensor.
@@ -212,8 +218,7 @@ class ActivationCodec:
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in _DTYPE_CODE:
             raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
-        if type(seed) is not int or not _INT64_MIN <= seed <= _INT64_MAX:
-            raise ValueError(f"seed must be an int64, got {seed!r}")
+        seed = _as_seed(seed)
         if x.dim() > MAX_NDIM:
             raise CodecError(f"cannot encode a {x.dim()}-dimensional tensor (at most {MAX_NDIM})")
         shape = tuple(x.shape)
@@ -226,7 +231,7 @@ class ActivationCodec:
                 f"cannot encode a tensor of shape {shape} ({tensor_bytes} bytes of {x.dtype}): "
                 f"over max_frame_size {limit}"
             )
-        x = x.detach()
+        x = x.detach()  # a frame is bytes: no gradient crosses it (see ``encode``)
         flags = 0
         if cfg.is_quantized:
             pieces, aux_len, payload_len, fields = self._quantize(x, seed)
@@ -283,15 +288,16 @@ class ActivationCodec:
                 f"the codec expects {groups} / {-(-x.numel() * qc.bits // 8)}"
             )
         pieces = [_le_buffer(scale), _le_buffer(offset), _le_buffer(payload)]
+        group_size, channel_dim, seed_field = quant_fields(qc, x.dim(), seed)
         fields = (
             _SCHEME_QUANT,
             0,
             qc.bits,
             _GRAN_CODE[qc.granularity],
             _ROUND_CODE[qc.rounding],
-            qc.group_size,
-            qc.channel_dim,
-            seed,
+            group_size,
+            channel_dim,
+            seed_field,
         )
         return pieces, 8 * groups, payload.numel(), fields
 
@@ -302,7 +308,11 @@ class ActivationCodec:
 
         Every field is validated before anything is allocated (see :mod:`hierbench.codec.frame`).
         Quantized frames are dequantized on ``device`` (so only the packed codes travel to a
-        GPU).
+        GPU). Reads frame versions 1 and 2. The result is row-major contiguous whatever the
+        encoded tensor's layout (a frame holds the logical shape, not strides): for a
+        channels_last model, ``decode(frame).contiguous(memory_format=torch.channels_last)``.
+        The exact semantics, bit for bit, are docs/frame-format.md's; the torch-free
+        :mod:`hierbench.codec.reference_decoder` implements them independently.
 
         Args:
             data: the frame (``bytes``, ``bytearray`` or a C-contiguous ``memoryview``),
@@ -362,6 +372,16 @@ class ActivationCodec:
             seed=header.seed,
         )
         return dequantize(q)
+
+
+def _as_seed(seed) -> int:
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"seed must be an int64, got {seed!r}")
+    return value
 
 
 def encode(x: torch.Tensor, config: CodecConfig | str | None = None, *, seed: int = 0) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import operator
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,7 +37,8 @@ class CodecConfig:
             match the wire); ``None`` means ``QuantConfig(bits=N)`` (per-group, 128, nearest).
             Must be ``None`` for the other wires.
         zstd_level: ``None`` for no entropy coder, else a zstd level (1..22, or negative for
-            zstd's faster modes; 0 is rejected as ambiguous).
+            zstd's faster modes; 0 is rejected as ambiguous). Integer fields accept any integer
+            type (``numpy.int64``...), stored as ``int``.
         sparse: raw wires only: store a bitmask of the non-zero elements and the non-zero values
             (pays on post-ReLU activations; see docs/frame-format.md, "Sparsity").
         max_frame_size: bound, in bytes, on the frame, on its decompressed body and on the
@@ -51,6 +54,12 @@ class CodecConfig:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
 
     def __post_init__(self) -> None:
+        for name in ("zstd_level", "max_frame_size"):
+            # numpy (or any) integers are stored as int; anything else is reported below
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                with contextlib.suppress(TypeError):
+                    object.__setattr__(self, name, operator.index(value))
         if self.wire not in WIRES:
             raise ConfigError(
                 f"unknown codec wire {self.wire!r}; valid choices: {', '.join(WIRES)}"

@@ -7,8 +7,10 @@ normalise arguments; the work is done in C++.
 
 Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
 
-Also :func:`crc32` (:mod:`hierbench.ops.checksum`): the codec's frame checksum, zlib's CRC-32
-computed faster.
+Also :func:`fake_quantize` (:mod:`hierbench.ops.fake_quant`): quantize-dequantize with a
+straight-through gradient, for quantization-aware training (:func:`quantize` itself refuses a
+tensor that requires grad instead of dropping its gradient); :func:`crc32`
+(:mod:`hierbench.ops.checksum`): the codec's frame checksum, zlib's CRC-32 computed faster.
 """
 
 from __future__ import annotations
@@ -17,15 +19,27 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import torch
-
-from hierbench import _ext
 from hierbench.errors import ConfigError
-from hierbench.ops import reference
-from hierbench.ops.checksum import available_crc32_kernels, crc32, crc32_kernel
 
-_ext.load()  # runs the TORCH_LIBRARY registrations
+# Checked first, before any submodule is imported: a failed import of this package leaves no
+# half-initialised submodule behind (hierbench.ops.quant...) that a second import would find
+# and use, so every attempt to use the ops raises the same error, not only the first one.
+_CPU_KERNEL_ENV = "HIERBENCH_CPU_KERNEL"
+if os.environ.get(_CPU_KERNEL_ENV, "") not in ("", "avx512", "portable"):
+    raise ConfigError(
+        f"{_CPU_KERNEL_ENV}={os.environ[_CPU_KERNEL_ENV]!r}: expected 'avx512' (the default: used "
+        "where the CPU has it) or 'portable'"
+    )
+
+import torch  # noqa: E402
+
+from hierbench import _ext  # noqa: E402
+from hierbench.ops import reference  # noqa: E402
+from hierbench.ops.checksum import available_crc32_kernels, crc32, crc32_kernel  # noqa: E402
+
+_ext.load().cpu_kernel()  # runs the TORCH_LIBRARY registrations; the kernel reads the env now
 from hierbench.ops import _fake  # noqa: E402,F401  (registers fake kernels; needs the op schemas)
+from hierbench.ops.fake_quant import fake_quantize  # noqa: E402
 from hierbench.ops.quant import (  # noqa: E402
     QuantConfig,
     QuantizedTensor,
@@ -43,20 +57,13 @@ __all__ = [
     "crc32",
     "crc32_kernel",
     "dequantize",
+    "fake_quantize",
     "group_minmax",
     "quantize",
     "reference",
     "set_cpu_kernel",
     "use_cpu_kernel",
 ]
-
-
-_CPU_KERNEL_ENV = "HIERBENCH_CPU_KERNEL"
-if os.environ.get(_CPU_KERNEL_ENV, "") not in ("", "avx512", "portable"):
-    raise ConfigError(
-        f"{_CPU_KERNEL_ENV}={os.environ[_CPU_KERNEL_ENV]!r}: expected 'avx512' (the default: used "
-        "where the CPU has it) or 'portable'"
-    )
 
 
 def available_cpu_kernels() -> tuple[str, ...]:
@@ -82,8 +89,9 @@ def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) ->
     that handle every other case. Both produce the same bits (the tests hold both to
     :mod:`hierbench.ops.reference`); the choice only changes speed.
     ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable loops from the
-    start (read at the first call; any value but ``avx512``, ``portable`` or empty is a
-    :class:`hierbench.errors.ConfigError` when this module is imported).
+    start (read once, when :mod:`hierbench.ops` is imported; any value but ``avx512``,
+    ``portable`` or empty is a :class:`hierbench.errors.ConfigError` raised by that import, and
+    again by every later attempt to import or use the ops: it never half-succeeds).
 
     Raises:
         TypeError: only one of ``x`` and ``cfg`` given, ``x`` not a float32/float16/bfloat16
