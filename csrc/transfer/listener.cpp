@@ -12,6 +12,7 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <map>
 
 #include <netinet/in.h>
 
@@ -23,6 +24,14 @@ namespace hierbench::transfer {
 using net::errstr;
 using net::real_now;
 using net::secs;
+
+namespace {
+
+std::string host_of(const std::string& peer) {  // "host:port" / "[v6]:port" -> the host part
+  return peer.substr(0, peer.rfind(':'));
+}
+
+}  // namespace
 
 struct Listener::Pending {
   int fd = -1;
@@ -261,10 +270,21 @@ void Listener::acceptor_main() {
           drop(*p, e.what());
           continue;
         }
-        if (pending.size() >= max_pending_) {  // the oldest makes room: a stuck one, most likely
-          drop(*pending.front(), "evicted: " + std::to_string(max_pending_) +
-                                     " handshakes were already in progress");
-          pending.erase(pending.begin());
+        if (pending.size() >= max_pending_) {
+          // Room is made by the oldest handshake of the address that holds the most: a flood
+          // from one address evicts its own connections, not another peer's.
+          std::map<std::string, size_t> per_host;
+          for (const auto& q : pending) per_host[host_of(q->peer)]++;
+          const auto heaviest = std::max_element(
+              per_host.begin(), per_host.end(),
+              [](const auto& a, const auto& b) { return a.second < b.second; });
+          auto victim = std::find_if(pending.begin(), pending.end(), [&](const auto& q) {
+            return host_of(q->peer) == heaviest->first;
+          });
+          drop(**victim, "evicted: " + std::to_string(max_pending_) +
+                             " handshakes were already in progress (" +
+                             std::to_string(heaviest->second) + " from " + heaviest->first + ")");
+          pending.erase(victim);
         }
         pending.push_back(std::move(p));
       }

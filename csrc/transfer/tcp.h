@@ -40,7 +40,8 @@ Connection tcp_connect(const std::string& host, int port, const std::string& sec
 
 // Listens, and runs the handshakes of incoming connections on its own thread, all at once
 // (each bounded by opts.handshake_timeout and exactly the bytes of the handshake; at most
-// `max_pending` at a time, the oldest dropped for a newer one). A connection that fails is
+// `max_pending` at a time: a newer one evicts the oldest of the address holding the most). A
+// connection that fails is
 // closed and its failure kept for take_rejections(); it never reaches accept() and never stops
 // the listener. Authenticated connections wait (at most kMaxReady) for accept().
 class Listener {

@@ -327,7 +327,8 @@ def listen(
 
     Accepted endpoints send with ``link``'s ``direction`` rate (default ``down``: the listener is
     the cloud). ``secret``: at least :data:`MIN_SECRET_BYTES` bytes. ``max_pending``: handshakes
-    in progress at once (a newer connection evicts the oldest). ``frame_macs``: authenticate
+    in progress at once (a newer connection evicts the oldest handshake of the address that holds
+    the most). ``frame_macs``: authenticate
     every frame even on loopback (off loopback they always are). ``on_reject(message)``: called
     for every connection dropped (default: a warning on the ``hierbench.transfer`` logger).
     ``options``: ``slots``, ``recv_slots``, ``slot_bytes``, ``max_frame_bytes``, ``io_timeout``,

@@ -124,3 +124,12 @@ def test_bad_connections_while_the_edge_is_away_never_stop_the_cloud(cifar10_roo
     rec = json.loads(out.read_text())
     total = cfg.epochs * cfg.batches_per_epoch
     assert [s["step"] for s in rec["cloud_steps"]] == list(range(total))
+
+
+def test_the_cloud_refuses_a_weak_secret():
+    """(The edge's connect refuses it the same way: tests/transfer/test_hostile.py.)"""
+    env = dict(os.environ, HIERBENCH_SECRET="hunter2")
+    cmd = [sys.executable, "-m", "hierbench.cli", "cloud", "--listen", "127.0.0.1:0", "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "the shared secret is 7 bytes; at least 16 are required" in done.stderr

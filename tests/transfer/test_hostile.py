@@ -135,6 +135,28 @@ def test_silent_connections_do_not_lock_the_peer_out(pool):
                 s.close()
 
 
+def test_a_flood_from_one_address_evicts_only_its_own():
+    """A silent connection from 127.0.0.1, then 150 from 127.0.0.2 (loopback too): the 127.0.0.2
+    ones are evicted, never the older one from the other address."""
+    got: list[str] = []
+    with listen(port=0, secret=SECRET, max_pending=16, on_reject=got.append) as lst:
+        first = socket.create_connection(("127.0.0.1", lst.port), timeout=T)
+        flood = [
+            socket.create_connection(
+                ("127.0.0.1", lst.port), timeout=T, source_address=("127.0.0.2", 0)
+            )
+            for _ in range(150)
+        ]
+        try:
+            wait_until(lambda: lst.report_rejections() is not None and len(got) >= 135, str(got))
+            assert all("handshake with 127.0.0.2:" in g for g in got), got
+            assert all("(15 from 127.0.0.2)" in g for g in got), got
+        finally:
+            first.close()
+            for s in flood:
+                s.close()
+
+
 def test_a_slow_handshake_does_not_hold_up_a_fast_one(pool):
     """A client that sends its hello one byte a second, alongside a real client."""
     with listen(port=0, secret=SECRET, handshake_timeout=T) as lst:
