@@ -108,7 +108,7 @@ def extensions():
                 define_macros=define_macros,
                 extra_compile_args={"cxx": cxx},
                 extra_link_args=["-fopenmp"],
-                libraries=LIBRARIES,
+                libraries=list(LIBRARIES),  # cpp_extension appends to it
             )
         ]
     cu = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cu"))
@@ -130,7 +130,7 @@ def extensions():
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=["-fopenmp"],
-            libraries=LIBRARIES,
+            libraries=list(LIBRARIES),  # cpp_extension appends to it
         )
     ]
 
