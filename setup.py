@@ -82,6 +82,10 @@ def _nvcc_version(cuda_home: str) -> str:
     return m.group(1) if m else "unknown"
 
 
+# OpenSSL's libcrypto (libssl-dev): HMAC-SHA256, scrypt and randomness for the TCP transport.
+LIBRARIES = ["crypto"]
+
+
 def extensions():
     with_cuda, why = _want_cuda()
     # Imported only after CUDA_HOME is settled: cpp_extension reads it at import time.
@@ -104,6 +108,7 @@ def extensions():
                 define_macros=define_macros,
                 extra_compile_args={"cxx": cxx},
                 extra_link_args=["-fopenmp"],
+                libraries=list(LIBRARIES),  # cpp_extension appends to it
             )
         ]
     cu = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cu"))
@@ -125,6 +130,7 @@ def extensions():
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=["-fopenmp"],
+            libraries=list(LIBRARIES),  # cpp_extension appends to it
         )
     ]
 
