@@ -116,7 +116,7 @@ def run_cloud(args: argparse.Namespace) -> int:
                     logits = model(act)
                     loss = F.cross_entropy(logits, y)
             correct = int((logits.argmax(1) == y).sum())
-            link.send(REPLY.pack(float(loss) * n, correct))
+            link.send(REPLY.pack(float(loss.detach()) * n, correct))
 
 
 # -- the edge process (the parent) -------------------------------------------------------------

@@ -19,6 +19,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 t0=$(date +%s)
 "${PYTHON:-python3}" -m venv "$TMP/venv"
+"$TMP/venv/bin/python" -m pip install --quiet --upgrade pip  # venv's bundled pip warns on file indexes
 "$TMP/venv/bin/python" -m pip install --quiet "$WHEEL[examples]"
 t1=$(date +%s)
 echo "reuse_check: installed $(basename "$WHEEL")[examples] into a fresh venv in $((t1 - t0)) s:"
