@@ -68,6 +68,23 @@ print("ok")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
 
 
+def test_cli_names_the_bench_extra_when_its_dependencies_are_missing(tmp_path):
+    code = f"""
+import sys
+for m in {BENCH_ONLY!r}:
+    sys.modules[m] = None
+from hierbench.cli import main
+assert main(["models", "--model", "vgg16"]) == 0  # needs none of them
+sys.exit(main(["report", {str(tmp_path)!r}]))
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "pip install 'hierbench[bench]'" in res.stderr, res.stderr[-3000:]
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.fixture(scope="module")
 def egg_info(tmp_path_factory) -> Path:
     """setup.py's metadata as a build writes it (``egg_info``: no compilation)."""
