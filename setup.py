@@ -54,7 +54,8 @@ EXTRAS_REQUIRE = {
 def torch_requirement() -> str:
     """``torch==X.Y.Z``, the torch this build compiles against: ``_C`` links against libtorch's
     C++ ABI, which is not stable across releases. The local label (``+cpu``, ``+cu130``) is
-    dropped: a requirement cannot name it portably, and a C++-only ``_C`` runs on either build."""
+    dropped: a requirement cannot name it portably, and a C++-only ``_C`` runs on either build
+    (a wheel built with HIERBENCH_CUDA=1 needs a CUDA torch of the same CUDA major version)."""
     import torch
 
     return f"torch=={torch.__version__.split('+')[0]}"
@@ -125,7 +126,7 @@ def extensions():
 
     debug = os.environ.get("DEBUG") == "1"
     # -g0 last wins over the -g in Python's own CFLAGS; --strip-debug drops what is left (e.g.
-    # nvcc's host objects), keeping the symbol table (scripts/check_vectorization.sh reads it).
+    # nvcc's host objects), keeping the symbol table (function names in profilers, backtraces).
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
     link = ["-fopenmp"] if debug else ["-fopenmp", "-Wl,--strip-debug"]
     cxx = [*opt, "-std=c++20", "-fopenmp", "-Wall", "-Wno-unknown-pragmas", "-fno-math-errno"]

@@ -101,7 +101,9 @@ def run_cloud(args: argparse.Namespace) -> int:
                 return 0  # the edge is done
             kind, n = HEADER.unpack_from(head)
             y = torch.frombuffer(bytearray(head[HEADER.size :]), dtype=torch.uint8).long()
-            act = up.decode(link.recv().data)
+            act = up.decode(link.recv().data)  # a malformed frame raises CodecError
+            if kind not in (0, 1) or len(y) != n or act.shape != (n, 64, 8, 8):
+                raise ValueError(f"bad step: kind {kind}, {len(y)} labels, activations {act.shape}")
             model.train(kind == 0)
             if kind == 0:
                 act.requires_grad_()
