@@ -28,6 +28,10 @@ from hierbench.errors import HierbenchError
 
 __all__ = ["build_parser", "main"]
 
+# The benchmark suite's dependencies: the ``bench`` extra of the wheel (setup.py), not needed by
+# the reuse core (ops, codec, transfer) nor by ``info`` / ``models``.
+_BENCH_EXTRA = frozenset({"pandas", "torchvision", "matplotlib", "PIL"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hierbench", description=__doc__.split("\n\n")[0])
@@ -43,4 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (HierbenchError, ValueError) as exc:
         print(f"hierbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _BENCH_EXTRA:
+            raise
+        print(
+            f"hierbench {args.command}: error: needs {exc.name}, one of the benchmark suite's "
+            "dependencies: pip install 'hierbench[bench]'",
+            file=sys.stderr,
+        )
         return 2
