@@ -144,6 +144,8 @@ def main():
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
         install_requires=["torch", "torchvision", "numpy", "zstandard", "pandas"],
+        # the codec's optional lz4 stage (hierbench/codec/stages.py); absent, it says so
+        extras_require={"lz4": ["lz4>=4.4"]},
         entry_points={"console_scripts": ["hierbench = hierbench.cli:main"]},
         zip_safe=False,
     )
