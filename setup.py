@@ -48,6 +48,8 @@ CORE_REQUIRES = ["numpy>=2.0", "zstandard>=0.23"]
 EXTRAS_REQUIRE = {
     "bench": ["torchvision", "pandas", "matplotlib", "pillow"],
     "examples": ["pillow"],
+    # the codec's optional lz4 stage (hierbench/codec/stages.py); absent, it says so
+    "lz4": ["lz4>=4.4"],
 }
 
 

@@ -55,6 +55,40 @@ def git_state(repo: Path = REPO) -> tuple[str, bool]:
     return state["git_sha"][:7], bool(state["git_dirty"])
 
 
+#: /proc/cpuinfo flags that tell CPU families apart where the model name does not (a VM may
+#: report only "Intel(R) Xeon(R) Processor"): vector widths and extensions the kernels use.
+FAMILY_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512vbmi",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "vpclmulqdq",
+)
+
+
+def cpu_family() -> dict:
+    """Vendor, family / model / stepping numbers and :data:`FAMILY_FLAGS` of the first CPU in
+    /proc/cpuinfo (empty where there is none)."""
+    info: dict = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("vendor_id", "cpu family", "model", "stepping"):
+            info[key.replace(" ", "_")] = value
+        elif key == "flags":
+            have = set(value.split())
+            info["flags"] = [f for f in FAMILY_FLAGS if f in have]
+    return info
+
+
 def load() -> dict:
     """The load average now: ``os.getloadavg()`` and the raw ``/proc/loadavg`` line."""
     try:

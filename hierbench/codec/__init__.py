@@ -8,7 +8,10 @@ self-describing, CRC-checked frame and back:
    channel or group) as packed codes plus per-group float32 scale and offset;
 2. optionally, for raw wires only, the **ReLU-sparsity** transform (``sparse=True``): a bitmask of
    the non-zero elements plus the non-zero values;
-3. optionally a **zstandard** stage (python-zstandard) over all of that;
+3. optionally a compression stage over all of that: **zstandard** (python-zstandard), **lz4**
+   (python-lz4, optional: ``"q4+lz4"``), or ``auto`` (``auto_link_bps=``: none / lz4 / zstd-1 per
+   frame, whichever sends a batch soonest over that link, from measured stage speeds;
+   :mod:`hierbench.codec.stages`);
 4. a little-endian header in front and a CRC-32 behind.
 
 The frame format, byte by byte, and when sparsity pays: docs/frame-format.md.
@@ -28,8 +31,9 @@ zstandard only) decodes any frame to the same bits as :meth:`ActivationCodec.dec
 
 Modules: ``config`` (:class:`CodecConfig`, spec strings), ``frame`` (header layout, field codes,
 :func:`read_header`'s validation, CRC), ``sections`` (the body's raw / sparse / little-endian
-sections), ``activation_codec`` (:class:`ActivationCodec`, :class:`CodecStats`, one-shot API),
-``reference_decoder`` (the torch-free decoder). The names below are imported on first use, so
+sections), ``stages`` (lz4 stage, ``auto`` choice, crossover rates), ``activation_codec``
+(:class:`ActivationCodec`, :class:`CodecStats`, one-shot API), ``reference_decoder`` (the
+torch-free decoder). The names below are imported on first use, so
 ``import hierbench.codec.reference_decoder`` does not import torch.
 """
 

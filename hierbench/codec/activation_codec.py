@@ -17,6 +17,7 @@ import zstandard
 
 from hierbench.codec.config import CodecConfig, _as_config
 from hierbench.codec.frame import (
+    _CODER_LZ4,
     _CODER_NONE,
     _CODER_ZSTD,
     _CRC,
@@ -42,6 +43,13 @@ from hierbench.codec.frame import (
     quant_fields,
 )
 from hierbench.codec.sections import _decode_quantized, _decode_raw, _encode_raw, _le_buffer
+from hierbench.codec.stages import (
+    StageSpeed,
+    choose_stage,
+    lz4_compress,
+    lz4_decompress,
+    measure_stages,
+)
 from hierbench.errors import CodecError
 
 
@@ -80,6 +88,16 @@ def _zstd_bound(n: int) -> int:
     return n + (n >> 8) + (((128 << 10) - n) >> 11 if n < (128 << 10) else 0) + 32
 
 
+def _lz4_bound(n: int) -> int:
+    # LZ4_COMPRESSBOUND from lz4.h.
+    return n + n // 255 + 16
+
+
+#: With ``auto_link_bps``, the stages are measured again on every this many-th frame (the first
+#: included), so that the choice follows the data (sparsity, ranges) as training moves.
+AUTO_REMEASURE_EVERY = 64
+
+
 @dataclass
 class _Encoded:
     header: bytes
@@ -107,9 +125,16 @@ class ActivationCodec:
     def __init__(self, config: CodecConfig | str | None = None) -> None:
         self._config = _as_config(config)
         level = self._config.zstd_level
+        if self._config.auto_link_bps is not None:
+            level = 1  # the zstd candidate of auto
         self._cctx = zstandard.ZstdCompressor(level=level) if level is not None else None
         self._dctx = zstandard.ZstdDecompressor()
         self.stats = CodecStats()
+        #: With ``auto_link_bps``: the stage the last frame went through ("none", "lz4" or
+        #: "zstd1"), and the measurements it was chosen from (``None`` before the first frame).
+        self.stage_choice: str | None = None
+        self.stage_speeds: dict[str, StageSpeed] | None = None
+        self._frames_since_measure = 0
 
     def __repr__(self) -> str:
         return f"ActivationCodec({self._config.name!r})"
@@ -201,6 +226,10 @@ class ActivationCodec:
             body = numel * item + (-(-numel // 8) if cfg.sparse else 0)
         if cfg.zstd_level is not None:
             body = _zstd_bound(body)
+        elif cfg.lz4:
+            body = _lz4_bound(body)
+        elif cfg.auto_link_bps is not None:
+            body = max(_zstd_bound(body), _lz4_bound(body))
         return HEADER_SIZE + 8 * x.dim() + body + _CRC.size
 
     def _count_encoded(self, enc: _Encoded) -> None:
@@ -247,14 +276,20 @@ class ActivationCodec:
             raise CodecError(
                 f"cannot encode: the body would be {content} bytes, over max_frame_size {limit}"
             )
-        coder = _CODER_NONE
-        if self._cctx is not None:
-            coder = _CODER_ZSTD
+        coder, stage = _CODER_NONE, "none"
+        if cfg.auto_link_bps is not None:
+            stage = self._auto_stage(pieces, content)
+        elif cfg.lz4:
+            stage = "lz4"
+        elif self._cctx is not None:
+            stage = "zstd"
+        if stage != "none":
+            coder = _CODER_LZ4 if stage == "lz4" else _CODER_ZSTD
             if content == 0:
                 pieces = []
             else:
                 src = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                pieces = [self._cctx.compress(src)]
+                pieces = [lz4_compress(src) if stage == "lz4" else self._cctx.compress(src)]
         body_len = sum(memoryview(p).nbytes for p in pieces)
         header = _pack_header(flags, x.dtype, fields, coder, shape, aux_len, payload_len, body_len)
         enc = _Encoded(header, pieces, body_len, tensor_bytes)
@@ -264,6 +299,19 @@ class ActivationCodec:
                 f"{limit}"
             )
         return enc
+
+    def _auto_stage(self, pieces: list, content: int) -> str:
+        """The stage of this frame under ``auto_link_bps``: measured on this frame's body every
+        :data:`AUTO_REMEASURE_EVERY` frames, the last choice in between."""
+        if content == 0:
+            return "none"
+        if self.stage_speeds is None or self._frames_since_measure >= AUTO_REMEASURE_EVERY:
+            src = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self.stage_speeds = measure_stages(src, repeats=2)
+            self.stage_choice = choose_stage(self.stage_speeds, self._config.auto_link_bps)
+            self._frames_since_measure = 0
+        self._frames_since_measure += 1
+        return "zstd" if self.stage_choice == "zstd1" else self.stage_choice
 
     def _quantize(self, x: torch.Tensor, seed: int):
         from hierbench.ops.quant import quantize
@@ -328,6 +376,8 @@ class ActivationCodec:
         content = header.aux_bytes + header.payload_bytes
         if header.coder == "zstd" and content:
             body = memoryview(self._decompress(body, content))
+        elif header.coder == "lz4" and content:
+            body = memoryview(lz4_decompress(body, content))
         aux = body[: header.aux_bytes]
         payload = body[header.aux_bytes : content]
         if header.is_quantized:

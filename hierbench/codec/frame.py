@@ -45,8 +45,8 @@ assert HEADER_SIZE == 56
 
 _FLAG_SPARSE = 0x01
 _SCHEME_RAW, _SCHEME_QUANT = 0, 1
-_CODER_NONE, _CODER_ZSTD = 0, 1  # 2 is reserved for lz4 (docs/frame-format.md)
-_CODER_NAMES = {_CODER_NONE: "none", _CODER_ZSTD: "zstd"}
+_CODER_NONE, _CODER_ZSTD, _CODER_LZ4 = 0, 1, 2
+_CODER_NAMES = {_CODER_NONE: "none", _CODER_ZSTD: "zstd", _CODER_LZ4: "lz4"}
 
 _DTYPE_CODE = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
 _CODE_DTYPE = {v: k for k, v in _DTYPE_CODE.items()}
@@ -239,7 +239,7 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
         raise _bad("dtype", f"unknown code {dtype_code} (1 float32, 2 float16, 3 bfloat16)")
     dtype = _CODE_DTYPE[dtype_code]
     if coder not in _CODER_NAMES:
-        raise _bad("entropy coder", f"unknown code {coder} (0 none, 1 zstd)")
+        raise _bad("entropy coder", f"unknown code {coder} (0 none, 1 zstd, 2 lz4)")
     shape = struct.unpack_from(f"<{ndim}q", mv, HEADER_SIZE)
     for i, d in enumerate(shape):
         if d < 0:
@@ -337,7 +337,7 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
         raise _bad("body", f"{content} uncompressed bytes exceed max_frame_size {max_frame_size}")
     if coder == _CODER_NONE and body_len != content:
         raise _bad("body length", f"{body_len}, expected aux + payload = {content}")
-    if coder == _CODER_ZSTD and (content == 0) != (body_len == 0):
+    if coder != _CODER_NONE and (content == 0) != (body_len == 0):
         raise _bad("body length", f"{body_len} for {content} uncompressed bytes")
     header = FrameHeader(
         version=version,

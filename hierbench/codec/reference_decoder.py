@@ -51,7 +51,7 @@ _DTYPES = {
 _WIRE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 _GRANULARITIES = {1: "tensor", 2: "channel", 3: "group"}
 _ROUNDINGS = {1: "nearest", 2: "stochastic"}
-_CODERS = {0: "none", 1: "zstd"}  # 2: reserved for lz4
+_CODERS = {0: "none", 1: "zstd", 2: "lz4"}  # lz4: docs/frame-format-lz4.md (optional package)
 _CANONICAL_NAN = {"float32": 0x7FC00000, "float16": 0x7E00, "bfloat16": 0x7FC0}
 
 
@@ -71,7 +71,7 @@ class Header:
     channel_dim: int  # as stored (version 1 may hold a negative one)
     rounding: str | None  # quantized: "nearest", "stochastic"
     seed: int
-    coder: str  # "none" or "zstd"
+    coder: str  # "none", "zstd" or "lz4"
     aux_bytes: int
     payload_bytes: int
     body_bytes: int
@@ -236,7 +236,7 @@ def _parse(frame, max_frame_size: int) -> tuple[Header, memoryview]:
         raise _bad("body", f"{content} uncompressed bytes exceed max_frame_size")
     if coder == 0 and body != content:
         raise _bad("body length", f"{body}, expected {content}")
-    if coder == 1 and (content == 0) != (body == 0):
+    if coder in (1, 2) and (content == 0) != (body == 0):
         raise _bad("body length", f"{body} for {content} uncompressed bytes")
     header = Header(
         version=version,
@@ -282,6 +282,22 @@ def _unzstd(body: memoryview, content: int) -> bytes:
         raise _bad("body", f"zstd: {exc}") from exc
     if len(out) != content:
         raise _bad("body", f"zstd gave {len(out)} bytes, expected {content}")
+    return out
+
+
+def _unlz4(body: memoryview, content: int) -> bytes:
+    try:
+        import lz4.block
+    except ImportError as exc:
+        raise _bad(
+            "entropy coder", "lz4 frame, but the python package lz4 is not installed"
+        ) from exc
+    try:
+        out = lz4.block.decompress(bytes(body), uncompressed_size=content)
+    except Exception as exc:  # lz4.block.LZ4BlockError and friends
+        raise _bad("body", f"lz4: {exc}") from exc
+    if len(out) != content:
+        raise _bad("body", f"lz4 gave {len(out)} bytes, expected {content}")
     return out
 
 
@@ -383,7 +399,12 @@ def decode_bits(frame, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Decod
     """
     h, body = _parse(frame, max_frame_size)
     content = h.aux_bytes + h.payload_bytes
-    data = _unzstd(body, content) if h.coder == "zstd" and content else bytes(body)
+    if h.coder == "zstd" and content:
+        data = _unzstd(body, content)
+    elif h.coder == "lz4" and content:
+        data = _unlz4(body, content)
+    else:
+        data = bytes(body)
     aux, payload = data[: h.aux_bytes], data[h.aux_bytes : content]
     bits = _dequantize(h, aux, payload) if h.scheme == "quantized" else _decode_raw(h, aux, payload)
     return Decoded(h, bits.reshape(h.shape))

@@ -73,13 +73,17 @@ def available_cpu_kernels() -> tuple[str, ...]:
 
 
 def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) -> str:
-    """Which CPU kernel quantizes in groups of 32, 64, 128 or 256 with round to nearest.
+    """Which CPU kernel quantizes with round to nearest (groups of 32-256, per tensor, per
+    channel).
 
     Without arguments: the selection (:func:`set_cpu_kernel`). With ``x`` (a CPU tensor) and
-    ``cfg``: the kernel that ``quantize(x, cfg)`` runs, ``"avx512"`` when it takes the call's
-    full blocks of 16 groups (the remaining groups, at most 15 and a partial one, always take the
-    portable loops), else ``"portable"``: another granularity, group size or rounding, fewer
-    than 16 full groups, or more than 16 MiB.
+    ``cfg``: the kernel that ``quantize(x, cfg)`` runs, ``"avx512"`` when it takes the bulk of
+    the call: per group (32, 64, 128, 256), the full blocks of 16 groups of an input of up to
+    16 MiB (the remaining groups, at most 15 and a partial one, always take the portable loops);
+    per tensor (over 64 Ki elements) and groups over 64 Ki elements, the min/max and the codes of
+    every whole 64 elements; per channel, when the elements after the channel dimension number a
+    multiple of 64 (NCHW with H * W = 64, 256, 1024, ...). Else ``"portable"``: stochastic
+    rounding, short channel rows, fewer than 16 full groups, or more than 16 MiB per group.
 
     ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used for
     float32, float16 and bfloat16 inputs of up to 16 MiB (larger ones stream from DRAM, where the
@@ -105,7 +109,9 @@ def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) ->
     check_input(x, cfg)
     if x.device.type != "cpu":
         raise ValueError(f"cpu_kernel(x, cfg) is about CPU tensors; x is on {x.device}")
-    return _ext.load().cpu_kernel_for(x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding)
+    return _ext.load().cpu_kernel_for(
+        x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding, cfg.channel_dim
+    )
 
 
 def set_cpu_kernel(name: str) -> str:
