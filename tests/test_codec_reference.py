@@ -120,8 +120,9 @@ def test_quantized_frames_bit_identical(bits, dtype):
     for gran, gs, cd in GRANULARITIES:
         for rounding in ("nearest", "stochastic"):
             qc = QuantConfig(bits, gran, gs, cd, rounding)
-            for zstd in (None, 1):
-                codec = ActivationCodec(CodecConfig(f"q{bits}", quant=qc, zstd_level=zstd))
+            for zstd in (None, 1, "lz4"):
+                stage = {"lz4": True} if zstd == "lz4" else {"zstd_level": zstd}
+                codec = ActivationCodec(CodecConfig(f"q{bits}", quant=qc, **stage))
                 for name, x in inputs(dtype).items():
                     if gran == "channel" and not -x.dim() <= cd < x.dim():
                         continue
@@ -257,8 +258,10 @@ def test_errors_and_api():
         ref.decode(frame[:-1] + bytes([frame[-1] ^ 1]))
     with pytest.raises(CodecError, match="version: 3"):
         ref.decode(rewrite(frame, version=3))
-    with pytest.raises(CodecError, match="entropy coder: unknown code 2"):
-        ref.decode(rewrite(frame, coder=2))  # reserved for lz4: unknown until it lands
+    with pytest.raises(CodecError, match="entropy coder: unknown code 3"):
+        ref.decode(rewrite(frame, coder=3))
+    with pytest.raises(CodecError, match="lz4"):
+        ref.decode(rewrite(frame, coder=2))  # an uncompressed body is not an LZ4 block of it
     with pytest.raises(CodecError, match="max_frame_size"):
         ref.decode(frame, max_frame_size=100)
     h = ref.read_header(frame)
