@@ -37,6 +37,9 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # hierbench.spec is torch-free: the checkout's own, not an install
+from hierbench.spec import provenance  # noqa: E402
+
 SOURCES = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "csrc", "hierbench")
 CORE = {"torch", "numpy", "zstandard"}
 BENCH_ONLY = {"pandas", "torchvision", "matplotlib", "pillow"}
@@ -114,16 +117,6 @@ def check_wheel(wheel: Path, torch_version: str, unpack: Path) -> dict:
     return {"files": len(names), "so": sos[0], "so_bytes": so.stat().st_size}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "dist", help="where the wheel goes")
@@ -176,13 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         f"(no debug sections), {info['files']} files; Requires-Dist torch=={torch_version}"
     )
     if args.record:
-        sha = _git("rev-parse", "--short", "HEAD").strip()
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
+        git = provenance.git_state(ROOT)  # the run records' definition of the commit and "dirty"
         record = {
             "command": "python scripts/build_wheel.py " + " ".join(argv or sys.argv[1:]),
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "commit": sha + ("-dirty" if dirty else ""),
-            "cpu": _cpu_model(),
+            "commit": git["git_sha"][:7] + ("-dirty" if git["git_dirty"] else ""),
+            "cpu": provenance.cpu_model(),
             "cores": os.cpu_count(),
             "loadavg_1min_start": round(load0[0], 2),
             "loadavg_1min_end": round(load1[0], 2),
