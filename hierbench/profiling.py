@@ -599,6 +599,94 @@ def measure_profile(
     return Profile(meta=meta, blocks=blocks)
 
 
+def measure_edge_step(
+    model: str,
+    cut: str,
+    *,
+    stem: str = "imagenet",
+    dataset: str = "cifar10",
+    head: str = "conv",
+    batch: int = 128,
+    threads: int | None = 1,
+    precision: str = "fp32",
+    gap: tuple[str, Callable[[float], Any]] | None = None,
+    warmup: int = 1,
+    repeats: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time the whole edge training step at ``cut`` alone (CPU), as :func:`measure_profile` does
+    for ``edge_cuts``, without the rest of the profile: seconds, not minutes.
+
+    What it is for: the machines this suite runs on drift by several per cent within minutes,
+    so a run whose edge is the bottleneck (a slowed edge) is predicted from its edge step timed
+    right before it (``reproduce`` stores the result in the run record as ``calibration``).
+
+    Returns:
+        ``{"edge_step_s": {cut: {head: seconds}}, "edge_step_gap", "warmup", "repeats",
+        "cpu_share", "wall_s", "date_utc", "precision", "threads"}``; ``cpu_share`` leaves the
+        gap's busy wait out, as the profile's does.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown precision {precision!r}; valid choices: {', '.join(PRECISIONS)}"
+        )
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if dataset not in DATASET_SHAPES:
+        raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASET_SHAPES)}")
+    num_classes, input_size = DATASET_SHAPES[dataset]
+    if threads is not None:
+        torch.set_num_threads(threads)
+    nthreads = torch.get_num_threads()
+    cl = precision.endswith("-cl")
+    dev = torch.device("cpu")
+    started, cpu_started = time.perf_counter(), time.process_time()
+    torch.manual_seed(seed)
+    net = build_model(model, num_classes, stem=stem, input_size=input_size).train()
+    names = list(net.blocks)
+    if cut not in names[:-1]:
+        raise ConfigError(f"{cut!r} is not a cut of {model}; cuts: {', '.join(names[:-1])}")
+    blocks = [net.blocks[n] for n in names[: names.index(cut) + 1]]
+    if cl:
+        blocks = [b.to(memory_format=torch.channels_last) for b in blocks]
+    x = torch.randn(batch, 3, input_size, input_size)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), _amp(precision, dev):
+        channels = nn.Sequential(*blocks)(x).shape[1]
+    labels = torch.randint(0, num_classes, (batch,))
+    gaps: list[tuple[float, float]] = []
+    t = _time_edge_step(
+        blocks,
+        channels,
+        num_classes,
+        head,
+        x,
+        labels,
+        _Timer(dev),
+        warmup,
+        repeats,
+        precision,
+        cl,
+        gap=gap[1] if gap else None,
+        gaps=gaps,
+    )
+    wall = time.perf_counter() - started - sum(w for w, _ in gaps)
+    cpu = time.process_time() - cpu_started - sum(c for _, c in gaps)
+    return {
+        "edge_step_s": {cut: {head: t}},
+        "edge_step_gap": gap[0] if gap else None,
+        "warmup": max(warmup, 1),
+        "repeats": repeats,
+        "statistic": "median",
+        "precision": precision,
+        "threads": nthreads,
+        "cpu_share": round(cpu / max(wall * nthreads, 1e-9), 3),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def _cuda_edge_peaks(
     model: str,
     stem: str,

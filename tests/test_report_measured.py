@@ -157,3 +157,48 @@ def test_drift_table_flags_a_disturbed_calibration_and_shows_the_edge_scale(tmp_
     assert d.loc["batch-10/toy-a.csv", "ratio"] == pytest.approx(1.5)
     assert d.loc["batch-10/toy-b.csv", "edge_scale"] == "a 1.333"  # 4.4 / (1 + 1.5 + 0.5 + 0.3)
     assert pd.isna(d.loc["batch-10/toy-a.csv", "edge_scale"])
+
+
+def test_a_slowed_edge_is_predicted_from_the_step_timed_right_before_its_run():
+    from hierbench.runtime.validate import predict_record, profile_for, with_run_calibration
+
+    rec = _rec("hierarchical", 1.0, 1, edge_slowdown=10.0, link="3g", codec="q8")
+    base = predict_record(rec, PROFILES)
+    assert base.bottleneck == "edge"  # a 10x slower edge sets the pace
+    whole = profile_for(rec["config"], PROFILES, 1).edge_whole_step("layer3", "conv")
+    parts = profile_for(rec["config"], PROFILES, 1)
+    parts_sum = sum(
+        f("layer3") for f in (parts.edge_forward, parts.edge_backward, parts.edge_step)
+    ) + parts.exit_cost("layer3", "conv")
+    timed = 1.2 * (whole or parts_sum)
+    rec["calibration"] = {"edge_step_s": {"layer3": {"conv": timed}}}
+    assert with_run_calibration(parts, rec).edge_whole_step("layer3", "conv") == timed
+    assert parts.edge_whole_step("layer3", "conv") == whole  # the profile itself is untouched
+    pred = predict_record(rec, PROFILES)
+    assert pred.t_E == pytest.approx(10.0 * timed)  # k x the timed step: the model's edge term
+    assert pred.total_s > base.total_s
+
+
+def test_reproduce_times_a_slowed_edge_right_before_its_run():
+    from hierbench.experiments.run import edge_calibration, slowed_edge
+
+    cfg = {"method": "hierarchical", "cut": "layer1", "batch_size": 2, "edge_slowdown": 3.0}
+    exp = Experiment("timing", cfg)
+    assert slowed_edge(exp)
+    assert not slowed_edge(Experiment("timing", {**cfg, "edge_slowdown": 1.0}))
+    assert not slowed_edge(Experiment("timing", {**cfg, "method": "cloud_only"}))
+    assert not slowed_edge(Experiment("accuracy", cfg))
+    cal = edge_calibration(exp, None)
+    t = cal["edge_step_s"]["layer1"]["conv"]
+    assert t > 0 and cal["repeats"] == 2 and cal["warmup"] == 1
+    assert "k = 3" in cal["edge_step_gap"] and 1 <= cal["attempts"] <= 3
+    assert 0 < cal["cpu_share"] <= 1.5
+
+
+def test_measure_edge_step_names_a_bad_cut():
+    from hierbench.profiling import measure_edge_step
+
+    with pytest.raises(ConfigError, match="not a cut of resnet18"):
+        measure_edge_step("resnet18", "classifier", batch=2)
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        measure_edge_step("resnet18", "layer1", dataset="mnist", batch=2)

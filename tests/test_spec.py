@@ -184,3 +184,12 @@ def test_disturbed_flags_each_side_below_the_cpu_share():
     assert disturbed({**rec, "processes": 1}) == []  # one process: both roles share it
     quiet = {**rec["totals"], "cloud_cpu_share": 0.95}
     assert disturbed({**rec, "totals": quiet}) == []
+
+
+def test_disturbed_flags_an_edge_calibration_that_did_not_get_its_core():
+    shares = {"edge_cpu_share": 0.99, "cloud_cpu_share": 0.99}
+    rec = _record(processes=2, totals={**_record()["totals"], **shares})
+    assert disturbed({**rec, "calibration": {"cpu_share": 0.95}}) == []
+    assert disturbed({**rec, "calibration": {"cpu_share": 0.5}}) == [
+        f"its edge calibration's CPU share 0.500 < {CPU_SHARE_MIN}"
+    ]

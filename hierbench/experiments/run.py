@@ -138,6 +138,7 @@ def calibrate(
         t0 = time.perf_counter()
         old = os.sched_getaffinity(0) if cpu is not None else None
         attempts = []
+        gap = _edge_gap(key, path)
         try:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
@@ -153,8 +154,9 @@ def calibrate(
                         batch=key["batch"],
                         threads=1,
                         # the whole edge step at the runs' cuts: the model scales blocks to it
-                        edge_cuts=sorted(key.get("edge_cuts", ())),
-                        edge_gap=_edge_gap(key, path),
+                        # (a slowed edge's step is timed right before each run instead:
+                        # edge_calibration)
+                        edge_cuts=() if gap else sorted(key.get("edge_cuts", ())),
                         edge_heads=sorted(key.get("heads", ())),
                         # more than the profiler's default (1 + 3): the medians of a few-second
                         # profile are what every prediction beside a measured run rests on
@@ -184,6 +186,61 @@ def calibrate(
         }
         say(f"[calibrate] {name}: {done[name]['elapsed_s']} s")
     return done
+
+
+def slowed_edge(exp: Experiment) -> bool:
+    """Whether ``exp`` is a timing run whose slowed edge computes (its bottleneck, as a rule):
+    such a run gets its edge step timed right before it (:func:`edge_calibration`)."""
+    c = exp.config
+    return (
+        exp.kind == "timing"
+        and c.get("method", "hierarchical") != "cloud_only"
+        and bool(c.get("cut"))
+        and float(c.get("edge_slowdown", 1.0)) > 1.0
+    )
+
+
+def edge_calibration(exp: Experiment, cpu: int | None) -> dict:
+    """The whole edge step of ``exp`` timed right before the run, alone, one thread, pinned like
+    the run's edge, with the slowdown's busy wait between steps (1 warm-up + 2 timed; measured
+    again, up to :data:`CALIBRATION_ATTEMPTS` times, while it got under :data:`CPU_SHARE_MIN`).
+
+    Why per run: the CPUs here drift by several per cent within minutes (on a quiet machine, the
+    same edge step timed 4 times over 2 minutes ranged over 8 %), and a slowed edge's compute is
+    the whole of the prediction; profiles taken once before all runs cannot follow that.
+    """
+    from hierbench import profiling
+    from hierbench.methods.parts import idle
+
+    c = exp.config
+    k = float(c.get("edge_slowdown", 1.0))
+    old = os.sched_getaffinity(0) if cpu is not None else None
+    attempts = []
+    try:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        while len(attempts) < CALIBRATION_ATTEMPTS:
+            cal = profiling.measure_edge_step(
+                c.get("model", "resnet18"),
+                c["cut"],
+                stem=c.get("stem", "imagenet"),
+                dataset=c.get("dataset", "cifar10"),
+                head=c.get("exit_head", "conv"),
+                batch=c.get("batch_size", 128),
+                threads=c.get("threads_edge", 1),
+                precision=c.get("precision", "fp32"),
+                gap=(f"busy (k - 1)·t after each step, k = {k:g}", lambda t: idle(t, k)),
+            )
+            attempts.append(cal)
+            if cal["cpu_share"] >= CPU_SHARE_MIN:
+                break
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, old)
+    cal = max(attempts, key=lambda a: a["cpu_share"])
+    cal["attempts"] = len(attempts)
+    cal["when"] = "right before the run, alone, pinned like its edge"
+    return cal
 
 
 def prepare_folder(out: Path, preset: Preset, *, overwrite: bool, resume: bool) -> dict | None:
@@ -291,7 +348,15 @@ def run_preset(
                 continue
             record = run_kernel_shaped(cfg, cpus=cpus)
         elif exp.kind == "timing":
+            cal = edge_calibration(exp, cpus[0]) if preset.calibrate and slowed_edge(exp) else None
+            if cal is not None:
+                say(
+                    f"{head}: edge step {1e3 * cal['edge_step_s'][cfg.cut][cfg.exit_head]:.1f} ms"
+                    f" (timed just now, CPU share {cal['cpu_share']:.2f})"
+                )
             record = runner.run_two_processes(cfg, cpus=cpus, progress=progress)
+            if cal is not None:
+                record["calibration"] = cal
         else:
             record = runner.run(cfg, progress=progress)
         elapsed = time.perf_counter() - t0

@@ -8,8 +8,8 @@ CPU as the edge, so ``cloud_speedup`` is 1 unless a cloud profile is given.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 from hierbench.errors import ConfigError
@@ -22,7 +22,7 @@ from hierbench.spec.records import RunRecord, read_record
 _METHOD_KEY = {"cloud_only": "cloud-only", "split": "split", "hierarchical": "hierarchical"}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Check:
     record: str
     method: str
@@ -48,6 +48,19 @@ def profile_for(cfg: dict, profile_dir: Path, threads: int) -> Profile:
     return load_profile(Path(profile_dir) / name)
 
 
+def with_run_calibration(edge: Profile, rec: RunRecord) -> Profile:
+    """``edge`` with the whole edge step the record's own calibration timed right before the
+    run (``rec["calibration"]["edge_step_s"]``, written by ``reproduce`` for runs with a slowed
+    edge) in place of the profile's; ``edge`` itself where the record has none."""
+    timed = (rec.get("calibration") or {}).get("edge_step_s")
+    if not timed:
+        return edge
+    steps = {cut: dict(heads) for cut, heads in (edge.meta.get("edge_step_s") or {}).items()}
+    for cut, heads in timed.items():
+        steps.setdefault(cut, {}).update(heads)
+    return dataclasses.replace(edge, meta={**edge.meta, "edge_step_s": steps})
+
+
 def predict_record(
     rec: RunRecord,
     profile_dir: str | Path,
@@ -58,7 +71,9 @@ def predict_record(
     """The runtime model's prediction for the run a record describes (its config, its number of
     batches), from the CPU profile taken with the edge's thread count."""
     cfg = rec["config"]
-    edge = profile_for(cfg, Path(profile_dir), int(cfg.get("threads_edge", 1)))
+    edge = with_run_calibration(
+        profile_for(cfg, Path(profile_dir), int(cfg.get("threads_edge", 1))), rec
+    )
     if int(cfg.get("batch_size", edge.batch)) != edge.batch:
         raise ConfigError(
             f"the run used batch {cfg['batch_size']} but the profile was taken at batch "

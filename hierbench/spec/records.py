@@ -190,7 +190,8 @@ def require_clock(rec: RunRecord, where: str = "run record") -> None:
 
 def disturbed(rec: RunRecord) -> list[str]:
     """Why a record's timing cannot be trusted as a quiet-machine measurement: each side of a
-    two-process run whose CPU share is below :data:`CPU_SHARE_MIN` (empty: not disturbed)."""
+    two-process run whose CPU share is below :data:`CPU_SHARE_MIN`, and an edge step timed for
+    the run (``calibration``) that got less (empty: not disturbed)."""
     if rec.get("record_version", 0) < 2 or rec.get("processes") != 2:
         return []
     out = []
@@ -198,6 +199,9 @@ def disturbed(rec: RunRecord) -> list[str]:
         share = rec["totals"].get(f"{side}_cpu_share")
         if share is not None and share < CPU_SHARE_MIN:
             out.append(f"{side} CPU share {share:.3f} < {CPU_SHARE_MIN}")
+    cal = (rec.get("calibration") or {}).get("cpu_share")  # the edge step timed before the run
+    if isinstance(cal, numbers.Real) and cal < CPU_SHARE_MIN:
+        out.append(f"its edge calibration's CPU share {cal:.3f} < {CPU_SHARE_MIN}")
     return out
 
 
