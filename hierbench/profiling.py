@@ -267,7 +267,7 @@ def _time_edge_step(
     head's forward and loss, backward through both, one SGD step over both (copies of the blocks:
     the profiled model is left as it was). This is what the per-block sums approximate; the two
     differ where a block's weights no longer sit in cache by the time it runs again. ``gap(t)``,
-    if given, runs after every step (untimed), as the run does between its steps."""
+    if given, runs after every step but the last (untimed), as the run does between its steps."""
     dev = x.device
     edge = nn.Sequential(*(copy.deepcopy(b) for b in blocks)).train()
     head = exit_head(channels, num_classes, kind).to(dev).train()
@@ -285,7 +285,7 @@ def _time_edge_step(
         t1 = timer.now()
         if r >= max(warmup, 1):
             times.append(t1 - t0)
-        if gap is not None:
+        if gap is not None and r < max(warmup, 1) + repeats - 1:  # none after the last
             w0, c0 = time.perf_counter(), time.process_time()
             gap(t1 - t0)
             gaps.append((time.perf_counter() - w0, time.process_time() - c0))

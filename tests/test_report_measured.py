@@ -179,20 +179,24 @@ def test_a_slowed_edge_is_predicted_from_the_step_timed_right_before_its_run():
     assert pred.total_s > base.total_s
 
 
-def test_reproduce_times_a_slowed_edge_right_before_its_run():
-    from hierbench.experiments.run import edge_calibration, slowed_edge
+def test_reproduce_times_the_edge_step_right_before_each_run_with_an_edge():
+    from hierbench.experiments.run import edge_calibration, edge_timed_per_run
 
     cfg = {"method": "hierarchical", "cut": "layer1", "batch_size": 2, "edge_slowdown": 3.0}
     exp = Experiment("timing", cfg)
-    assert slowed_edge(exp)
-    assert not slowed_edge(Experiment("timing", {**cfg, "edge_slowdown": 1.0}))
-    assert not slowed_edge(Experiment("timing", {**cfg, "method": "cloud_only"}))
-    assert not slowed_edge(Experiment("accuracy", cfg))
+    assert edge_timed_per_run(exp) and edge_timed_per_run(Experiment("kernel", cfg))
+    assert edge_timed_per_run(Experiment("timing", {**cfg, "method": "split"}))
+    assert not edge_timed_per_run(Experiment("timing", {**cfg, "method": "cloud_only"}))
+    assert not edge_timed_per_run(Experiment("accuracy", cfg))
     cal = edge_calibration(exp, None)
     t = cal["edge_step_s"]["layer1"]["conv"]
     assert t > 0 and cal["repeats"] == 2 and cal["warmup"] == 1
     assert "k = 3" in cal["edge_step_gap"] and 1 <= cal["attempts"] <= 3
     assert 0 < cal["cpu_share"] <= 1.5
+    assert (
+        edge_calibration(Experiment("timing", {**cfg, "edge_slowdown": 1.0}), None)["edge_step_gap"]
+        is None
+    )  # an edge at full speed runs its steps back to back
 
 
 def test_measure_edge_step_names_a_bad_cut():

@@ -86,21 +86,10 @@ CALIBRATION_WARMUP, CALIBRATION_REPEATS = 3, 7
 CALIBRATION_ATTEMPTS = 3
 
 
-def _edge_gap(key: dict, path: Path):
-    """The edge-slowdown knob's busy wait between the calibration's whole edge steps, as the runs
-    that use this profile keep their edge busy between steps; None for k = 1."""
-    from hierbench.methods.parts import idle
-
-    ks = key.get("slowdowns", set())
-    if len(ks) > 1:
-        raise ConfigError(
-            f"{path}: the runs using this calibration profile have different edge slowdowns "
-            f"({sorted(ks)}); give them different batch sizes"
-        )
-    k = next(iter(ks), 1.0)
-    if k <= 1.0:
-        return None
-    return f"busy (k - 1)·t after each step, k = {k:g}", lambda t: idle(t, k)
+#: The busy wait between the steps of an edge calibration lasts (k - 1)·t as in the runs, but at
+#: most this long: it is there so that each timed step starts, as in the run, on a core that was
+#: kept busy (not asleep: cold caches, a lower clock), which a second does as well as ten.
+CALIBRATION_GAP_MAX_S = 1.0
 
 
 def calibrate(
@@ -124,11 +113,7 @@ def calibrate(
         }
         threads = c.get("threads_edge", 1)
         name = profile_filename(key["model"], key["stem"], key["dataset"], "cpu", threads)
-        entry = wanted.setdefault(out / "profiles" / f"batch-{key['batch']}" / name, key)
-        if c.get("method", "hierarchical") != "cloud_only" and c.get("cut"):
-            entry.setdefault("edge_cuts", set()).add(c["cut"])
-            entry.setdefault("slowdowns", set()).add(float(c.get("edge_slowdown", 1.0)))
-            entry.setdefault("heads", set()).add(c.get("exit_head", "conv"))
+        wanted.setdefault(out / "profiles" / f"batch-{key['batch']}" / name, key)
     done = {}
     for path, key in wanted.items():
         if path.is_file():
@@ -138,7 +123,6 @@ def calibrate(
         t0 = time.perf_counter()
         old = os.sched_getaffinity(0) if cpu is not None else None
         attempts = []
-        gap = _edge_gap(key, path)
         try:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
@@ -153,11 +137,8 @@ def calibrate(
                         dataset=key["dataset"],
                         batch=key["batch"],
                         threads=1,
-                        # the whole edge step at the runs' cuts: the model scales blocks to it
-                        # (a slowed edge's step is timed right before each run instead:
-                        # edge_calibration)
-                        edge_cuts=() if gap else sorted(key.get("edge_cuts", ())),
-                        edge_heads=sorted(key.get("heads", ())),
+                        # no whole edge step: each run with an edge part has its own, timed
+                        # right before it (edge_calibration)
                         # more than the profiler's default (1 + 3): the medians of a few-second
                         # profile are what every prediction beside a measured run rests on
                         warmup=CALIBRATION_WARMUP,
@@ -188,32 +169,38 @@ def calibrate(
     return done
 
 
-def slowed_edge(exp: Experiment) -> bool:
-    """Whether ``exp`` is a timing run whose slowed edge computes (its bottleneck, as a rule):
-    such a run gets its edge step timed right before it (:func:`edge_calibration`)."""
+def edge_timed_per_run(exp: Experiment) -> bool:
+    """Whether ``exp`` is a timing run (engine- or kernel-shaped) with an edge part (hierarchical
+    or split): such a run gets its whole edge step timed right before it
+    (:func:`edge_calibration`)."""
     c = exp.config
-    return (
-        exp.kind == "timing"
-        and c.get("method", "hierarchical") != "cloud_only"
-        and bool(c.get("cut"))
-        and float(c.get("edge_slowdown", 1.0)) > 1.0
-    )
+    return exp.kind in ("timing", "kernel") and c.get("method", "hierarchical") != "cloud_only"
 
 
 def edge_calibration(exp: Experiment, cpu: int | None) -> dict:
-    """The whole edge step of ``exp`` timed right before the run, alone, one thread, pinned like
-    the run's edge, with the slowdown's busy wait between steps (1 warm-up + 2 timed; measured
-    again, up to :data:`CALIBRATION_ATTEMPTS` times, while it got under :data:`CPU_SHARE_MIN`).
+    """The whole edge training step of ``exp`` (its edge blocks and exit head; the model scales
+    the edge terms of every method to it) timed right before the run: alone, one thread, pinned
+    like the run's edge, 1 warm-up + 2 timed steps; with a slowed edge, a busy wait between steps
+    as in the run (at most :data:`CALIBRATION_GAP_MAX_S`). Measured again, up to
+    :data:`CALIBRATION_ATTEMPTS` times, while it got under :data:`CPU_SHARE_MIN` of its core.
 
     Why per run: the CPUs here drift by several per cent within minutes (on a quiet machine, the
-    same edge step timed 4 times over 2 minutes ranged over 8 %), and a slowed edge's compute is
-    the whole of the prediction; profiles taken once before all runs cannot follow that.
+    same edge step timed 4 times over 2 minutes ranged over 8 %), and the edge's compute is most
+    of a prediction wherever the edge is the bottleneck; profiles taken once before all runs
+    cannot follow that.
     """
     from hierbench import profiling
     from hierbench.methods.parts import idle
 
     c = exp.config
     k = float(c.get("edge_slowdown", 1.0))
+    gap = None
+    if k > 1.0:
+        cap = CALIBRATION_GAP_MAX_S / (k - 1.0)
+        gap = (
+            f"busy min((k - 1)·t, {CALIBRATION_GAP_MAX_S:g} s) after each step, k = {k:g}",
+            lambda t: idle(min(t, cap), k),
+        )
     old = os.sched_getaffinity(0) if cpu is not None else None
     attempts = []
     try:
@@ -222,14 +209,14 @@ def edge_calibration(exp: Experiment, cpu: int | None) -> dict:
         while len(attempts) < CALIBRATION_ATTEMPTS:
             cal = profiling.measure_edge_step(
                 c.get("model", "resnet18"),
-                c["cut"],
+                c.get("cut", "layer3"),
                 stem=c.get("stem", "imagenet"),
                 dataset=c.get("dataset", "cifar10"),
                 head=c.get("exit_head", "conv"),
                 batch=c.get("batch_size", 128),
                 threads=c.get("threads_edge", 1),
                 precision=c.get("precision", "fp32"),
-                gap=(f"busy (k - 1)·t after each step, k = {k:g}", lambda t: idle(t, k)),
+                gap=gap,
             )
             attempts.append(cal)
             if cal["cpu_share"] >= CPU_SHARE_MIN:
@@ -337,6 +324,13 @@ def run_preset(
         say(f"{head} ...")
         cfg = exp.run_config()
         t0 = time.perf_counter()
+        timed = preset.calibrate and edge_timed_per_run(exp)
+        cal = edge_calibration(exp, cpus[0]) if timed else None
+        if cal is not None:
+            say(
+                f"{head}: edge step {1e3 * cal['edge_step_s'][cfg.cut][cfg.exit_head]:.1f} ms"
+                f" (timed just now, CPU share {cal['cpu_share']:.2f})"
+            )
         if exp.kind == "kernel":
             from hierbench.methods.kernel_shaped import run_kernel_shaped, unavailable_reason
 
@@ -348,17 +342,11 @@ def run_preset(
                 continue
             record = run_kernel_shaped(cfg, cpus=cpus)
         elif exp.kind == "timing":
-            cal = edge_calibration(exp, cpus[0]) if preset.calibrate and slowed_edge(exp) else None
-            if cal is not None:
-                say(
-                    f"{head}: edge step {1e3 * cal['edge_step_s'][cfg.cut][cfg.exit_head]:.1f} ms"
-                    f" (timed just now, CPU share {cal['cpu_share']:.2f})"
-                )
             record = runner.run_two_processes(cfg, cpus=cpus, progress=progress)
-            if cal is not None:
-                record["calibration"] = cal
         else:
             record = runner.run(cfg, progress=progress)
+        if cal is not None:
+            record["calibration"] = cal
         elapsed = time.perf_counter() - t0
         record["experiment"] = {
             "id": exp.id,

