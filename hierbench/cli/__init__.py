@@ -15,8 +15,8 @@ subcommand that needs no native code (``models``) works without the extension.
 
 One module per group of subcommands, each adding its own parsers (in ``--help`` order):
 :mod:`~hierbench.cli.info` (info, data, models), :mod:`~hierbench.cli.train` (train, edge,
-cloud), :mod:`~hierbench.cli.fleet` (fleet), :mod:`~hierbench.cli.results` (reproduce, report), :mod:`~hierbench.cli.runtime`
-(profile, predict, predict-scale).
+cloud), :mod:`~hierbench.cli.fleet` (fleet), :mod:`~hierbench.cli.results` (reproduce, report),
+:mod:`~hierbench.cli.runtime` (profile, predict, predict-scale).
 """
 
 from __future__ import annotations

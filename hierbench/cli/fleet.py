@@ -54,12 +54,16 @@ def _summary(record: dict) -> None:
     )
     for e in record["edges"]:
         et = e["totals"]
-        print(f"  edge {e['edge']} -> worker {e['worker']}: {et['steps']} steps, "
-              f"busy {et['busy_s']:.2f} s, sync wait {et['sync_wait_s']:.2f} s")
+        print(
+            f"  edge {e['edge']} -> worker {e['worker']}: {et['steps']} steps, "
+            f"busy {et['busy_s']:.2f} s, sync wait {et['sync_wait_s']:.2f} s"
+        )
     for w in record["workers"]:
         wt = w["totals"]
-        print(f"  worker {w['worker']} ({w['backend']}) serves {w['served']}: "
-              f"wait {wt['wait_s']:.2f} s, train {wt['train_s']:.2f} s")
+        print(
+            f"  worker {w['worker']} ({w['backend']}) serves {w['served']}: "
+            f"wait {wt['wait_s']:.2f} s, train {wt['train_s']:.2f} s"
+        )
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
@@ -159,14 +163,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--config", default=None, help="the fleet config as JSON (fleet.json)")
     s.add_argument("--run-dir", default=None, help="where the roles write their parts")
     s.add_argument("--save-state", action="store_true", help="also save the final models (.pt)")
-    s.add_argument("--backend", default="auto", help="auto (NCCL with a GPU per worker, else "
-                   "gloo) | gloo | nccl")
-    s.add_argument("--listen", default="127.0.0.1:7800", metavar="HOST:PORT",
-                   help="cloud: worker w listens on PORT + w")
-    s.add_argument("--connect", default=None, metavar="HOST:PORT", help="edge: the cloud's "
-                   "--listen (the edge adds i % W to the port)")
+    s.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (NCCL with a GPU per worker, else gloo) | gloo | nccl",
+    )
+    s.add_argument(
+        "--listen",
+        default="127.0.0.1:7800",
+        metavar="HOST:PORT",
+        help="cloud: worker w listens on PORT + w",
+    )
+    s.add_argument(
+        "--connect",
+        default=None,
+        metavar="HOST:PORT",
+        help="edge: the cloud's --listen (the edge adds i % W to the port)",
+    )
     s.add_argument("--connect-file", default=None, help="edge: the ready file of a local run")
     s.add_argument("--edge-id", type=int, default=None)
     s.add_argument("--secret-file", default=None)
-    s.add_argument("--accept-timeout", type=float, default=300.0,
-                   help="seconds to wait for the edges (cloud) or the cloud (edge)")
+    s.add_argument(
+        "--accept-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the edges (cloud) or the cloud (edge)",
+    )

@@ -15,7 +15,21 @@ NCCL with a GPU per worker), launched by torch's elastic launcher. Modules:
 
 from __future__ import annotations
 
-from hierbench.fleet.config import FleetConfig, parse_edge_sync
-from hierbench.fleet.partition import describe, parse_scheme, partition
+import importlib
 
-__all__ = ["FleetConfig", "describe", "parse_edge_sync", "parse_scheme", "partition"]
+__all__ = ["FleetConfig", "describe", "parse_edge_sync", "parse_scheme"]
+
+# Names are imported when first used, so that ``hierbench.fleet.partition`` (standard library
+# only) imports without torch.
+_WHERE = {
+    "FleetConfig": "config",
+    "parse_edge_sync": "config",
+    "describe": "partition",
+    "parse_scheme": "partition",
+}  # the function partition() is hierbench.fleet.partition.partition (the module has the name)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"hierbench.fleet.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'hierbench.fleet' has no attribute {name!r}")

@@ -180,9 +180,9 @@ class _Worker:
             shape = (cfg.batch_size, *model.cut_shape(cfg.cut))
         warm_up([net], synthetic_input(shape), None, cfg.num_classes, cfg)
         net.to(self.device)
-        ddp = DistributedDataParallel(net, device_ids=None if self.device.type == "cpu" else [
-            self.device
-        ])
+        ddp = DistributedDataParallel(
+            net, device_ids=None if self.device.type == "cpu" else [self.device]
+        )
         opt, sched = make_optimizer(cfg, net.parameters(), total)
         codec = ActivationCodec(cfg.codec)
         mean, std = NORMALIZATION[cfg.dataset]
@@ -231,8 +231,9 @@ class _Worker:
         for i in self.served:
             msg = self.conns[i].recv_msg(timeout=io_timeout)
             if msg.kind != Kind.END:
-                raise ProtocolError(f"edge {i}: expected END after step {total - 1}, got "
-                                    f"{msg.kind.name}")
+                raise ProtocolError(
+                    f"edge {i}: expected END after step {total - 1}, got {msg.kind.name}"
+                )
         self.net = net
         return {
             "worker": self.rank,

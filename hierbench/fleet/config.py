@@ -154,5 +154,7 @@ class FleetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown fleet settings {unknown}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown fleet settings {unknown}; valid: {', '.join(sorted(known))}"
+            )
         return cls(**{**d, "run": RunConfig.from_dict(d["run"])})

@@ -155,8 +155,9 @@ def run_edge(
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / f"edge-{edge}.json", part)
         if save_state and edge_m is not None:
-            torch.save({"edge": edge_m.state_dict(), "head": head.state_dict()},
-                       out / f"edge-{edge}.pt")
+            torch.save(
+                {"edge": edge_m.state_dict(), "head": head.state_dict()}, out / f"edge-{edge}.pt"
+            )
     return part
 
 

@@ -52,8 +52,17 @@ __all__ = [
 
 RECORD_KIND = "fleet"
 FLEET_RECORD_VERSION = 1
-REQUIRED = ("record_kind", "fleet_record_version", "config", "partition", "edges", "workers",
-            "totals", "environment", "policy")
+REQUIRED = (
+    "record_kind",
+    "fleet_record_version",
+    "config",
+    "partition",
+    "edges",
+    "workers",
+    "totals",
+    "environment",
+    "policy",
+)
 
 now = time.perf_counter  # CLOCK_MONOTONIC on Linux: comparable across processes on one machine
 cpu_now = time.process_time
@@ -83,8 +92,10 @@ def write_json(path: str | Path, obj: dict) -> Path:
 def read_parts(run_dir: str | Path, edges: int, workers: int) -> tuple[list[dict], list[dict]]:
     run_dir = Path(run_dir)
     out = []
-    for names in ([f"edge-{i}.json" for i in range(edges)],
-                  [f"worker-{w}.json" for w in range(workers)]):
+    for names in (
+        [f"edge-{i}.json" for i in range(edges)],
+        [f"worker-{w}.json" for w in range(workers)],
+    ):
         missing = [n for n in names if not (run_dir / n).exists()]
         if missing:
             raise ConfigError(f"{run_dir}: missing role parts {', '.join(missing)}")
