@@ -129,16 +129,18 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
 
     if args.edge_id is None:
         raise ValueError("--role edge needs --edge-id i (0 <= i < --edges)")
+    worker = fcfg.worker_of(args.edge_id)
     if args.connect_file:
-        addresses = read_ready(args.connect_file, args.accept_timeout)
-        host, port = addresses[fcfg.worker_of(args.edge_id)]
+
+        def address():
+            return read_ready(args.connect_file, args.accept_timeout)[worker]
     elif args.connect:
         host, port = _host_port(args.connect)
-        port += fcfg.worker_of(args.edge_id)
+        address = (host, port + worker)
     else:
         raise ValueError("--role edge needs --connect HOST:PORT (the cloud's --listen)")
     part = run_edge(
-        fcfg, args.edge_id, host, port, _secret(args), out_dir=run_dir, save_state=args.save_state
+        fcfg, args.edge_id, address, _secret(args), out_dir=run_dir, save_state=args.save_state
     )
     print(f"fleet edge {args.edge_id}: {part['total_steps']} steps; part in {run_dir}")
     return 0

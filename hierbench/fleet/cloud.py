@@ -53,6 +53,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from hierbench import data as hdata
 from hierbench import transfer
@@ -163,6 +164,18 @@ class _Worker:
 
         fcfg, cfg = self.fcfg, self.cfg
         t_listen = now()
+        # The model first (while the edges start): it needs nothing from them.
+        model, edge_part, net, head = build_parts(cfg)
+        n_params = wire.flat_state(edge_part, head).numel() if fcfg.sync_every else 0
+        if cfg.method == "cloud_only":
+            shape = (cfg.batch_size, 3, cfg.input_size, cfg.input_size)
+        else:
+            shape = (cfg.batch_size, *model.cut_shape(cfg.cut))
+        warm_up([net], synthetic_input(shape), None, cfg.num_classes, cfg)
+        net.to(self.device)
+        ids = None if self.device.type == "cpu" else [self.device]
+        ddp = DistributedDataParallel(net, device_ids=ids)
+        t_built = now()
         hellos = self.accept_edges(lst, accept_timeout)
         t_connected = now()
         spes = {int(h["steps_per_epoch"]) for h in hellos.values()}
@@ -172,17 +185,6 @@ class _Worker:
             raise ProtocolError(f"the edges disagree on steps per epoch ({sorted(spes)}, ...)")
         spe = min(spes)
         total = spe * cfg.epochs
-        model, edge_part, net, head = build_parts(cfg)
-        n_params = wire.flat_state(edge_part, head).numel() if fcfg.sync_every else 0
-        if cfg.method == "cloud_only":
-            shape = (cfg.batch_size, 3, cfg.input_size, cfg.input_size)
-        else:
-            shape = (cfg.batch_size, *model.cut_shape(cfg.cut))
-        warm_up([net], synthetic_input(shape), None, cfg.num_classes, cfg)
-        net.to(self.device)
-        ddp = DistributedDataParallel(
-            net, device_ids=None if self.device.type == "cpu" else [self.device]
-        )
         opt, sched = make_optimizer(cfg, net.parameters(), total)
         codec = ActivationCodec(cfg.codec)
         mean, std = NORMALIZATION[cfg.dataset]
@@ -241,6 +243,7 @@ class _Worker:
             "backend": dist.get_backend(),
             "device": str(self.device),
             "t_listen": t_listen,
+            "t_built": t_built,
             "t_connected": t_connected,
             "steps_per_epoch": spe,
             "total_steps": total,
@@ -280,6 +283,7 @@ class _Worker:
             self.conns[i].send(reply)
 
 
+@record  # a failure's message and traceback reach the launcher (ChildFailedError)
 def worker_main(
     fleet_json: str,
     host: str,

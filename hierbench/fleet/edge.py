@@ -12,6 +12,7 @@ before its next step. Cloud-only: the edge uploads raw uint8 batches and trains 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,8 +50,7 @@ def _link(fcfg: FleetConfig):
 def run_edge(
     fcfg: FleetConfig,
     edge: int,
-    host: str,
-    port: int,
+    address: tuple[str, int] | Callable[[], tuple[str, int]],
     secret: bytes,
     *,
     out_dir: str | Path | None = None,
@@ -58,9 +58,11 @@ def run_edge(
     connect_timeout: float = 120.0,
     io_timeout: float = 600.0,
 ) -> dict:
-    """Run edge ``edge`` against the worker at ``host:port``; return its part of the run record
-    (also written to ``<out_dir>/edge-<edge>.json``; with ``save_state`` its edge layers and
-    exit head to ``<out_dir>/edge-<edge>.pt``)."""
+    """Run edge ``edge`` against its worker at ``address`` (host, port), or at what
+    ``address()`` returns once the edge has loaded its data and built its model (a local run
+    waits for the workers' ready file there); return its part of the run record (also written
+    to ``<out_dir>/edge-<edge>.json``; with ``save_state`` its edge layers and exit head to
+    ``<out_dir>/edge-<edge>.pt``)."""
     if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge < fcfg.edges:
         raise ConfigError(f"edge id {edge!r} is not in [0, {fcfg.edges})")
     cfg = fcfg.run
@@ -80,6 +82,7 @@ def run_edge(
     codec = ActivationCodec(cfg.codec)
     n_params = wire.flat_state(edge_m, head).numel() if fcfg.sync_every else 0
 
+    host, port = address() if callable(address) else address
     conn = wire.connect_retry(
         host, port, secret, link=_link(fcfg), slots=cfg.slots, timeout=connect_timeout
     )

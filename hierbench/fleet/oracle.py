@@ -73,7 +73,7 @@ def _averaged(edge_modules):
 
 def train_fleet_plain(fcfg: FleetConfig) -> dict:
     """Train the fleet's math; return ``{"edges": [(edge, head)], "cloud": module,
-    "losses": [(exit losses per edge, cloud loss)]}``."""
+    "cloud_init": its initial state dict, "losses": [(exit losses per edge, cloud loss)]}``."""
     cfg = fcfg.run
     e_count, b = fcfg.edges, cfg.batch_size
     if cfg.precision != "fp32":
@@ -110,6 +110,7 @@ def train_fleet_plain(fcfg: FleetConfig) -> dict:
         edges.append((edge, head))
         opts.append(_sgd(cfg, [*edge.parameters(), *head.parameters()], total) if edge else None)
     _, _, cloud, _ = _model(cfg)
+    cloud_init = {n: t.detach().clone() for n, t in cloud.state_dict().items()}
     opt_c, sched_c = _sgd(cfg, cloud.parameters(), total)
     codec = ActivationCodec(cfg.codec)
     mean, std = train.mean, train.std
@@ -161,4 +162,10 @@ def train_fleet_plain(fcfg: FleetConfig) -> dict:
             losses.append((exit_losses, loss_total / (e_count * b)))
             if k and (step + 1) % k == 0:
                 _averaged(edges)
-    return {"edges": edges, "cloud": cloud, "losses": losses, "steps_per_epoch": spe}
+    return {
+        "edges": edges,
+        "cloud": cloud,
+        "cloud_init": cloud_init,
+        "losses": losses,
+        "steps_per_epoch": spe,
+    }

@@ -5,15 +5,16 @@ oracle (:mod:`hierbench.fleet.oracle`), which shares no code with the roles but 
 Tolerances. Edge models: independent edges compute exactly what the oracle's edges compute (same
 ops, same data, one thread), and FedAvg's average is made bit-identical on purpose (each row of
 the all-reduced (E, P) tensor has one non-zero contribution; the rows are summed in edge order,
-as in the oracle), so edges are compared with ``torch.equal``. The cloud model: DDP all-reduces
-the W workers' gradients (a sum in the ring's order, then a division by W) where the oracle
-accumulates the workers' backward passes one after the other in one process, and each worker's
-loss is scaled by W / (E B) before its backward where the oracle scales by 1 / (E B): equal in
-real arithmetic, different roundings (~1e-7 relative per gradient). Three SGD steps with
-momentum carry that into parameters at ~1e-7 relative; :data:`CLOUD_RTOL` / :data:`CLOUD_ATOL`
-allow 100x that and still fail for any real mismatch (a lost step, a wrong scaling, a wrong
-batch order all move parameters by > 1e-3). With W = 1 the gradient is one backward over the
-concatenation in both and only the loss scaling differs.
+as in the oracle), so edges are compared with ``torch.equal``. The cloud model cannot be
+bit-exact: DDP all-reduces the W workers' gradients (a sum in the ring's order, then a division
+by W) where the oracle accumulates the workers' backward passes one after the other in one
+process, and each worker scales its loss by W / (E B) where the oracle scales by 1 / (E B): equal
+in real arithmetic, different roundings, which BatchNorm over 4-8 samples per worker and SGD with
+momentum then carry on. So every cloud tensor must agree with the oracle's to
+:data:`CLOUD_REL` (0.1 %) of how far training moved it from its initial value (max abs
+difference <= CLOUD_REL x max abs movement; measured: 1.6e-4 for 2 workers and 3 steps): a
+lost or repeated step, a wrong scaling or a wrong batch order are differences of the order of
+the movement itself.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from hierbench.fleet.record import check_fleet_record
 from hierbench.methods import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
-CLOUD_RTOL = 1e-5
-CLOUD_ATOL = 1e-6
+CLOUD_REL = 1e-3
 
 
 def run_cfg(cifar10_root, **kw) -> RunConfig:
@@ -90,38 +90,46 @@ def _load(path: Path):
     return torch.load(path, weights_only=True)
 
 
-def _assert_close(name, got, want, rtol, atol):
-    assert got.shape == want.shape, name
-    if rtol == 0:
-        assert torch.equal(got, want), f"{name}: max diff {(got - want).abs().max():.3e}"
-    else:
-        torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+def _assert_equal(name, got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    assert torch.equal(got, want), f"{name}: max diff {(got - want).abs().max():.3e}"
 
 
-def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> dict:
+def _assert_close_to_movement(name, got, want, init) -> float:
+    """max |got - want| <= CLOUD_REL * max |want - init|; returns the ratio."""
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    diff = float((got - want).abs().max())
+    moved = float((want - init).abs().max())
+    assert moved > 0, f"{name}: training did not move it"
+    assert diff <= CLOUD_REL * moved, f"{name}: differs by {diff:.3e}, moved {moved:.3e}"
+    return diff / moved
+
+
+def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> float:
     oracle = train_fleet_plain(fcfg)
     cfg = fcfg.run
     # Cloud: every replica's parameters; rank 0's buffers (DDP broadcasts rank 0's buffers).
     want = oracle["cloud"].state_dict()
-    diffs = {}
+    params = dict(oracle["cloud"].named_parameters())
+    worst = 0.0
     for w in range(fcfg.workers):
         got = _load(run_dir / f"cloud-{w}.pt")
+        assert set(got) == set(want)
         for name, t in want.items():
             if name.endswith("num_batches_tracked"):
-                assert torch.equal(got[name], t), name
-                continue
-            is_param = name in dict(oracle["cloud"].named_parameters())
-            if w > 0 and not is_param:
-                continue
-            _assert_close(f"cloud-{w} {name}", got[name], t, CLOUD_RTOL, CLOUD_ATOL)
-            diffs[name] = max(diffs.get(name, 0.0), float((got[name] - t).abs().max()))
+                _assert_equal(f"cloud-{w} {name}", got[name], t)
+            elif w == 0 or name in params:
+                ratio = _assert_close_to_movement(
+                    f"cloud-{w} {name}", got[name], t, oracle["cloud_init"][name]
+                )
+                worst = max(worst, ratio)
     # Edges: bit for bit.
     if cfg.method == "hierarchical":
         for i, (edge, head) in enumerate(oracle["edges"]):
             got = _load(run_dir / f"edge-{i}.pt")
             for part, module in (("edge", edge), ("head", head)):
                 for name, t in module.state_dict().items():
-                    _assert_close(f"edge-{i} {part}.{name}", got[part][name], t, 0, 0)
+                    _assert_equal(f"edge-{i} {part}.{name}", got[part][name], t)
     # The record's losses are the same math.
     for i, e in enumerate(record["edges"]):
         exits = [r["loss"] for r in e["steps"]]
@@ -129,7 +137,7 @@ def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> dict
             assert exits == [loss[0][i] for loss in oracle["losses"]]
     cloud_losses = [r["loss"] for r in record["workers"][0]["steps"]]
     assert cloud_losses == pytest.approx([loss[1] for loss in oracle["losses"]], rel=1e-5)
-    return diffs
+    return worst
 
 
 def check_record(record: dict, fcfg: FleetConfig) -> None:
@@ -158,6 +166,7 @@ def check_record(record: dict, fcfg: FleetConfig) -> None:
         assert syncs == [s for s in range(t["steps"]) if fcfg.syncs_after(s)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("edge_sync", "batches"),
     [("none", 3), ("fedavg:2", 4)],
@@ -184,6 +193,7 @@ def test_two_edges_two_workers_train_the_oracles_math(cifar10_root, tmp_path, ed
         assert len(waits) == 2 * 2
 
 
+@pytest.mark.slow
 def test_one_edge_one_worker_q8_dirichlet(cifar10_root, tmp_path):
     """1 edge + 1 worker, the 8-bit codec (deterministic: round to nearest) and a Dirichlet
     partition of one edge (all the data): the same math as the oracle."""
@@ -198,6 +208,7 @@ def test_one_edge_one_worker_q8_dirichlet(cifar10_root, tmp_path):
     check_against_oracle(fcfg, tmp_path / "run", record)
 
 
+@pytest.mark.slow
 def test_three_edges_two_workers_cloud_only(cifar10_root, tmp_path):
     """W does not divide E (worker 0 serves edges 0 and 2, worker 1 edge 1): the loss scaling
     keeps the update the mean over all 3 x B samples. Cloud-only: raw batches up."""
