@@ -22,11 +22,12 @@ samples, scaled). DDP averages gradients over the W workers, so every replica ap
 
 the gradient of the mean loss over the concatenation of all E edges' batches — one plain step on
 E * B samples, whether or not W divides E (with equal shares the scaling is the plain mean
-``CE.mean()`` of each worker). In real arithmetic; in floating point the all-reduce adds the
-workers' gradients in another order than one backward over the whole batch does (and the
-scaling divides in another place), so replicas agree with a plain loop to rounding, not bit for
-bit (the tests: :mod:`tests.fleet`). BatchNorm: batch statistics are per worker (DDP without
-SyncBatchNorm, which torch runs on GPUs only), over the worker's ``n_w`` samples; the running
+``CE.mean()`` of each worker). In real arithmetic always; in floating point exactly for W = 1
+and 2 (scaling by 2 and dividing by 2 are exact, a sum of two terms does not depend on its
+order: the tests find the replicas bit-identical to the oracle run on the same thread count),
+only to rounding for W >= 3 (the all-reduce adds the workers' gradients in the ring's order).
+BatchNorm: batch statistics are per worker (DDP without SyncBatchNorm, which torch runs on GPUs
+only), over the worker's ``n_w`` samples; the running
 statistics are rank 0's (DDP broadcasts rank 0's buffers before every forward). The oracle
 (:mod:`hierbench.fleet.oracle`) computes exactly that.
 

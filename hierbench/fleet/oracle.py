@@ -72,6 +72,18 @@ def _averaged(edge_modules):
 
 
 def train_fleet_plain(fcfg: FleetConfig) -> dict:
+    """Train the fleet's math on ``run.threads_cloud`` torch threads (the roles' count, 1 by
+    default: how a kernel splits a reduction over threads changes its rounding); see
+    :func:`_train`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(fcfg.run.threads_cloud)
+    try:
+        return _train(fcfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(fcfg: FleetConfig) -> dict:
     """Train the fleet's math; return ``{"edges": [(edge, head)], "cloud": module,
     "cloud_init": its initial state dict, "losses": [(exit losses per edge, cloud loss)]}``."""
     cfg = fcfg.run

@@ -2,19 +2,21 @@
 by torch's elastic launcher, real CIFAR-10 shards, real TCP. Each run is held to the one-process
 oracle (:mod:`hierbench.fleet.oracle`), which shares no code with the roles but model building.
 
-Tolerances. Edge models: independent edges compute exactly what the oracle's edges compute (same
-ops, same data, one thread), and FedAvg's average is made bit-identical on purpose (each row of
-the all-reduced (E, P) tensor has one non-zero contribution; the rows are summed in edge order,
-as in the oracle), so edges are compared with ``torch.equal``. The cloud model cannot be
-bit-exact: DDP all-reduces the W workers' gradients (a sum in the ring's order, then a division
-by W) where the oracle accumulates the workers' backward passes one after the other in one
-process, and each worker scales its loss by W / (E B) where the oracle scales by 1 / (E B): equal
-in real arithmetic, different roundings, which BatchNorm over 4-8 samples per worker and SGD with
-momentum then carry on. So every cloud tensor must agree with the oracle's to
-:data:`CLOUD_REL` (0.1 %) of how far training moved it from its initial value (max abs
-difference <= CLOUD_REL x max abs movement; measured: 1.6e-4 for 2 workers and 3 steps): a
-lost or repeated step, a wrong scaling or a wrong batch order are differences of the order of
-the movement itself.
+Exactness. Edge models: independent edges compute exactly what the oracle's edges compute (same
+ops, same data, one thread each), and FedAvg's average is made bit-identical on purpose (each
+row of the all-reduced (E, P) tensor has one non-zero contribution; the rows are summed in edge
+order, as in the oracle). The cloud model is not bit-exact *by construction*: DDP all-reduces
+the W workers' gradients and divides by W where the oracle accumulates the workers' backward
+passes in one process, and each worker scales its loss by W / (E B) where the oracle scales by
+1 / (E B). But for the W tested here (1 and 2) the two are the same floating-point operations:
+scaling by 2 and dividing by 2 are exact in binary floating point, and a sum of two gradients
+is the same in either order (the ring's and the oracle's), so with the oracle on the roles'
+thread count (one) the cloud replicas, too, equal the oracle bit for bit, and the tests say so
+with ``torch.equal``. For W >= 3 the all-reduce adds three or more terms in the ring's order,
+not the oracle's: equal only to rounding, and rounding is amplified here (BatchNorm over 4-8
+samples of 2x2 maps): the oracle run on 2 threads instead of 1 differed from the 1-thread
+result by up to 2 % of the parameters' movement after 4 steps. A tolerance test for W >= 3 therefore needs a
+larger batch and fewer steps (not in this milestone).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from hierbench.fleet.record import check_fleet_record
 from hierbench.methods import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
-CLOUD_REL = 1e-3
 
 
 def run_cfg(cifar10_root, **kw) -> RunConfig:
@@ -95,34 +96,26 @@ def _assert_equal(name, got, want):
     assert torch.equal(got, want), f"{name}: max diff {(got - want).abs().max():.3e}"
 
 
-def _assert_close_to_movement(name, got, want, init) -> float:
-    """max |got - want| <= CLOUD_REL * max |want - init|; returns the ratio."""
-    assert got.shape == want.shape and got.dtype == want.dtype, name
-    diff = float((got - want).abs().max())
-    moved = float((want - init).abs().max())
-    assert moved > 0, f"{name}: training did not move it"
-    assert diff <= CLOUD_REL * moved, f"{name}: differs by {diff:.3e}, moved {moved:.3e}"
-    return diff / moved
+def _assert_moved(name, want, init):
+    """Training changed the tensor (else equality would say nothing)."""
+    assert not torch.equal(want, init), f"{name}: training did not change it"
 
 
-def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> float:
+def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> None:
     oracle = train_fleet_plain(fcfg)
     cfg = fcfg.run
     # Cloud: every replica's parameters; rank 0's buffers (DDP broadcasts rank 0's buffers).
     want = oracle["cloud"].state_dict()
     params = dict(oracle["cloud"].named_parameters())
-    worst = 0.0
+    assert fcfg.workers <= 2, "W >= 3: equal only to rounding (see the module docstring)"
+    for name in params:
+        _assert_moved(f"cloud {name}", want[name], oracle["cloud_init"][name])
     for w in range(fcfg.workers):
         got = _load(run_dir / f"cloud-{w}.pt")
         assert set(got) == set(want)
         for name, t in want.items():
-            if name.endswith("num_batches_tracked"):
+            if w == 0 or name in params:  # buffers: rank 0's (DDP broadcasts them)
                 _assert_equal(f"cloud-{w} {name}", got[name], t)
-            elif w == 0 or name in params:
-                ratio = _assert_close_to_movement(
-                    f"cloud-{w} {name}", got[name], t, oracle["cloud_init"][name]
-                )
-                worst = max(worst, ratio)
     # Edges: bit for bit.
     if cfg.method == "hierarchical":
         for i, (edge, head) in enumerate(oracle["edges"]):
@@ -135,9 +128,9 @@ def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> floa
         exits = [r["loss"] for r in e["steps"]]
         if cfg.method == "hierarchical":
             assert exits == [loss[0][i] for loss in oracle["losses"]]
+    # The record's cloud loss: an all-reduced float32 sum vs the oracle's float64 sum of items.
     cloud_losses = [r["loss"] for r in record["workers"][0]["steps"]]
-    assert cloud_losses == pytest.approx([loss[1] for loss in oracle["losses"]], rel=1e-5)
-    return worst
+    assert cloud_losses == pytest.approx([loss[1] for loss in oracle["losses"]], rel=1e-6)
 
 
 def check_record(record: dict, fcfg: FleetConfig) -> None:
