@@ -15,8 +15,8 @@ thread count (one) the cloud replicas, too, equal the oracle bit for bit, and th
 with ``torch.equal``. For W >= 3 the all-reduce adds three or more terms in the ring's order,
 not the oracle's: equal only to rounding, and rounding is amplified here (BatchNorm over 4-8
 samples of 2x2 maps): the oracle run on 2 threads instead of 1 differed from the 1-thread
-result by up to 2 % of the parameters' movement after 4 steps. A tolerance test for W >= 3 therefore needs a
-larger batch and fewer steps (not in this milestone).
+result by up to 2 % of the parameters' movement after 4 steps. A tolerance test for W >= 3
+therefore needs a larger batch and fewer steps (not in this milestone).
 """
 
 from __future__ import annotations
