@@ -20,6 +20,7 @@ it computes per step s:
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -117,11 +118,11 @@ def _train(fcfg: FleetConfig) -> dict:
         for i in range(e_count)
     ]
     edges, opts = [], []
+    _, edge0, cloud, head0 = _model(cfg)  # built once (seconds for ResNet-18), copied per edge
     for _ in range(e_count):
-        _, edge, _, head = _model(cfg)
+        edge, head = copy.deepcopy(edge0), copy.deepcopy(head0)
         edges.append((edge, head))
         opts.append(_sgd(cfg, [*edge.parameters(), *head.parameters()], total) if edge else None)
-    _, _, cloud, _ = _model(cfg)
     cloud_init = {n: t.detach().clone() for n, t in cloud.state_dict().items()}
     opt_c, sched_c = _sgd(cfg, cloud.parameters(), total)
     codec = ActivationCodec(cfg.codec)
