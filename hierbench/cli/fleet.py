@@ -180,7 +180,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--connect",
         default=None,
         metavar="HOST:PORT",
-        help="edge: the cloud's --listen (the edge adds i % W to the port)",
+        help="edge: the cloud's --listen (the edge adds i %% W to the port)",
     )
     s.add_argument("--connect-file", default=None, help="edge: the ready file of a local run")
     s.add_argument("--edge-id", type=int, default=None)

@@ -370,3 +370,14 @@ def test_a_worker_refuses_bad_edges_and_keeps_accepting(cifar10_root):
     assert sorted(out["hellos"]) == [1, 3]
     for c in worker.conns.values():
         c.close()
+
+
+def test_fleet_help_lists_the_roles(capsys):
+    from hierbench.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["fleet", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--role", "--edges", "--workers", "--edge-sync", "--partition", "--listen"):
+        assert needle in text
