@@ -29,6 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "methods": {"_ext", "ops", "codec", "transfer", "data", "models"} | _BASE,
     "profiling": {"models", "runtime"} | _BASE,
     "report": {"runtime"} | _BASE,  # torch-free: tables regenerate from records alone
+    # many edges, one torch.distributed cloud: the roles' lower-level pieces, like methods
+    "fleet": {"_ext", "ops", "codec", "transfer", "data", "models", "methods"} | _BASE,
     "experiments": {"methods", "profiling", "runtime"} | _BASE,
     "reproduce": {"data", "models", "methods", "experiments", "report", "runtime"} | _BASE,
     # the command line sits on top and may use anything
@@ -41,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
         "models",
         "runtime",
         "methods",
+        "fleet",
         "profiling",
         "report",
         "experiments",
@@ -58,6 +61,8 @@ TORCH_FREE = ("hierbench.spec", "hierbench.errors", "hierbench.transfer.link")
 FILE_ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     # the torch-free reference decoder of docs/frame-format.md: numpy + zstandard (+ lz4, optional)
     "codec/reference_decoder.py": ({"errors"}, {"numpy", "zstandard", "lz4"}),
+    # the fleet's data partition: the standard library only (every role and the oracle draw it)
+    "fleet/partition.py": ({"errors"}, set()),
 }
 
 

@@ -11,11 +11,12 @@ subcommand that needs no native code (``models``) works without the extension.
     hierbench profile --model ...      measure a device profile (per-block costs) -> CSV
     hierbench predict --model ...      runtime-model table: methods x cuts x codecs for a link
     hierbench predict-scale            E edges x W cloud workers: saturation table, scaling plot
+    hierbench fleet --edges E ...      E edge processes + a W-worker torch.distributed cloud
 
 One module per group of subcommands, each adding its own parsers (in ``--help`` order):
 :mod:`~hierbench.cli.info` (info, data, models), :mod:`~hierbench.cli.train` (train, edge,
-cloud), :mod:`~hierbench.cli.results` (reproduce, report), :mod:`~hierbench.cli.runtime`
-(profile, predict, predict-scale).
+cloud), :mod:`~hierbench.cli.fleet` (fleet), :mod:`~hierbench.cli.results` (reproduce, report),
+:mod:`~hierbench.cli.runtime` (profile, predict, predict-scale).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hierbench.cli import info, results, runtime, train
+from hierbench.cli import fleet, info, results, runtime, train
 from hierbench.errors import HierbenchError
 
 __all__ = ["build_parser", "main"]
@@ -36,7 +37,7 @@ _BENCH_EXTRA = frozenset({"pandas", "torchvision", "matplotlib", "PIL"})
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hierbench", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (info, train, results, runtime):
+    for group in (info, train, fleet, results, runtime):
         group.add_commands(sub)
     return p
 

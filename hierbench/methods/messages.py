@@ -49,6 +49,7 @@ class Kind(enum.IntEnum):
     GRAD = 3  # encoded gradient at the cut (split, downlink)
     END = 4  # no more training messages
     CONTROL = 5  # JSON object (config, evaluation, records, acknowledgements)
+    PARAMS = 6  # flat fp32 edge-model state as a codec frame (fleet FedAvg: hierbench.fleet)
 
 
 @dataclass

@@ -1,0 +1,193 @@
+"""``hierbench fleet``: E edges feeding one cloud of W ``torch.distributed`` workers.
+
+    hierbench fleet --edges 4 --workers 2 [--edge-sync fedavg:K] [--partition dirichlet:0.5] ...
+        a local run (every role on this machine); writes <run-dir>/record.json (and --out)
+    hierbench fleet --role cloud --workers W --edges E --listen HOST:PORT ...
+        the cloud job (worker w listens on PORT + w)
+    hierbench fleet --role edge --edge-id i --edges E --workers W --connect HOST:PORT ...
+        one edge (talks to worker i % W at PORT + i % W)
+    hierbench fleet --role merge --run-dir DIR [--out FILE]
+        one record from the parts the roles wrote into DIR (copied there from each machine)
+
+Every role takes the same run settings (or ``--config fleet.json``, the file a run writes) and
+the same secret (``--secret-file`` or ``$HIERBENCH_SECRET``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _fleet_config(args: argparse.Namespace):
+    from hierbench.fleet import FleetConfig
+
+    if args.config:
+        try:
+            obj = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the fleet config {args.config}: {exc}") from None
+        return FleetConfig.from_dict(obj)
+    from hierbench.cli.train import _run_config, _validate_names
+
+    run = _run_config(args)
+    _validate_names(run)
+    return FleetConfig(
+        run=run,
+        edges=args.edges,
+        workers=args.workers,
+        edge_sync=args.edge_sync,
+        partition=args.partition,
+    )
+
+
+def _summary(record: dict) -> None:
+    t = record["totals"]
+    sps = t["samples_per_s"]
+    print(
+        f"fleet: {t['edges']} edges x {t['workers']} workers, {t['steps']} cloud steps, "
+        f"{t['samples']} samples in {t['train_wall_s']:.2f} s"
+        + (f" ({sps:.1f} samples/s)" if sps else "")
+    )
+    for e in record["edges"]:
+        et = e["totals"]
+        print(
+            f"  edge {e['edge']} -> worker {e['worker']}: {et['steps']} steps, "
+            f"busy {et['busy_s']:.2f} s, sync wait {et['sync_wait_s']:.2f} s"
+        )
+    for w in record["workers"]:
+        wt = w["totals"]
+        print(
+            f"  worker {w['worker']} ({w['backend']}) serves {w['served']}: "
+            f"wait {wt['wait_s']:.2f} s, train {wt['train_s']:.2f} s"
+        )
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    from hierbench.cli.train import _host_port, _secret
+
+    if args.role == "merge":
+        from hierbench.fleet import FleetConfig
+        from hierbench.fleet.record import assemble, read_parts, write_json
+
+        if args.run_dir is None:
+            raise ValueError("--role merge needs --run-dir (the folder of the roles' parts)")
+        run_dir = Path(args.run_dir)
+        fcfg = FleetConfig.from_dict(json.loads((run_dir / "fleet.json").read_text()))
+        record = assemble(fcfg, *read_parts(run_dir, fcfg.edges, fcfg.workers))
+        out = write_json(args.out or run_dir / "record.json", record)
+        _summary(record)
+        print(f"fleet record: {out}")
+        return 0
+
+    fcfg = _fleet_config(args)
+    if args.role == "local":
+        from hierbench.fleet.launcher import run_fleet
+        from hierbench.fleet.record import write_json
+
+        run_dir = Path(args.run_dir or "results/fleet/latest")
+        command = shlex.join(["hierbench", *sys.argv[1:]])
+        record = run_fleet(
+            fcfg, run_dir, save_state=args.save_state, backend=args.backend, command=command
+        )
+        _summary(record)
+        print(f"fleet record: {run_dir / 'record.json'}")
+        if args.out:
+            print(f"fleet record: {write_json(args.out, record)}")
+        return 0
+
+    import os
+
+    from hierbench.fleet.cloud import SECRET_ENV
+    from hierbench.fleet.record import write_json
+
+    run_dir = Path(args.run_dir or "results/fleet/latest")
+    if args.role == "cloud":
+        from hierbench.fleet.cloud import launch_cloud
+
+        host, port = _host_port(args.listen)
+        os.environ[SECRET_ENV] = _secret(args).decode()
+        write_json(run_dir / "fleet.json", fcfg.to_dict())
+        launch_cloud(
+            fcfg,
+            host=host,
+            port=port,
+            ready_file=run_dir / "ready.json",
+            out_dir=run_dir,
+            save_state=args.save_state,
+            backend=args.backend,
+            accept_timeout=args.accept_timeout,
+        )
+        print(f"fleet cloud: parts in {run_dir}")
+        return 0
+
+    # --role edge
+    from hierbench.fleet.edge import read_ready, run_edge
+
+    if args.edge_id is None:
+        raise ValueError("--role edge needs --edge-id i (0 <= i < --edges)")
+    worker = fcfg.worker_of(args.edge_id)
+    if args.connect_file:
+
+        def address():
+            return read_ready(args.connect_file, args.accept_timeout)[worker]
+    elif args.connect:
+        host, port = _host_port(args.connect)
+        address = (host, port + worker)
+    else:
+        raise ValueError("--role edge needs --connect HOST:PORT (the cloud's --listen)")
+    part = run_edge(
+        fcfg, args.edge_id, address, _secret(args), out_dir=run_dir, save_state=args.save_state
+    )
+    print(f"fleet edge {args.edge_id}: {part['total_steps']} steps; part in {run_dir}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from hierbench.cli.train import _add_run_args
+
+    s = sub.add_parser(
+        "fleet",
+        help="E edges, one cloud of W torch.distributed workers (local run, or one role)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_args(s)
+    s.set_defaults(eval="none", func=_cmd_fleet)
+    s.add_argument("--role", default="local", choices=("local", "cloud", "edge", "merge"))
+    s.add_argument("--edges", type=int, default=2, help="E edge devices")
+    s.add_argument("--workers", type=int, default=1, help="W cloud workers (W <= E)")
+    s.add_argument("--edge-sync", default="none", help="none | fedavg:K (average every K steps)")
+    s.add_argument("--partition", default="iid", help="iid | dirichlet:ALPHA")
+    s.add_argument("--config", default=None, help="the fleet config as JSON (fleet.json)")
+    s.add_argument("--run-dir", default=None, help="where the roles write their parts")
+    s.add_argument("--save-state", action="store_true", help="also save the final models (.pt)")
+    s.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (NCCL with a GPU per worker, else gloo) | gloo | nccl",
+    )
+    s.add_argument(
+        "--listen",
+        default="127.0.0.1:7800",
+        metavar="HOST:PORT",
+        help="cloud: worker w listens on PORT + w",
+    )
+    s.add_argument(
+        "--connect",
+        default=None,
+        metavar="HOST:PORT",
+        help="edge: the cloud's --listen (the edge adds i %% W to the port)",
+    )
+    s.add_argument("--connect-file", default=None, help="edge: the ready file of a local run")
+    s.add_argument("--edge-id", type=int, default=None)
+    s.add_argument("--secret-file", default=None)
+    s.add_argument(
+        "--accept-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the edges (cloud) or the cloud (edge)",
+    )

@@ -1,0 +1,160 @@
+"""A fleet run's settings: the per-edge :class:`~hierbench.methods.RunConfig` plus the topology.
+
+Every role (each edge, each cloud worker) gets the same :class:`FleetConfig`; an edge's hello
+carries it and a worker refuses an edge whose config differs. The definitions here are shared by
+the roles and by the oracle (:mod:`hierbench.fleet.oracle`) because they *define* the run, as
+``RunConfig`` does for one edge: which worker serves which edge, each edge's data-order seed,
+each upload's codec seed, and when edge models are averaged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from hierbench.errors import ConfigError
+from hierbench.fleet.partition import parse_scheme
+from hierbench.methods.config import RunConfig
+
+__all__ = [
+    "FLEET_METHODS",
+    "POLICIES",
+    "FleetConfig",
+    "codec_seed",
+    "edge_seed",
+    "parse_edge_sync",
+]
+
+#: Methods a fleet runs today (split learning: milestone 2).
+FLEET_METHODS = ("hierarchical", "cloud_only")
+
+#: Cloud step policies. ``lockstep``: cloud step s consumes exactly the message of step s from
+#: every served edge, concatenated in edge-id order (the only one so far; "next arrivals" is
+#: planned).
+POLICIES = {
+    "lockstep": (
+        "cloud step s consumes exactly the message of step s from every edge its worker serves, "
+        "concatenated in edge-id order; the W workers' gradients are all-reduced (DDP) with the "
+        "loss scaled so that the update is the gradient of the mean loss over all E x B samples "
+        "of step s"
+    )
+}
+
+
+def parse_edge_sync(spec: str) -> int:
+    """``"none"`` -> 0; ``"fedavg:K"`` -> K (average edge models every K steps).
+
+    Raises:
+        ConfigError: anything else, or K not an integer >= 1.
+    """
+    if spec == "none":
+        return 0
+    name, sep, value = str(spec).partition(":")
+    if name != "fedavg" or not sep:
+        raise ConfigError(f"unknown edge_sync {spec!r}; valid: none | fedavg:K (K >= 1 steps)")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"edge_sync {spec!r}: K must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def edge_seed(seed: int, edge: int) -> int:
+    """The data-order (shuffle and augmentation) seed of edge ``edge``: distinct per edge, so
+    that edges with the same shard sizes do not visit them in lockstep order."""
+    return seed * 1_000_003 + 7919 * (edge + 1)
+
+
+def codec_seed(step: int, edge: int, edges: int) -> int:
+    """The codec seed of edge ``edge``'s upload of step ``step`` (used by stochastic rounding):
+    one per (step, edge)."""
+    return step * edges + edge
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """E edges feeding one cloud of W data-parallel workers.
+
+    Attributes:
+        run: what each edge runs (model, cut, codec, link, batch size per edge, schedule, seed).
+            ``batch_size`` is per edge: a cloud step trains on ``edges * batch_size`` samples.
+        edges: E >= 1.
+        workers: W, 1 <= W <= E. Worker w serves the edges ``{i : i % W == w}``; when W does not
+            divide E the workers serve ``ceil(E/W)`` or ``floor(E/W)`` edges and the loss
+            scaling keeps the update exact (see :data:`POLICIES`).
+        edge_sync: ``none`` (independent edge models: the paper's method per device) or
+            ``fedavg:K`` (edge layers + exit head averaged across all edges through the cloud
+            after every K-th step).
+        partition: ``iid`` or ``dirichlet:ALPHA`` (:mod:`hierbench.fleet.partition`), drawn
+            with ``run.seed``.
+        policy: the cloud step policy (:data:`POLICIES`).
+    """
+
+    run: RunConfig
+    edges: int = 2
+    workers: int = 1
+    edge_sync: str = "none"
+    partition: str = "iid"
+    policy: str = "lockstep"
+
+    def __post_init__(self) -> None:
+        for name in ("edges", "workers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.workers > self.edges:
+            raise ConfigError(
+                f"{self.workers} cloud workers for {self.edges} edges: every worker serves at "
+                f"least one edge (worker w serves edges i with i % W == w), so W <= E"
+            )
+        parse_edge_sync(self.edge_sync)
+        parse_scheme(self.partition)
+        if self.policy not in POLICIES:
+            raise ConfigError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
+        run = self.run
+        if run.method not in FLEET_METHODS:
+            raise ConfigError(
+                f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r} (split learning "
+                "across a fleet is planned)"
+            )
+        if self.sync_every and run.method != "hierarchical":
+            raise ConfigError(
+                f"edge_sync {self.edge_sync!r} averages edge models; {run.method} has none"
+            )
+        if run.checkpoint_every or run.outages or run.val_holdout or run.eval != "none":
+            raise ConfigError(
+                "a fleet run does not yet support checkpoint_every, outages, val_holdout or "
+                "evaluation (eval must be 'none'): planned for the fleet's next milestone"
+            )
+
+    @property
+    def sync_every(self) -> int:
+        """K of ``fedavg:K``, 0 for independent edge models."""
+        return parse_edge_sync(self.edge_sync)
+
+    def served(self, worker: int) -> list[int]:
+        """The edges worker ``worker`` serves, in edge-id order."""
+        return list(range(worker, self.edges, self.workers))
+
+    def worker_of(self, edge: int) -> int:
+        return edge % self.workers
+
+    def syncs_after(self, step: int) -> bool:
+        """Whether edge models are averaged after (0-based) step ``step``."""
+        k = self.sync_every
+        return bool(k) and (step + 1) % k == 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["run"] = self.run.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FleetConfig:
+        if not isinstance(d, dict) or not isinstance(d.get("run"), dict):
+            raise ConfigError("a fleet config is an object with a 'run' object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown fleet settings {unknown}; valid: {', '.join(sorted(known))}"
+            )
+        return cls(**{**d, "run": RunConfig.from_dict(d["run"])})
