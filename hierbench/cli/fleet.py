@@ -5,7 +5,9 @@
     hierbench fleet --role cloud --workers W --edges E --listen HOST:PORT ...
         the cloud job (worker w listens on PORT + w)
     hierbench fleet --role edge --edge-id i --edges E --workers W --connect HOST:PORT ...
-        one edge (talks to worker i % W at PORT + i % W)
+        one edge (talks to worker i % W at PORT + i % W); with --checkpoint-every N it
+        checkpoints, and after a crash the same command with --resume rejoins the running cloud
+        (which waits --rejoin-timeout seconds for it)
     hierbench fleet --role merge --run-dir DIR [--out FILE]
         one record from the parts the roles wrote into DIR (copied there from each machine)
 
@@ -41,6 +43,7 @@ def _fleet_config(args: argparse.Namespace):
         workers=args.workers,
         edge_sync=args.edge_sync,
         partition=args.partition,
+        rejoin_timeout=args.rejoin_timeout,
     )
 
 
@@ -139,8 +142,18 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         address = (host, port + worker)
     else:
         raise ValueError("--role edge needs --connect HOST:PORT (the cloud's --listen)")
+    ckpt_dir = args.checkpoint_dir
+    if ckpt_dir is None and (fcfg.run.checkpoint_every or args.resume):
+        ckpt_dir = run_dir / "checkpoints"
     part = run_edge(
-        fcfg, args.edge_id, address, _secret(args), out_dir=run_dir, save_state=args.save_state
+        fcfg,
+        args.edge_id,
+        address,
+        _secret(args),
+        out_dir=run_dir,
+        save_state=args.save_state,
+        checkpoint_dir=ckpt_dir,
+        resume=args.resume,
     )
     print(f"fleet edge {args.edge_id}: {part['total_steps']} steps; part in {run_dir}")
     return 0
@@ -162,6 +175,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--workers", type=int, default=1, help="W cloud workers (W <= E)")
     s.add_argument("--edge-sync", default="none", help="none | fedavg:K (average every K steps)")
     s.add_argument("--partition", default="iid", help="iid | dirichlet:ALPHA")
+    s.add_argument(
+        "--rejoin-timeout",
+        type=float,
+        default=0.0,
+        help="seconds the cloud waits for an edge that dropped to rejoin with --resume "
+        "(0: a dropped edge stops the run); edges checkpoint with --checkpoint-every N into "
+        "--checkpoint-dir (default <run-dir>/checkpoints)",
+    )
     s.add_argument("--config", default=None, help="the fleet config as JSON (fleet.json)")
     s.add_argument("--run-dir", default=None, help="where the roles write their parts")
     s.add_argument("--save-state", action="store_true", help="also save the final models (.pt)")

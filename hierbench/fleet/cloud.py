@@ -39,11 +39,22 @@ same bits on every worker and in the oracle, at E x P values per worker (a reduc
 would be cheaper and only equal to rounding: for scale runs). Each edge gets the average back
 and loads it before its next step: at a sync step the edge waits until the cloud has reached
 that step.
+
+**Edges that drop and rejoin** (``rejoin_timeout`` > 0): when a receive from an edge fails
+(closed or reset), its worker waits up to ``rejoin_timeout`` for that edge id to connect again
+(:meth:`_Worker.rejoin`: same config, a ``--resume`` hello whose checkpoint can send the step
+the cloud needs; anything else is refused and waiting goes on), while the lockstep step waits
+and the other edges fill their bounded backlogs; the other workers wait in the all-reduce
+(the process group's timeout is raised to outlast it). The rejoined edge resends or recomputes
+exactly the steps the cloud still needs (:func:`hierbench.fleet.edge.run_edge`), so the run's
+math is the uninterrupted run's. Past ``rejoin_timeout`` the worker fails with an error naming
+the edge, which stops the job; with ``rejoin_timeout`` 0 a dropped edge stops it at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import socket
@@ -100,6 +111,11 @@ class _Worker:
         self.cfg = fcfg.run
         self.served = fcfg.served(rank)
         self.log = lambda text: print(f"fleet worker {rank}: {text}", file=sys.stderr, flush=True)
+        self.conns: dict[int, wire.Conn | None] = {}
+        self.lst: transfer.Listener | None = None
+        self.spe = 0
+        self.last_avg: tuple[int, bytes] | None = None  # (step, the PARAMS message sent)
+        self.rejoins: list[dict] = []
 
     # -- edges ---------------------------------------------------------------------------------
 
@@ -136,7 +152,9 @@ class _Worker:
                 continue
             conns[edge] = conn
             hellos[edge] = hello
-            conn.send(messages.pack_control({"type": "welcome", "worker": self.rank}))
+            conn.send(
+                messages.pack_control({"type": "welcome", "worker": self.rank, "next_step": 0})
+            )
         self.conns = conns
         return hellos
 
@@ -155,7 +173,27 @@ class _Worker:
         spe = hello.get("steps_per_epoch")
         if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
             return f"steps_per_epoch {spe!r} is not an integer >= 1", edge
-        return None, edge
+        return self._check_resume(hello, edge, 0), edge
+
+    def _check_resume(self, hello: dict, edge: int, next_step: int) -> str | None:
+        """Whether an edge can give the cloud its step ``next_step`` onwards (None: it can)."""
+        resume = hello.get("resume")
+        if resume is None:
+            if next_step > 0:
+                return (
+                    f"edge {edge} rejoins a run whose cloud needs its step {next_step}: start "
+                    "it with --resume (and its checkpoint folder)"
+                )
+            return None
+        acked = resume.get("acked") if isinstance(resume, dict) else None
+        if isinstance(acked, bool) or not isinstance(acked, int) or acked < 0:
+            return f"resume {resume!r}: expected {{step, acked}} with integer steps"
+        if acked > next_step:
+            return (
+                f"edge {edge}'s checkpoint can send steps from {acked} on, but the cloud needs "
+                f"its step {next_step} (a checkpoint of another run?)"
+            )
+        return None
 
     # -- training ------------------------------------------------------------------------------
 
@@ -177,6 +215,7 @@ class _Worker:
         ids = None if self.device.type == "cpu" else [self.device]
         ddp = DistributedDataParallel(net, device_ids=ids)
         t_built = now()
+        self.lst = lst
         hellos = self.accept_edges(lst, accept_timeout)
         t_connected = now()
         spes = {int(h["steps_per_epoch"]) for h in hellos.values()}
@@ -184,7 +223,7 @@ class _Worker:
         dist.all_reduce(bounds, op=dist.ReduceOp.MIN)
         if len(spes) != 1 or int(bounds[0]) != -int(bounds[1]):
             raise ProtocolError(f"the edges disagree on steps per epoch ({sorted(spes)}, ...)")
-        spe = min(spes)
+        spe = self.spe = min(spes)
         total = spe * cfg.epochs
         opt, sched = make_optimizer(cfg, net.parameters(), total)
         codec = ActivationCodec(cfg.codec)
@@ -228,11 +267,16 @@ class _Worker:
             if fcfg.syncs_after(step):
                 rec["t_sync"] = now()
                 self._average_edges(step, n_params, io_timeout)
+            every = cfg.checkpoint_every
+            if every and (step + 1) % every == 0 and step + 1 < total:
+                ack = messages.pack_control({"type": "ack", "next_step": step + 1})
+                for i in self.served:  # the edges may forget their uploads below step + 1
+                    self._send(i, ack)
             rec["t1"] = now()
             rec["cpu_s"] = cpu_now() - c0
             steps.append(rec)
         for i in self.served:
-            msg = self.conns[i].recv_msg(timeout=io_timeout)
+            msg = self._recv(i, io_timeout, next_step=total)
             if msg.kind != Kind.END:
                 raise ProtocolError(
                     f"edge {i}: expected END after step {total - 1}, got {msg.kind.name}"
@@ -248,11 +292,154 @@ class _Worker:
             "t_connected": t_connected,
             "steps_per_epoch": spe,
             "total_steps": total,
+            "rejoin_timeout": fcfg.rejoin_timeout,
+            "rejoins": self.rejoins,
             "steps": steps,
         }
 
+    # -- edges that drop and rejoin ----------------------------------------------------------
+
+    def _recv(self, edge: int, timeout: float, next_step: int, params_step: int | None = None):
+        """The next message from ``edge``; if its connection fails (the edge died, the link
+        broke), wait for it to rejoin (:meth:`rejoin`) and read from the new connection. A
+        silent but open connection is not a drop: ``TransferTimeout`` after ``timeout``."""
+        while True:
+            conn = self.conns.get(edge)
+            why = "its connection was closed earlier"
+            if conn is not None:
+                try:
+                    return conn.recv_msg(timeout=timeout)
+                except TransferTimeout:
+                    raise
+                except TransferError as exc:  # closed or reset: the edge is gone
+                    why = str(exc)
+            self.rejoin(edge, next_step, params_step, why)
+
+    def _send(self, edge: int, data: bytes) -> None:
+        """Send to ``edge``; a failed send is logged, not fatal. The connection is kept: an
+        edge that finished closes its side while its last uploads still wait here, and one
+        that died shows it at the next receive (which then waits for it to rejoin; what it
+        missed is in its welcome)."""
+        conn = self.conns.get(edge)
+        if conn is None:
+            return
+        try:
+            conn.send(data)
+        except TransferError as exc:
+            self.log(f"edge {edge}: a send failed ({exc})")
+
+    def _drop(self, edge: int) -> None:
+        conn = self.conns.get(edge)
+        self.conns[edge] = None
+        if conn is not None:
+            with contextlib.suppress(BaseException):
+                conn.close(timeout=0)
+
+    def rejoin(self, edge: int, next_step: int, params_step: int | None, why: str) -> None:
+        """Wait (up to ``rejoin_timeout``) for ``edge`` to connect again, accepting only it.
+
+        The lockstep step waits meanwhile (the other edges keep uploading into their bounded
+        backlogs). The new connection must say a valid hello for this edge with this fleet
+        config and ``resume`` whose ``acked`` is at most ``next_step`` (its checkpoint can send
+        what the cloud needs); anything else is refused, with a reason, and waiting goes on.
+        It is welcomed with ``next_step`` (the step the cloud needs next from it),
+        ``params_step`` (the FedAvg step whose parameters it waits for, else null) and
+        ``last_sync`` (the step of its last FedAvg average, resent right after the welcome: the
+        edge may have died before loading it).
+
+        Raises:
+            ProcessError: ``rejoin_timeout`` is 0 (a dropped edge stops the cloud).
+            TransferTimeout: the edge did not come back in time.
+        """
+        self._drop(edge)
+        t_lost = now()
+        timeout = self.fcfg.rejoin_timeout
+        if not timeout:
+            raise ProcessError(
+                f"worker {self.rank}: edge {edge} dropped ({why}) before the cloud had its step "
+                f"{next_step}; rejoin_timeout is 0, so the cloud stops"
+            )
+        self.log(
+            f"edge {edge} dropped ({why}); the cloud needs its step {next_step}: waiting up to "
+            f"{timeout:g} s for it to rejoin (hierbench fleet --role edge --edge-id {edge} "
+            "--resume)"
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransferTimeout(
+                    f"worker {self.rank}: edge {edge} dropped ({why}) and did not rejoin within "
+                    f"{timeout:g} s (rejoin_timeout); the cloud needs its step {next_step}"
+                )
+            try:
+                conn = wire.Conn(self.lst.accept(timeout=left))
+            except TransferTimeout:
+                continue
+            try:
+                hello = conn.recv_json(timeout=min(30.0, max(left, 1.0)))
+                problem = self._check_rejoin(hello, edge, next_step)
+            except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
+                self.log(f"dropped a connection while edge {edge} is away: {exc}")
+                with contextlib.suppress(BaseException):
+                    conn.close(timeout=0)
+                continue
+            if problem is not None:
+                self.log(f"refused a rejoin: {problem}")
+                with contextlib.suppress(BaseException):
+                    conn.send(messages.pack_control({"type": "welcome", "error": problem}))
+                    conn.close(timeout=2.0)
+                continue
+            last = self.last_avg
+            welcome = {
+                "type": "welcome",
+                "worker": self.rank,
+                "next_step": next_step,
+                "params_step": params_step,
+                "last_sync": None if last is None else last[0],
+            }
+            try:
+                conn.send(messages.pack_control(welcome))
+                if last is not None:
+                    conn.send(last[1])
+            except TransferError as exc:
+                self.log(f"edge {edge} dropped again while being welcomed: {exc}")
+                with contextlib.suppress(BaseException):
+                    conn.close(timeout=0)
+                continue
+            self.conns[edge] = conn
+            t_back = now()
+            self.rejoins.append(
+                {
+                    "edge": edge,
+                    "next_step": next_step,
+                    "params_step": params_step,
+                    "resume": hello.get("resume"),
+                    "why": why,
+                    "t_lost": t_lost,
+                    "t_back": t_back,
+                    "away_s": t_back - t_lost,
+                }
+            )
+            self.log(f"edge {edge} rejoined; it resumes at step {next_step}")
+            return
+
+    def _check_rejoin(self, hello: dict, edge: int, next_step: int) -> str | None:
+        if hello.get("type") != "hello":
+            return f"expected hello, got {hello.get('type')!r}"
+        got = hello.get("edge")
+        if got != edge or isinstance(got, bool):
+            if got in self.served and self.conns.get(got) is not None:
+                return f"edge {got} is already connected"
+            return f"worker {self.rank} is waiting for edge {edge} to rejoin, not edge {got!r}"
+        if hello.get("fleet") != self.fcfg.to_dict():
+            return "this cloud runs another fleet config (the same settings on every role)"
+        if hello.get("steps_per_epoch") != self.spe:
+            return f"steps_per_epoch {hello.get('steps_per_epoch')!r}, the run has {self.spe}"
+        return self._check_resume(hello, edge, next_step)
+
     def _recv_step(self, edge: int, step: int, timeout: float):
-        msg = self.conns[edge].recv_msg(timeout=timeout)
+        msg = self._recv(edge, timeout, next_step=step)
         want = Kind.RAW if self.cfg.method == "cloud_only" else Kind.ACT
         if msg.kind != want or msg.step != step:
             raise ProtocolError(
@@ -270,7 +457,7 @@ class _Worker:
 
         rows = torch.zeros(self.fcfg.edges, n_params)
         for i in self.served:
-            msg = self.conns[i].recv_msg(timeout=timeout)
+            msg = self._recv(i, timeout, next_step=step + 1, params_step=step)
             rows[i] = wire.unpack_params(msg, step, n_params)
         rows = rows.to(self.device)
         dist.all_reduce(rows)  # one non-zero contribution per row: exact
@@ -280,8 +467,9 @@ class _Worker:
             avg += r
         avg /= self.fcfg.edges
         reply = wire.pack_params(step, avg)
+        self.last_avg = (step, reply)  # resent to an edge that rejoins (it may have lost it)
         for i in self.served:
-            self.conns[i].send(reply)
+            self._send(i, reply)
 
 
 @record  # a failure's message and traceback reach the launcher (ChildFailedError)
@@ -308,7 +496,10 @@ def worker_main(
     torch.set_num_threads(fcfg.run.threads_cloud)
     secret = os.environ.get(SECRET_ENV, "").encode()
     chosen = _backend(fcfg.workers, backend)
-    dist.init_process_group(chosen)
+    # The group's collectives must outlast an edge's rejoin (the other workers wait in the
+    # all-reduce meanwhile): at least torch's default 30 minutes.
+    wait = max(1800.0, fcfg.rejoin_timeout + io_timeout + 60.0)
+    dist.init_process_group(chosen, timeout=datetime.timedelta(seconds=wait))
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         if world != fcfg.workers:
@@ -335,7 +526,8 @@ def worker_main(
                     write_json(ready, {"workers": addresses, "host": socket.gethostname()})
             part = worker.run(lst, accept_timeout, io_timeout)
         for c in worker.conns.values():
-            c.close()
+            if c is not None:
+                c.close()
         if out_dir:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,13 @@ class FleetConfig:
         partition: ``iid`` or ``dirichlet:ALPHA`` (:mod:`hierbench.fleet.partition`), drawn
             with ``run.seed``.
         policy: the cloud step policy (:data:`POLICIES`).
+        rejoin_timeout: seconds a cloud worker waits for an edge that dropped (its connection
+            failed: the process died, the link broke) to come back with ``--resume``; the other
+            edges keep computing and uploading meanwhile, into their bounded backlogs, and the
+            lockstep step waits (the run's math stays the uninterrupted run's). 0: an edge that
+            drops stops the cloud (the default). The edge side: ``run.checkpoint_every = N``
+            makes each edge checkpoint every N steps and after every FedAvg sync (protocol:
+            :mod:`hierbench.fleet.edge`); required with ``fedavg:K`` when rejoining is on.
     """
 
     run: RunConfig
@@ -94,6 +101,7 @@ class FleetConfig:
     edge_sync: str = "none"
     partition: str = "iid"
     policy: str = "lockstep"
+    rejoin_timeout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("edges", "workers"):
@@ -119,10 +127,19 @@ class FleetConfig:
             raise ConfigError(
                 f"edge_sync {self.edge_sync!r} averages edge models; {run.method} has none"
             )
-        if run.checkpoint_every or run.outages or run.val_holdout or run.eval != "none":
+        rt = self.rejoin_timeout
+        if isinstance(rt, bool) or not isinstance(rt, int | float) or not rt >= 0:
+            raise ConfigError(f"rejoin_timeout must be a number of seconds >= 0, got {rt!r}")
+        if rt and self.sync_every and not run.checkpoint_every:
             raise ConfigError(
-                "a fleet run does not yet support checkpoint_every, outages, val_holdout or "
-                "evaluation (eval must be 'none'): planned for the fleet's next milestone"
+                f"rejoin_timeout with edge_sync {self.edge_sync!r} needs checkpoint_every >= 1: "
+                "a rejoining edge replays from its checkpoint, and the cloud keeps only the last "
+                "FedAvg average (edges checkpoint after every sync)"
+            )
+        if run.outages or run.val_holdout or run.eval != "none":
+            raise ConfigError(
+                "a fleet run does not yet support outages, val_holdout or evaluation (eval "
+                "must be 'none'): planned for the fleet's next milestone"
             )
 
     @property

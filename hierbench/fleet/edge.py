@@ -27,6 +27,7 @@ from hierbench.fleet.partition import describe
 from hierbench.fleet.record import cpu_now, now, write_json
 from hierbench.methods import messages
 from hierbench.methods.background import Sender
+from hierbench.methods.checkpoint import atomic_save
 from hierbench.methods.messages import Kind, RoleMessage
 from hierbench.methods.parts import (
     as_input,
@@ -47,6 +48,42 @@ def _link(fcfg: FleetConfig):
     return transfer.Link() if fcfg.run.link is None else transfer.Link.parse(fcfg.run.link)
 
 
+class _Downlink:
+    """What the worker sends this edge, read in order only when the edge must wait: FedAvg
+    averages (at sync steps) and acknowledgements ``ack {next_step: a}`` (the cloud consumed
+    every step below ``a``; one after every cloud step ``a - 1`` with ``a % N == 0``)."""
+
+    def __init__(self, conn: wire.Conn, acked: int) -> None:
+        self.conn, self.acked = conn, acked
+
+    def _take(self, msg: RoleMessage) -> bool:
+        if msg.kind != Kind.CONTROL:
+            return False
+        obj = messages.unpack_json(msg.payload)
+        a = obj.get("next_step")
+        if obj.get("type") != "ack" or isinstance(a, bool) or not isinstance(a, int):
+            raise ProtocolError(f"expected an ack from the cloud worker, got {obj!r}")
+        self.acked = max(self.acked, a)
+        return True
+
+    def params(self, step: int, numel: int, timeout: float):
+        while True:
+            msg = self.conn.recv_msg(timeout=timeout)
+            if not self._take(msg):
+                self.acked = max(self.acked, step + 1)
+                return wire.unpack_params(msg, step, numel)
+
+    def wait_ack(self, step: int, timeout: float) -> None:
+        while self.acked < step:
+            msg = self.conn.recv_msg(timeout=timeout)
+            if not self._take(msg):
+                raise ProtocolError(f"expected an ack, got {msg.kind.name} of step {msg.step}")
+
+
+def checkpoint_path(checkpoint_dir: str | Path, edge: int) -> Path:
+    return Path(checkpoint_dir) / f"edge-{edge}.pt"
+
+
 def run_edge(
     fcfg: FleetConfig,
     edge: int,
@@ -55,6 +92,8 @@ def run_edge(
     *,
     out_dir: str | Path | None = None,
     save_state: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     connect_timeout: float = 120.0,
     io_timeout: float = 600.0,
 ) -> dict:
@@ -62,10 +101,37 @@ def run_edge(
     ``address()`` returns once the edge has loaded its data and built its model (a local run
     waits for the workers' ready file there); return its part of the run record (also written
     to ``<out_dir>/edge-<edge>.json``; with ``save_state`` its edge layers and exit head to
-    ``<out_dir>/edge-<edge>.pt``)."""
+    ``<out_dir>/edge-<edge>.pt``).
+
+    **Checkpoints and rejoining** (``run.checkpoint_every = N`` and ``checkpoint_dir``): the
+    edge writes ``<checkpoint_dir>/edge-<edge>.pt`` atomically at every step ``c`` with
+    ``c % N == 0`` and after every FedAvg sync: edge layers, exit head, optimizer, schedule,
+    the position ``c`` (the data order and augmentation depend only on ``(seed, epoch)``, the
+    codec's rounding on the step, so the position is the loader's state), its step records,
+    ``acked`` (the cloud consumed every step below it) and the uploads of steps ``acked .. c-1``
+    (kept because the cloud may not have them yet). Before writing the one at ``c`` it waits
+    for the cloud's ack of step ``c - N`` (sent when the cloud consumed step ``c - N - 1``), so
+    the kept uploads stay under 2N and the edge is held back only when it runs N steps ahead
+    of the cloud; a FedAvg average also acknowledges its step.
+
+    With ``resume`` the edge loads that checkpoint (none yet: it starts from step 0, as a new
+    edge) and says ``hello {resume: {step: c, acked: a}}``; the worker (which accepts the same
+    edge id back after checking its config, :mod:`hierbench.fleet.cloud`) welcomes it with
+    ``next_step`` k (never below ``a``: the worker refuses otherwise), ``params_step`` (the
+    FedAvg step whose parameters it still waits for, or null) and ``last_sync`` (its last
+    average, resent right after the welcome). The edge then sends the kept uploads of steps
+    ``>= k``, recomputes steps ``c ..`` in order, uploading only those ``>= k`` (recomputed
+    ones below k were consumed already: never trained twice by the cloud), and at a sync step
+    below k loads the resent average. Training is deterministic, so the recomputed edge equals
+    the lost one and the run equals an uninterrupted one.
+    """
     if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge < fcfg.edges:
         raise ConfigError(f"edge id {edge!r} is not in [0, {fcfg.edges})")
     cfg = fcfg.run
+    every = cfg.checkpoint_every
+    ckpt = None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, edge)
+    if (every or resume) and ckpt is None:
+        raise ConfigError("checkpoint_every / --resume need a checkpoint folder (--checkpoint-dir)")
     torch.set_num_threads(cfg.threads_edge)
     train, parts, spe = wire.shards(fcfg)
     loader = wire.edge_loader(fcfg, train, parts, edge)
@@ -82,41 +148,96 @@ def run_edge(
     codec = ActivationCodec(cfg.codec)
     n_params = wire.flat_state(edge_m, head).numel() if fcfg.sync_every else 0
 
+    start, acked, kept, steps, resumes = 0, 0, {}, [], []
+    if resume and ckpt.exists():
+        st = _load_checkpoint(ckpt, fcfg, edge, spe)
+        if edge_m is not None:
+            edge_m.load_state_dict(st["edge"])
+            head.load_state_dict(st["head"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+        start, acked = st["step"], st["acked"]
+        kept = {int(s): bytes(t.numpy()) for s, t in zip(st["kept_steps"], st["kept"], strict=True)}
+        meta = json.loads(st["meta"])
+        steps, resumes = meta["steps"], meta["resumes"]
+
+    def save_checkpoint(step: int) -> None:
+        state: dict = {"edge_id": edge, "fleet": json.dumps(fcfg.to_dict()), "step": step}
+        if edge_m is not None:
+            state.update(edge=edge_m.state_dict(), head=head.state_dict())
+            state.update(opt=opt.state_dict(), sched=sched.state_dict())
+        keep = sorted(s for s in kept if s >= down.acked)
+        state.update(acked=down.acked, kept_steps=keep)
+        state["kept"] = [torch.frombuffer(bytearray(kept[s]), dtype=torch.uint8) for s in keep]
+        state["meta"] = json.dumps({"steps": steps, "resumes": resumes})
+        atomic_save(state, ckpt)
+
     host, port = address() if callable(address) else address
     conn = wire.connect_retry(
         host, port, secret, link=_link(fcfg), slots=cfg.slots, timeout=connect_timeout
     )
     hello = {"type": "hello", "edge": edge, "fleet": fcfg.to_dict(), "steps_per_epoch": spe}
+    if resume:
+        hello["resume"] = {"step": start, "acked": acked}
     conn.send(messages.pack_control(hello))
     welcome = conn.recv_json(timeout=60.0)
     if welcome.get("type") != "welcome":
         raise ProtocolError(f"expected the worker's welcome, got {welcome.get('type')!r}")
     if "error" in welcome:
         raise ConfigError(f"the cloud worker refused edge {edge}: {welcome['error']}")
+    k, pending, last_sync = (welcome.get(n) for n in ("next_step", "params_step", "last_sync"))
+    for name, v in (("next_step", k), ("params_step", pending), ("last_sync", last_sync)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= total):
+            raise ProtocolError(f"welcome: {name} {v!r} is not a step of this run")
+    k = k or 0
+    if k < acked or (k > 0 and not resume):
+        raise ProtocolError(
+            f"the cloud needs edge {edge}'s step {k}; this edge can send steps from "
+            f"{acked if resume else 0} on" + ("" if resume else " (restart it with --resume)")
+        )
+    resent = None
+    if last_sync is not None:
+        resent = wire.unpack_params(conn.recv_msg(timeout=io_timeout), last_sync, n_params)
+    if resume:
+        resumes.append({"checkpoint_step": start, "cloud_next_step": k, "t": now()})
+    down = _Downlink(conn, max(acked, k))
+    kept = {s: m for s, m in kept.items() if s >= down.acked}
     uplink = Sender(conn, cfg.backlog_bytes, f"uplink-{edge}")
+    for s in sorted(kept):  # uploads the cloud has not consumed (resume only)
+        if s >= k:
+            uplink.put(kept[s], s)
     t_start = now()
-    steps = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(start // spe, cfg.epochs):
         loader.set_epoch(epoch)
         for i, (x, y) in enumerate(loader):
             if i >= spe:
                 break
             step = epoch * spe + i
+            if step < start:
+                continue
+            send = step >= k  # below k: the cloud consumed it before this edge restarted
             t0, c0 = now(), cpu_now()
             rec: dict = {"step": step, "t0": t0}
+            if not send:
+                rec["replayed"] = True
             if edge_m is None:  # cloud_only: the raw batch, nothing to train here
                 msg = messages.pack(
                     RoleMessage(Kind.RAW, step, epoch, y, messages.pack_raw_images(x))
                 )
-                uplink.put(msg, step)
+                if send:
+                    uplink.put(msg, step)
                 rec.update(loss=None, compute_s=now() - t0)
             else:
                 with autocast(cfg):
                     act = edge_m(as_input(hdata.normalize(x, mean, std), cfg))
-                frame = codec.encode(as_wire(act.detach()), seed=codec_seed(step, edge, fcfg.edges))
-                msg = messages.pack(RoleMessage(Kind.ACT, step, epoch, y, frame))
+                if send:
+                    frame = codec.encode(
+                        as_wire(act.detach()), seed=codec_seed(step, edge, fcfg.edges)
+                    )
+                    msg = messages.pack(RoleMessage(Kind.ACT, step, epoch, y, frame))
                 rec["t_sent"] = now()
-                uplink.put(msg, step)
+                if send:
+                    uplink.put(msg, step)
                 t_b = now()
                 with autocast(cfg):
                     loss = F.cross_entropy(head(act), y)
@@ -125,17 +246,39 @@ def run_edge(
                 optimizer_step(opt, sched)
                 rec["loss"] = loss.item()
                 rec["compute_s"] = (rec["t_sent"] - t0) + (now() - t_b)
-            rec["bytes_up"] = len(msg)
+            if send:
+                rec["bytes_up"] = len(msg)
+                if every:
+                    kept[step] = msg
+            else:
+                rec["bytes_up"] = 0
             rec["cpu_s"] = cpu_now() - c0
             rec["idle_s"] = idle(rec["compute_s"], cfg.edge_slowdown)
-            if fcfg.syncs_after(step):
+            synced = fcfg.syncs_after(step)
+            if synced:
                 t_sync = now()
-                uplink.put(wire.pack_params(step, wire.flat_state(edge_m, head)))
-                avg = wire.unpack_params(conn.recv_msg(timeout=io_timeout), step, n_params)
+                if step < k and step != pending:  # the cloud averaged it while we were gone
+                    if resent is None or last_sync != step:
+                        raise ProtocolError(
+                            f"edge {edge} replays the FedAvg sync of step {step}, but the "
+                            f"cloud resent only {last_sync!r}'s average (checkpoint_every?)"
+                        )
+                    avg = resent
+                else:
+                    uplink.put(wire.pack_params(step, wire.flat_state(edge_m, head)))
+                    avg = down.params(step, n_params, io_timeout)
                 wire.load_flat_state(avg, edge_m, head)
                 rec["sync_wait_s"] = now() - t_sync
             rec["t1"] = now()
             steps.append(rec)
+            nxt = step + 1
+            if every and nxt < total and (synced or nxt % every == 0):
+                t_ck = now()
+                if nxt % every == 0 and nxt - every > 0:
+                    down.wait_ack(nxt - every, io_timeout)
+                kept = {s: m for s, m in kept.items() if s >= down.acked}
+                save_checkpoint(nxt)
+                rec["checkpoint_s"] = now() - t_ck
     uplink.put(messages.pack(RoleMessage(Kind.END, step=total)))
     uplink.flush()
     t_done = now()
@@ -151,6 +294,7 @@ def run_edge(
         "t_start": t_start,
         "t_done": t_done,
         "uplink_stall_s": uplink.stall_s,
+        "resumes": resumes,
         "steps": steps,
     }
     if out_dir is not None:
@@ -162,6 +306,25 @@ def run_edge(
                 {"edge": edge_m.state_dict(), "head": head.state_dict()}, out / f"edge-{edge}.pt"
             )
     return part
+
+
+def _load_checkpoint(path: Path, fcfg: FleetConfig, edge: int, spe: int) -> dict:
+    """Edge ``edge``'s checkpoint (tensors, numbers and strings only: ``weights_only``),
+    refused with a clear error if it belongs to another edge or another fleet config."""
+    try:
+        st = torch.load(path, weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: say which
+        raise ConfigError(f"cannot read the edge checkpoint {path}: {exc}") from None
+    if not isinstance(st, dict) or st.get("edge_id") != edge:
+        raise ConfigError(f"{path} is not edge {edge}'s checkpoint")
+    if st.get("fleet") != json.dumps(fcfg.to_dict()):
+        raise ConfigError(f"{path} was written by a run with another fleet config")
+    step, acked = st.get("step"), st.get("acked")
+    if not (isinstance(step, int) and isinstance(acked, int) and 0 <= acked <= step):
+        raise ConfigError(f"{path}: bad position (step {step!r}, acked {acked!r})")
+    if step > spe * fcfg.run.epochs:
+        raise ConfigError(f"{path}: step {step} is past this run's end")
+    return st
 
 
 def read_ready(path: str | Path, timeout: float) -> list[tuple[str, int]]:

@@ -49,7 +49,9 @@ def run_fleet(
 
     Must be called from a process's main thread (the elastic agent installs signal handlers).
     An edge that fails stops the cloud job (this process signals itself, the agent stops the
-    workers); a failed worker stops the edges.
+    workers), also with ``rejoin_timeout`` > 0: this launcher does not restart edges (rejoining
+    is for edges started by hand, ``--role edge ... --resume``); a failed worker stops the
+    edges.
 
     Raises:
         ProcessError: an edge or a worker failed (its log's tail: ``<run_dir>/edge-<i>.log``).

@@ -364,9 +364,9 @@ def test_a_worker_refuses_bad_edges_and_keeps_accepting(cifar10_root):
     assert "closed" in replies[0]
     assert "serves edges [1, 3], not edge 0" in replies[1]["error"]
     assert "another fleet config" in replies[2]["error"]
-    assert replies[3] == {"type": "welcome", "worker": 1}
+    assert replies[3] == {"type": "welcome", "worker": 1, "next_step": 0}
     assert "already connected" in replies[4]["error"]
-    assert replies[5] == {"type": "welcome", "worker": 1}
+    assert replies[5] == {"type": "welcome", "worker": 1, "next_step": 0}
     assert sorted(out["hellos"]) == [1, 3]
     for c in worker.conns.values():
         c.close()
@@ -381,3 +381,163 @@ def test_fleet_help_lists_the_roles(capsys):
     text = capsys.readouterr().out
     for needle in ("--role", "--edges", "--workers", "--edge-sync", "--partition", "--listen"):
         assert needle in text
+
+
+# -- an edge that dies and rejoins ---------------------------------------------------------------
+
+
+def _popen(cmd, env, log: Path):
+    with open(log, "w") as f:
+        return subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
+        )
+
+
+@pytest.mark.slow
+def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path):
+    """2 edges + 2 gloo workers started by hand (as across machines), edges checkpointing every
+    3 steps. Edge 1 is SIGKILLed right after its first checkpoint; the cloud waits for it (edge
+    0 goes on uploading), the same command with ``--resume`` rejoins, resends what the cloud has
+    not consumed, recomputes the rest (across the epoch boundary), and the run ends with every
+    cloud replica and both edges equal to the uninterrupted oracle bit for bit."""
+    import signal
+
+    fcfg = FleetConfig(
+        run=run_cfg(
+            cifar10_root, batches_per_epoch=3, epochs=2, checkpoint_every=2, edge_slowdown=4.0
+        ),
+        edges=2,
+        workers=2,
+        rejoin_timeout=90.0,
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg_file = tmp_path / "fleet.json"
+    cfg_file.write_text(json.dumps(fcfg.to_dict()))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        HIERBENCH_SECRET="rejoin-test-secret-0123456789abcdef",
+    )
+    base = [sys.executable, "-m", "hierbench.cli", "fleet", "--config", str(cfg_file)]
+    base += ["--run-dir", str(run_dir), "--save-state"]
+    edge_cmd = [*base, "--role", "edge", "--connect-file", str(run_dir / "ready.json")]
+    cloud = _popen([*base, "--role", "cloud", "--listen", "127.0.0.1:0"], env, tmp_path / "c.log")
+    procs = [cloud]
+    try:
+        e0 = _popen([*edge_cmd, "--edge-id", "0"], env, tmp_path / "e0.log")
+        e1 = _popen([*edge_cmd, "--edge-id", "1"], env, tmp_path / "e1.log")
+        procs += [e0, e1]
+        ckpt = run_dir / "checkpoints" / "edge-1.pt"
+        deadline = time.monotonic() + 90
+        while not ckpt.exists():
+            assert e1.poll() is None, (tmp_path / "e1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "edge 1 wrote no checkpoint"
+            time.sleep(0.02)
+        e1.send_signal(signal.SIGKILL)
+        assert e1.wait(timeout=30) == -signal.SIGKILL
+        assert not (run_dir / "edge-1.json").exists()  # it died mid-run
+        e1b = _popen([*edge_cmd, "--edge-id", "1", "--resume"], env, tmp_path / "e1b.log")
+        procs.append(e1b)
+        for p, log in ((e1b, "e1b"), (e0, "e0"), (cloud, "c")):
+            assert p.wait(timeout=120) == 0, (tmp_path / f"{log}.log").read_text()[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert "edge 1 dropped" in (tmp_path / "c.log").read_text()
+    merge = subprocess.run(
+        [*base, "--role", "merge"], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+    )
+    assert merge.returncode == 0, merge.stderr[-3000:]
+    record = check_fleet_record(json.loads((run_dir / "record.json").read_text()))
+    check_record(record, fcfg)  # every worker consumed steps 0..5 in order, one per edge
+    check_against_oracle(fcfg, run_dir, record)
+    w0, w1 = record["workers"]
+    assert w0["rejoins"] == [] and len(w1["rejoins"]) == 1
+    back = w1["rejoins"][0]
+    assert back["edge"] == 1 and 1 <= back["next_step"] <= 6
+    assert back["resume"] == {"step": 2, "acked": back["resume"]["acked"]}
+    e1rec = record["edges"][1]
+    assert [r["step"] for r in e1rec["steps"]] == list(range(6))
+    assert e1rec["resumes"] == [
+        {"checkpoint_step": 2, "cloud_next_step": back["next_step"], "t": e1rec["resumes"][0]["t"]}
+    ]
+    replayed = [r["step"] for r in e1rec["steps"] if r.get("replayed")]
+    assert replayed == list(range(2, max(2, back["next_step"])))  # consumed before: not resent
+
+
+def test_a_worker_waits_for_a_dropped_edge_accepts_only_it_and_gives_up_in_time(cifar10_root):
+    """Real TCP: while edge 1 is away, its worker refuses another served edge that is still
+    connected, another config, edge 1 without --resume, and a checkpoint that cannot send the
+    step the cloud needs; then welcomes edge 1 with the step to resume from. Waiting longer
+    than rejoin_timeout stops the worker with an error naming the edge."""
+    import threading
+
+    from hierbench import transfer
+    from hierbench.errors import TransferTimeout
+    from hierbench.fleet.cloud import _Worker
+    from hierbench.fleet.wire import Conn
+    from hierbench.methods.messages import pack_control
+
+    fcfg = FleetConfig(run=run_cfg(cifar10_root), edges=4, workers=2, rejoin_timeout=30.0)
+    other = FleetConfig(run=run_cfg(cifar10_root, lr=0.1), edges=4, workers=2, rejoin_timeout=30)
+    secret = b"fleet-test-secret-0123456789"
+    worker = _Worker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edges 1 and 3
+    worker.spe = 3
+
+    def hello(edge, cfg=fcfg, resume=None):
+        h = {"type": "hello", "edge": edge, "fleet": cfg.to_dict(), "steps_per_epoch": 3}
+        return pack_control(h if resume is None else {**h, "resume": resume})
+
+    ok = {"step": 3, "acked": 1}
+    with transfer.listen("127.0.0.1", 0, secret, on_reject=lambda why: None) as lst:
+        worker.lst = lst
+        worker.conns = {1: None, 3: object()}  # edge 3 is connected
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.update(r=worker.rejoin(1, 2, None, "test")))
+        t.start()
+        replies = []
+        tries = [
+            hello(3, resume=ok),
+            hello(1, other, ok),
+            hello(1),
+            hello(1, resume={"step": 3, "acked": 3}),
+            hello(1, resume=ok),
+        ]
+        for msg in tries:
+            c = Conn(transfer.connect(lst.host, lst.port, secret))
+            c.send(msg)
+            replies.append(c.recv_json(timeout=20))
+            c.close()
+        t.join(timeout=30)
+        assert not t.is_alive()
+        assert "edge 3 is already connected" in replies[0]["error"]
+        assert "another fleet config" in replies[1]["error"]
+        assert "start it with --resume" in replies[2]["error"]
+        assert "can send steps from 3 on, but the cloud needs its step 2" in replies[3]["error"]
+        assert replies[4] == {
+            "type": "welcome",
+            "worker": 1,
+            "next_step": 2,
+            "params_step": None,
+            "last_sync": None,
+        }
+        assert [r["edge"] for r in worker.rejoins] == [1] and worker.conns[1] is not None
+        worker.conns[1].close()
+        # Nobody comes back: a clear error naming the edge, after rejoin_timeout.
+        short = _Worker(
+            FleetConfig(run=run_cfg(cifar10_root), edges=4, workers=2, rejoin_timeout=0.5),
+            rank=1,
+            world=2,
+            device=torch.device("cpu"),
+        )
+        short.lst, short.spe = lst, 3
+        t0 = time.monotonic()
+        with pytest.raises(
+            TransferTimeout, match=r"edge 3 dropped .* did not rejoin within 0\.5 s"
+        ):
+            short.rejoin(3, 2, None, "connection reset")
+        assert time.monotonic() - t0 < 10
