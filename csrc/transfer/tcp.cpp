@@ -74,8 +74,11 @@ std::string socket_error(const char* call, int e) {
 }
 
 // Writes all of iov (blocking in poll, `stall` per lack of progress). MSG_MORE asks the kernel
-// to hold a partial segment because more of the same frame follows at once.
-void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::string& what) {
+// to hold a partial segment because more of the same frame follows at once. `heard` (optional):
+// when the peer last showed it is alive; a stall is an error only if the peer was not heard from
+// within `stall` either (a live peer that does not read is backpressure, not a failure).
+void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::string& what,
+              const std::atomic<Nanos>* heard = nullptr) {
   msghdr msg{};
   while (cnt > 0 && iov[0].iov_len == 0) {
     ++iov;
@@ -89,8 +92,10 @@ void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::st
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         if (!wait_fd(fd, POLLOUT, add_sat(real_now(), stall))) {
+          if (heard && real_now() - heard->load() < stall) continue;  // alive, only not reading
           throw TransferError(what + ": no progress for " + secs(stall) +
-                              " (the peer stopped reading)");
+                              " and nothing heard from the peer (it stopped reading and "
+                              "sends no keepalives: hung or unreachable)");
         }
         continue;
       }
@@ -398,6 +403,7 @@ class TcpTransport final : public Transport {
   void start(Host* host, std::shared_ptr<RecvRing> ring) override {
     host_ = host;
     ring_ = std::move(ring);
+    heard_ = real_now();
     clock_->attach();
     rx_ = std::thread([this] { rx_main(); });
   }
@@ -422,6 +428,7 @@ class TcpTransport final : public Transport {
     header_pending_ = true;
     crc_ = 0;
     frame_bytes_ = m.bytes;
+    sent_ = 0;
     what_ = "sending frame " + std::to_string(m.seq) + " to " + conn_.peer;
     return false;  // the header goes out with the first chunk
   }
@@ -429,9 +436,11 @@ class TcpTransport final : public Transport {
   void write(const uint8_t* p, uint64_t n, uint64_t offset) override {
     iovec iov[2] = {{header_, header_pending_ ? kHeaderBytes : 0},
                     {const_cast<uint8_t*>(p), n}};
-    send_all(conn_.fd, iov, 2, offset + n == frame_bytes_, opts_.io_timeout, what_);
+    mid_frame_ = true;  // until end() or a cancellation completes it
+    send_all(conn_.fd, iov, 2, offset + n == frame_bytes_, opts_.io_timeout, what_, &heard_);
     header_pending_ = false;
     crc_ = crc32c(p, n, crc_);
+    sent_ = offset + n;
   }
 
   void end(const FrameMeta& m) override {
@@ -440,17 +449,50 @@ class TcpTransport final : public Transport {
     put_u64(t + 8, static_cast<uint64_t>(m.tx_end));
     put_u32(t + 16, crc32c(t, 16, crc_));
     iovec iov[2] = {{header_, header_pending_ ? kHeaderBytes : 0}, {t, sizeof t}};
-    send_all(conn_.fd, iov, 2, false, opts_.io_timeout, what_);
+    mid_frame_ = true;
+    send_all(conn_.fd, iov, 2, false, opts_.io_timeout, what_, &heard_);
     header_pending_ = false;
+    mid_frame_ = false;
+  }
+
+  void cancel_frame_for_close(Nanos stall) override {
+    if (header_pending_) return;  // nothing of the frame is on the wire: CLOSE can follow
+    // The peer expects frame_bytes_ payload bytes: send filler for the rest, then a trailer
+    // flagged cancelled (the peer discards the frame), unpaced.
+    static const uint8_t zeros[64 * 1024] = {};
+    while (sent_ < frame_bytes_) {
+      const uint64_t n = std::min<uint64_t>(sizeof zeros, frame_bytes_ - sent_);
+      send_bytes(conn_.fd, zeros, n, stall, what_ + " (cancelling it)");
+      crc_ = crc32c(zeros, n, crc_);
+      sent_ += n;
+    }
+    uint8_t t[kTrailerBytes] = {};
+    put_u32(t + 16, crc32c(t, 16, crc_));
+    put_u32(t + 20, kTrailerCancelled);
+    send_bytes(conn_.fd, t, sizeof t, stall, what_ + " (cancelling it)");
+    mid_frame_ = false;
+  }
+
+  Nanos keepalive_interval() const override {
+    return opts_.io_timeout == kNever ? kNever : std::max<Nanos>(opts_.io_timeout / 4, 1'000'000);
+  }
+
+  void send_keepalive() override {
+    uint8_t h[kHeaderBytes] = {};
+    std::memcpy(h, kFrameMagic, 4);
+    put_u16(h + 4, kKeepalive);
+    put_u32(h + 52, crc32c(h, 52));
+    send_all_header(h, "sending a keepalive to " + conn_.peer);
   }
 
   void send_close(uint64_t frames_sent) override {
+    if (mid_frame_) throw TransferError("a frame is part-sent: CLOSE cannot follow it");
     uint8_t h[kHeaderBytes] = {};
     std::memcpy(h, kFrameMagic, 4);
     put_u16(h + 4, kClose);
     put_u64(h + 8, frames_sent);
     put_u32(h + 52, crc32c(h, 52));
-    send_bytes(conn_.fd, h, sizeof h, opts_.io_timeout, "sending CLOSE to " + conn_.peer);
+    send_all_header(h, "sending CLOSE to " + conn_.peer);
     ::shutdown(conn_.fd, SHUT_WR);
   }
 
@@ -477,6 +519,10 @@ class TcpTransport final : public Transport {
 
  private:
   void rx_main();
+  void send_all_header(uint8_t* h, const std::string& what) {
+    iovec iov{h, kHeaderBytes};
+    send_all(conn_.fd, &iov, 1, false, opts_.io_timeout, what, &heard_);
+  }
 
   Connection conn_;
   EndpointOptions opts_;
@@ -488,7 +534,10 @@ class TcpTransport final : public Transport {
   std::mutex done_m_;
   std::condition_variable done_cv_;
   bool rx_done_ = false;
+  std::atomic<Nanos> heard_{0};  // real time the receiver last got a frame header
   // sender thread only
+  uint64_t sent_ = 0;       // payload bytes of the current frame written
+  bool mid_frame_ = false;  // bytes of a frame are on the wire, its trailer is not
   uint8_t header_[kHeaderBytes];
   bool header_pending_ = false;
   uint32_t crc_ = 0;
@@ -531,7 +580,9 @@ void TcpTransport::rx_main() {
                             ", frame says " + hex32(get_u32(h + 52)) +
                             "): corrupted in transit");
       }
+      heard_ = real_now();
       const uint16_t kind = get_u16(h + 4);
+      if (kind == kKeepalive) continue;  // the peer is alive (it may not be reading)
       if (kind == kClose) {
         saw_close = true;
         host_->transport_peer_closed();
@@ -560,6 +611,7 @@ void TcpTransport::rx_main() {
       constexpr uint64_t kPiece = 1 << 20;  // CRC while the bytes are still in cache
       if (!dst && !scratch) scratch.reset(new uint8_t[kPiece]);
       uint32_t crc = 0;
+      uint32_t flags = 0;
       try {
         uint64_t off = 0;
         while (off < m.bytes) {
@@ -586,6 +638,7 @@ void TcpTransport::rx_main() {
                               " (trailer): the peer died mid-frame");
         }
         crc = crc32c(t, 16, crc);
+        heard_ = real_now();
         if (crc != get_u32(t + 16)) {
           throw TransferError(where + " (seq " + std::to_string(m.seq) + ", " +
                               std::to_string(m.bytes) + " bytes): payload CRC32C mismatch " +
@@ -594,9 +647,15 @@ void TcpTransport::rx_main() {
         }
         m.tx_start = static_cast<Nanos>(get_u64(t));
         m.tx_end = static_cast<Nanos>(get_u64(t + 8));
+        flags = get_u32(t + 20);
       } catch (...) {
         if (slot >= 0) ring_->abandon(slot);
         throw;
+      }
+      if (flags & kTrailerCancelled) {  // the peer's close() ran out of time
+        if (slot >= 0) ring_->abandon(slot);
+        ++frames;
+        continue;
       }
       if (slot >= 0) ring_->complete(slot, m, rx_start, clock_->now());
       ++frames;

@@ -19,6 +19,10 @@
 //                  | u32 CRC32C(payload || trailer[0:16]) | 4 B zero
 //   CLOSE: header only (length 0, seq = number of DATA frames sent); the sender then shuts down
 //          its write side and sends nothing more.
+//   KEEPALIVE: header only (length 0, seq 0), between frames, after io_timeout/4 without sending:
+//          the peer is alive even when it does not read (its consumer pauses).
+//   A DATA frame whose trailer has flag 1 (u32 at offset 20) was cancelled by a close() that ran
+//          out of time: the receiver discards it (its payload is filler); only CLOSE follows.
 #pragma once
 
 #include <cstdint>
@@ -53,7 +57,8 @@ constexpr size_t kClientAuthBytes = 40;
 constexpr size_t kRejectBytes = 16;
 constexpr size_t kNonceBytes = 32;
 
-enum FrameKind : uint16_t { kData = 1, kClose = 2 };
+enum FrameKind : uint16_t { kData = 1, kClose = 2, kKeepalive = 3 };
+constexpr uint32_t kTrailerCancelled = 1;
 constexpr size_t kHeaderBytes = 56;
 constexpr size_t kTrailerBytes = 24;
 

@@ -157,8 +157,10 @@ class Endpoint:
     def close(self, *, timeout: float | None = None) -> None:
         """Sends what is queued (up to ``timeout`` seconds; None: all), tells the peer, stops.
 
-        Messages not sent by then are dropped (``stats().dropped``). Idempotent; never raises
-        for engine errors (they were raised by earlier calls).
+        Messages not sent by then are dropped (``stats().dropped``: queued ones and a part-sent
+        one, which TCP ends with a "cancelled" trailer) and CLOSE is still sent, so the peer
+        sees :class:`~hierbench.errors.TransferClosed`. Idempotent; never raises for engine
+        errors (they were raised by earlier calls).
         """
         self._native.close(timeout)
         with _LIVE_LOCK:
@@ -171,7 +173,10 @@ class Endpoint:
         self.close()
 
     def records(self, *, clear: bool = False) -> list[Record]:
-        """Per-message timelines (sent ones first, each in sequence order)."""
+        """Per-message timelines (sent ones first, each in sequence order).
+
+        A sent message is recorded before its last bytes leave: any message the peer has
+        received is already in the sender's records (they never lag the peer)."""
         return [Record._from(t) for t in self._native.records(clear)]
 
     def stats(self) -> Stats:
@@ -192,6 +197,14 @@ class Endpoint:
     @property
     def peer_max_frame(self) -> int:
         return self._native.peer_max_frame
+
+    def set_recv_limit(self, nbytes: int) -> None:
+        """Refuse every later message over ``nbytes`` (below ``max_frame_bytes``, which the
+        handshake fixed before anyone knew what the run sends): such a message fails the
+        connection with a :class:`~hierbench.errors.TransferError` before its slot is sized."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
+        self._native.set_recv_limit(nbytes)
 
     def __repr__(self) -> str:
         return f"Endpoint({self._native.describe}, {self.direction}: {self.link})"

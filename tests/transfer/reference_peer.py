@@ -16,7 +16,8 @@ HANDSHAKE_MAGIC = b"HBTH"
 FRAME_MAGIC = b"HBF1"
 VERSION = 1
 CLIENT_HELLO, SERVER_HELLO, CLIENT_AUTH, ACCEPT, REJECT = 1, 2, 3, 4, 5
-DATA, CLOSE = 1, 2
+DATA, CLOSE, KEEPALIVE = 1, 2, 3
+TRAILER_CANCELLED = 1  # trailer flag: a close() that ran out of time ended the frame early
 SERVER_LABEL = b"hierbench-transfer/1 server"
 CLIENT_LABEL = b"hierbench-transfer/1 client"
 
@@ -119,8 +120,10 @@ def close_frame(frames_sent: int) -> bytes:
 
 
 def read_frame(sock: socket.socket) -> tuple[int, int, bytes]:
-    """Reads one frame: (kind, seq, payload); checks both CRCs."""
+    """Reads one frame: (kind, seq, payload); checks both CRCs; skips KEEPALIVEs."""
     h = recv_exact(sock, 56)
+    while h[4:6] == struct.pack("<H", KEEPALIVE):
+        h = recv_exact(sock, 56)
     assert h[:4] == FRAME_MAGIC, h[:4]
     assert struct.unpack("<I", h[52:56])[0] == crc32c(h[:52]), "header CRC"
     kind, _flags, seq, length = struct.unpack("<HHQQ", h[4:24])
