@@ -15,8 +15,14 @@ import torch.nn.functional as F
 
 from hierbench import data as hdata
 from hierbench import models
-from hierbench.codec import ActivationCodec
-from hierbench.errors import ConfigError, ProtocolError, TransferError, TransferTimeout
+from hierbench.codec import ActivationCodec, CodecConfig
+from hierbench.errors import (
+    ConfigError,
+    NonFiniteError,
+    ProtocolError,
+    TransferError,
+    TransferTimeout,
+)
 from hierbench.methods import messages
 from hierbench.methods.background import Channel, cpu_now, now
 from hierbench.methods.checkpoint import CLOUD_CHECKPOINT, atomic_save, load_checkpoint
@@ -29,6 +35,7 @@ from hierbench.methods.parts import (
     as_wire,
     autocast,
     build_parts,
+    check_finite,
     make_optimizer,
     mean_loss,
     optimizer_step,
@@ -161,7 +168,19 @@ class CloudRole:
         warm_up([self.net], synthetic_input(shape), None, cfg.num_classes, cfg)
         if self.aux is not None:  # and the exit head, on the layers before the cut
             warm_up([self.aux[0]], synthetic_input(shape), self.head, cfg.num_classes, cfg)
-        self.codec = ActivationCodec(cfg.codec)
+        # Receive limits from the config, not the engine's and codec's 1 GiB defaults: an
+        # activation has a known shape, so nothing bigger is accepted or allocated.
+        from hierbench.methods.channels import receive_limits
+
+        if cfg.method == "cloud_only":
+            self.cut_shape = (3, cfg.input_size, cfg.input_size)
+        else:
+            self.cut_shape = tuple(model.cut_shape(cfg.cut))
+        self.limits = receive_limits(cfg, self.cut_shape)
+        self._limit_channels(self.data, self.control)
+        self.codec = ActivationCodec(
+            CodecConfig.parse(cfg.codec, max_frame_size=self.limits["codec"])
+        )
         self.grad_codec = ActivationCodec(cfg.grad_codec)
         steps, epochs, losses = [], [], []
         expected = 0
@@ -211,9 +230,12 @@ class CloudRole:
                 boundary = cfg.eval == "epoch" and expected % spe == 0  # before its evaluation
                 if every and (expected % every == 0 or boundary) and expected < total:
                     self._save(expected, steps, epochs, losses)
-            except ProtocolError as exc:  # tell the edge, so that it does not wait to reconnect
+            except (ProtocolError, NonFiniteError) as exc:  # tell the edge: no reconnect helps
+                kind = "non_finite" if isinstance(exc, NonFiniteError) else "protocol"
+                abort = {"type": "abort", "error": str(exc), "kind": kind}
                 with contextlib.suppress(BaseException):
-                    self.control.send(messages.pack_control({"type": "abort", "error": str(exc)}))
+                    self.control.send(messages.pack_control(abort))
+                    self.control.close(timeout=5.0)  # deliver it before this process exits
                 raise
             except TransferError as exc:
                 if not resilient:
@@ -246,6 +268,7 @@ class CloudRole:
                 elif int(hello.get("steps_per_epoch", -1)) != self.spe:
                     problem = f"steps_per_epoch {hello.get('steps_per_epoch')}, not {self.spe}"
                 if problem is None:
+                    self._limit_channels(data, control)
                     self._welcome(control, hello, next_step)
                     self.data, self.control = data, control
                     self.reconnects += 1
@@ -261,12 +284,24 @@ class CloudRole:
                         c.close(timeout=0)
                 self._say(f"a reconnect attempt failed ({exc}); waiting again")
 
+    def _limit_channels(self, data: Channel, control: Channel) -> None:
+        for channel, key in ((data, "data"), (control, "control")):
+            if hasattr(channel, "limit"):
+                channel.limit(self.limits[key])
+
     def _forward_input(self, msg: RoleMessage) -> torch.Tensor:
         if msg.kind == Kind.RAW:
             images = messages.unpack_raw_images(msg.payload, msg.labels.numel())
             return as_input(hdata.normalize(images, self.mean, self.std), self.cfg)
         if msg.kind == Kind.ACT:
-            return as_input(self.codec.decode(msg.payload), self.cfg)
+            x = self.codec.decode(msg.payload)
+            n = 0 if msg.labels is None else msg.labels.numel()
+            if tuple(x.shape[1:]) != self.cut_shape or x.shape[0] != n:
+                raise ProtocolError(
+                    f"an activation of shape {tuple(x.shape)} for {n} labels; this run's cut "
+                    f"{self.cfg.cut} gives (n, {', '.join(map(str, self.cut_shape))})"
+                )
+            return as_input(x, self.cfg)
         raise TransferError(f"unexpected {msg.kind.name} message on the data channel")
 
     def _outputs(self, x: torch.Tensor):
@@ -289,6 +324,7 @@ class CloudRole:
             if out_exit is not None:
                 loss_exit = F.cross_entropy(out_exit, msg.labels)
                 total = loss + self.cfg.aux_exit_weight * loss_exit
+        check_finite(total.detach(), "loss", msg.step, "cloud")
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         optimizer_step(self.opt, self.sched)

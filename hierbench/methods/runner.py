@@ -155,6 +155,7 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "bytes_up": sum(r["bytes_up"] for r in steps_e),
         "bytes_down": sum(r.get("bytes_down", 0) for r in steps_e),
         "uplink_stall_s": edge["uplink_stall_s"],
+        "cloud_away_s": edge.get("cloud_away_s", 0.0),
         "reconnects": edge.get("reconnects", 0),
         "eval_in_window_s": sum(
             max(
