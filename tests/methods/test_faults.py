@@ -3,7 +3,6 @@ record counts the wait (item 3); an edge killed before its first checkpoint resu
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -71,10 +70,11 @@ def test_edge_trains_while_the_cloud_is_away_and_counts_its_wait(cifar10_root, t
     totals = rec["totals"]
     assert totals["reconnects"] >= 1
     assert totals["cloud_away_s"] >= 0.8 * outage
-    # The longest gap between two steps is a wait the record counts.
-    gap = max(b["t0"] - a["t1"] for a, b in itertools.pairwise(steps))
-    assert gap > 1.0
-    assert totals["uplink_stall_s"] >= gap - 0.5, (totals["uplink_stall_s"], gap)
+    # The edge waited (once its backlog was full) inside a step, outside its compute and
+    # slowdown: the longest such wait is counted in the record.
+    waits = [s["t1"] - s["t0"] - s["compute_s"] - s["idle_s"] for s in steps]
+    assert max(waits) > 1.0, max(waits)
+    assert totals["uplink_stall_s"] >= max(waits) - 0.5, (totals["uplink_stall_s"], max(waits))
 
 
 def test_edge_killed_before_its_first_checkpoint_resumes(cifar10_root, tmp_path):
