@@ -3,6 +3,8 @@
 #   make reproduce   the main job          make test     the test suite (what CI runs)
 #   make bench       pytest-benchmark (one JSON per run)   make lint   ruff check + format
 #   make gpu-check   CUDA build + tests + GPU benchmarks (on a machine with a GPU)
+#   make wheel       the reuse wheel -> dist/ (C++ only; HIERBENCH_CUDA=1 adds CUDA), timed
+#   make reuse-check the wheel in a fresh venv with only its dependencies + the example (CI)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +16,8 @@ PRESET ?= quick
 # REPRODUCE_FLAGS=--resume continues an interrupted run instead.
 REPRODUCE_FLAGS ?= --overwrite
 
-.PHONY: all setup build test reproduce readme-results bench lint format gpu-check clean
+.PHONY: all setup build test reproduce readme-results bench lint format gpu-check clean \
+	wheel reuse-check
 
 all: test
 
@@ -64,5 +67,14 @@ format: $(DEPS)
 gpu-check:
 	bash scripts/gpu_check.sh
 
+# Built out of tree (a temporary copy of the sources), checked (pinned torch, core dependencies
+# only, LICENSE, py.typed, no debug sections); prints the build time and the sizes.
+# WHEEL_FLAGS=--record results/wheel/FILE.json keeps the measurements.
+wheel: $(DEPS)
+	$(PY) scripts/build_wheel.py --out dist $(WHEEL_FLAGS)
+
+reuse-check: wheel
+	PYTHON=$(PYTHON) bash scripts/reuse_check.sh
+
 clean:
-	rm -rf build hierbench/_C*.so $(EXT)
+	rm -rf build dist hierbench/_C*.so $(EXT)

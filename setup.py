@@ -6,11 +6,20 @@ toolkit and a CUDA build of torch are both present.
 
 Environment knobs
 -----------------
-HIERBENCH_CUDA          auto (default) | 1 (CUDA required, fail without it) | 0 (C++ only)
+HIERBENCH_CUDA          auto (default) | 1 (CUDA required, fail without it) | 0 (C++ only).
+                        ``auto`` builds CUDA for in-place and editable builds (``make build``, CI)
+                        but not for wheels (``bdist_wheel``: ``make wheel``, ``pip wheel .``):
+                        a wheel gets CUDA kernels only with HIERBENCH_CUDA=1.
 TORCH_CUDA_ARCH_LIST    CUDA architectures, default "8.0;9.0" (sm_80, sm_90)
 CUDA_HOME / CUDA_PATH   toolkit root; otherwise found from the ``nvcc`` on PATH or /usr/local/cuda*
 MAX_JOBS                parallel compile jobs (ninja)
-DEBUG=1                 -O0 -g
+DEBUG=1                 -O0 -g (otherwise -g0 and the debug sections are stripped at link)
+
+Distributions (README "Reuse"): the core, ``pip install hierbench``, needs only torch (pinned to
+the version this build compiles against: ``_C`` links against libtorch's C++ ABI), numpy and
+zstandard; ``hierbench[bench]`` adds what the benchmark suite needs (pandas, torchvision,
+matplotlib, pillow); ``hierbench[examples]`` what ``examples/`` needs (pillow). A wheel is built
+out of tree, timed and checked by ``make wheel`` (scripts/build_wheel.py).
 
 Build with ``pip install --no-build-isolation -e .`` (the extension compiles against the torch that
 is already installed, which an isolated build environment cannot see).
@@ -23,12 +32,40 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "8.0;9.0"
+
+# Runtime dependencies of the core (ops, codec, transfer engine), besides torch_requirement().
+CORE_REQUIRES = ["numpy>=2.0", "zstandard>=0.23"]
+# What the rest of the package needs: the benchmark suite (data, report, reproduce, the CLI's
+# results commands) and the examples. Never imported by hierbench.ops / codec / transfer
+# (tests/test_packaging.py blocks them and imports the core).
+EXTRAS_REQUIRE = {
+    "bench": ["torchvision", "pandas", "matplotlib", "pillow"],
+    "examples": ["pillow"],
+    # the codec's optional lz4 stage (hierbench/codec/stages.py); absent, it says so
+    "lz4": ["lz4>=4.4"],
+}
+
+
+def torch_requirement() -> str:
+    """``torch==X.Y.Z``, the torch this build compiles against: ``_C`` links against libtorch's
+    C++ ABI, which is not stable across releases. The local label (``+cpu``, ``+cu130``) is
+    dropped: a requirement cannot name it portably, and a C++-only ``_C`` runs on either build
+    (a wheel built with HIERBENCH_CUDA=1 needs a CUDA torch of the same CUDA major version)."""
+    import torch
+
+    return f"torch=={torch.__version__.split('+')[0]}"
+
+
+def _building_wheel() -> bool:
+    """Whether this run builds a wheel (``bdist_wheel``; editable installs: ``editable_wheel``)."""
+    return "bdist_wheel" in sys.argv[1:]
 
 
 def _find_cuda_home() -> str | None:
@@ -59,6 +96,8 @@ def _want_cuda() -> tuple[bool, str]:
         raise SystemExit(f"HIERBENCH_CUDA must be auto, 0 or 1, not {mode!r}")
     if mode == "0":
         return False, "HIERBENCH_CUDA=0"
+    if mode == "auto" and _building_wheel():
+        return False, "a wheel: CUDA is opt-in there, set HIERBENCH_CUDA=1"
     import torch
 
     cuda_home = _find_cuda_home()
@@ -82,13 +121,20 @@ def _nvcc_version(cuda_home: str) -> str:
     return m.group(1) if m else "unknown"
 
 
+# OpenSSL's libcrypto (libssl-dev): HMAC-SHA256, scrypt and randomness for the TCP transport.
+LIBRARIES = ["crypto"]
+
+
 def extensions():
     with_cuda, why = _want_cuda()
     # Imported only after CUDA_HOME is settled: cpp_extension reads it at import time.
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     debug = os.environ.get("DEBUG") == "1"
-    opt = ["-O0", "-g"] if debug else ["-O3"]
+    # -g0 last wins over the -g in Python's own CFLAGS; --strip-debug drops what is left (e.g.
+    # nvcc's host objects), keeping the symbol table (function names in profilers, backtraces).
+    opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    link = ["-fopenmp"] if debug else ["-fopenmp", "-Wl,--strip-debug"]
     cxx = [*opt, "-std=c++20", "-fopenmp", "-Wall", "-Wno-unknown-pragmas", "-fno-math-errno"]
     # Exact IEEE arithmetic, never fused into FMA (GCC's default is -ffp-contract=fast): the CPU
     # kernels must match the reference and the CUDA kernels (nvcc --fmad=false) bit for bit.
@@ -103,7 +149,8 @@ def extensions():
                 sources,
                 define_macros=define_macros,
                 extra_compile_args={"cxx": cxx},
-                extra_link_args=["-fopenmp"],
+                extra_link_args=link,
+                libraries=list(LIBRARIES),  # cpp_extension appends to it
             )
         ]
     cu = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cu"))
@@ -124,7 +171,8 @@ def extensions():
             sources + cu,
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
+            libraries=list(LIBRARIES),  # cpp_extension appends to it
         )
     ]
 
@@ -143,7 +191,11 @@ def main():
         packages=find_packages(include=["hierbench", "hierbench.*"]),
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-        install_requires=["torch", "torchvision", "numpy", "zstandard", "pandas"],
+        license_expression="MIT",
+        license_files=["LICENSE"],
+        package_data={"hierbench": ["py.typed"]},
+        install_requires=[torch_requirement(), *CORE_REQUIRES],
+        extras_require=EXTRAS_REQUIRE,
         entry_points={"console_scripts": ["hierbench = hierbench.cli:main"]},
         zip_safe=False,
     )

@@ -12,6 +12,16 @@ On the CPU, ``cpu_kernel`` names the kernel that ran (``avx512`` or ``portable``
 :func:`hierbench.ops.cpu_kernel`); ``test_quantize_portable`` times the portable loops on the
 activation as well, and ``test_quantize_16bit_input`` the activation held in fp16 / bf16.
 
+``test_quantize_granularity`` times per-tensor and per-channel quantization (8 and 4 bits) on the
+same two tensors, each beside the portable loops (paired) and, at 8 bits, quantize_per_tensor.
+
+Roofline (``roofline_ratio*``, see ``benchmarks/conftest.py``, stated in every JSON's
+``extra_info["roofline_definition"]``): bytes moved = input bytes read (numel * itemsize) + output
+bytes written (payload + 8 bytes of scale and offset per group); the anchor copies half that many
+bytes (``dst.copy_(src)`` reads and writes each byte once: the same bytes moved); ratio = copy time
+/ op time, so 1.0 means the op moves its bytes as fast as a copy does. A roofline that copies the
+input bytes instead (moving twice the input) is larger, so its ratios read lower.
+
 The kernels are timed through the raw ops (``torch.ops.hierbench.*.out``, preallocated outputs);
 ``test_quantize_public_api`` times the Python wrapper (argument checks, NaN check, dataclass).
 """
@@ -167,6 +177,46 @@ def test_quantize_portable(benchmark, anchor, device, shape_name, bits):
     """The same op on the activation with the portable CPU loops instead of the AVX-512 kernel
     (``hierbench.ops.set_cpu_kernel``): what a CPU without AVX-512 VBMI runs, same bits."""
     _with_kernel("portable", lambda: _bench_quantize(benchmark, anchor, device, shape_name, bits))()
+
+
+# Per-tensor and per-channel views of the same data: channel_dim 1 of (64, 128, 16, 16) (rows of
+# 256 contiguous elements) and of the 256 MiB tensor viewed as (64, 1024, 1024).
+GRAN_SHAPES = {
+    "activation_64x128x16x16": (64, 128, 16, 16),
+    "dram_256MiB": (64, 1024, 1024),
+}
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+@pytest.mark.parametrize("shape_name", list(GRAN_SHAPES))
+@pytest.mark.parametrize("device", ["cpu"])
+def test_quantize_granularity(benchmark, anchor, device, shape_name, granularity, bits):
+    """Per-tensor and per-channel quantize (two passes: min/max, then codes) against the memcpy
+    roofline, with the time relative to the portable loops on the same input (paired:
+    ``time_ratio_vs_portable_paired``) and, at 8 bits, to ``torch.quantize_per_tensor``."""
+    x = _input(GRAN_SHAPES[shape_name], device)
+    p, s, o = torch.ops.hierbench.quantize(x, bits, granularity, GROUP, 1, "nearest", 0)
+    op = torch.ops.hierbench.quantize.out
+
+    def call():
+        return op(x, bits, granularity, GROUP, 1, "nearest", 0, payload=p, scale=s, offset=o)
+
+    benchmark.group = f"quantize-{granularity}/{shape_name}/{device}"
+    benchmark.extra_info.update(
+        shape=list(x.shape), dtype="float32", bits=bits, granularity=granularity, channel_dim=1
+    )
+    cfg = QuantConfig(bits=bits, granularity=granularity)
+    benchmark.extra_info["cpu_kernel"] = ops.cpu_kernel(x, cfg)
+    benchmark(call)
+    anchor(benchmark, x.numel() * 4, p.numel() + s.numel() * 8, device, fn=call)
+    benchmark.extra_info["time_ratio_vs_portable_paired"] = paired_ratio(
+        call, _with_kernel("portable", call), device, rounds=15
+    )
+    if bits == 8:
+        benchmark.extra_info["time_ratio_vs_quantize_per_tensor_paired"] = paired_ratio(
+            call, _qpt_call(x, device), device, rounds=15
+        )
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

@@ -9,6 +9,9 @@ Each benchmark states its anchor in the same run (``extra_info``):
 * peak throughput: a memcpy of the same bytes (``benchmarks/anchors.py``);
 * kernel-shaped (root only): the same transfer through ``tc tbf`` beside the engine's bucket.
 
+``tcp-mac`` is TCP with every frame authenticated (HMAC-SHA256, as off loopback): its goodput at
+1 Gbit/s is the cost of authentication (target >= 0.97 of the rate, as for the others).
+
     python -m pytest benchmarks/bench_transfer.py --bench-save transfer  # results/bench/...
 """
 
@@ -26,19 +29,25 @@ import torch
 from benchmarks.anchors import time_median
 from hierbench.transfer import Link, connect, inprocess_pair, listen, netns
 
-SECRET = b"bench"
+SECRET = b"benchmark secret, 16+ bytes"
 T = 120.0
-TRANSPORTS = ["inprocess", "tcp"]
+# tcp-mac: TCP with every frame authenticated (HMAC-SHA256), as off loopback
+TRANSPORTS = ["inprocess", "tcp", "tcp-mac"]
 
 
 def make_pair(transport: str, link: Link, **opts):
     """(sender, receiver) joined by the given transport on loopback."""
     if transport == "inprocess":
         return inprocess_pair(link, **opts)
+    macs = transport == "tcp-mac"
     with listen(port=0, secret=SECRET, link=link, **opts) as lst, ThreadPoolExecutor(1) as ex:
         fut = ex.submit(lst.accept, timeout=T)
-        client = connect("127.0.0.1", lst.port, SECRET, link=link, timeout=T, **opts)
-        return client, fut.result(T)
+        client = connect(
+            "127.0.0.1", lst.port, SECRET, link=link, timeout=T, frame_macs=macs, **opts
+        )
+        server = fut.result(T)
+    assert ("frames authenticated" in repr(server)) == macs
+    return client, server
 
 
 def stream(a, b, payload, count: int, *, copy: bool = True) -> float:

@@ -75,6 +75,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_family": record.cpu_family(),
         "torch_threads": torch.get_num_threads(),
         "nproc": os.cpu_count(),
         "extension": _ext.build_info() if _ext.available() else None,
@@ -107,6 +108,21 @@ def _require_native_build():
     _ext.load()
 
 
+#: What ``roofline_ratio`` compares with, written into every benchmark's ``extra_info`` and the
+#: terminal summary, so that a figure can be compared with another harness's.
+ROOFLINE_DEFINITION = (
+    "roofline = dst.copy_(src) of memcpy_bytes = (bytes_read + bytes_written) // 2 bytes "
+    "(a copy reads and writes each byte: it moves the op's bytes); bytes_read = the input "
+    "(numel * itemsize), bytes_written = the output (quantize: payload + 8 bytes of scale and "
+    "offset per group); roofline_ratio = copy time / op time (1.0 = as fast as a copy of the "
+    "same bytes moved)"
+)
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"hierbench benchmarks: {ROOFLINE_DEFINITION}")
+
+
 @pytest.fixture
 def anchor():
     """Record a result beside its memcpy anchor: ``anchor(benchmark, bytes_moved, device)``.
@@ -125,6 +141,8 @@ def anchor():
         copy_s = memcpy_seconds(max(1, moved // 2), device)
         median = benchmark.stats.stats.median
         benchmark.extra_info.update(
+            roofline_definition=ROOFLINE_DEFINITION,
+            memcpy_bytes=max(1, moved // 2),
             bytes_read=bytes_read,
             bytes_written=bytes_written,
             gbps=moved / median / 1e9,

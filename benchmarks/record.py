@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from hierbench.spec import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where ``--bench-save`` writes (``HIERBENCH_BENCH_DIR`` overrides it, e.g. for a trial run).
@@ -44,32 +45,48 @@ def cpu_slug(model: str) -> str:
     return slug or "unknown-cpu"
 
 
-#: Benchmark outputs: a run's own (or an earlier, not yet committed) JSON there does not make the
-#: tree dirty for the next run.
-OUTPUT_DIRS = ("results/bench", "results/gpu")
-
-
 def git_state(repo: Path = REPO) -> tuple[str, bool]:
-    """(short SHA of HEAD, whether the working tree has changes outside the benchmark output
-    folders); ("unknown", True) outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", *(f":(exclude){d}" for d in OUTPUT_DIRS)],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
+    """(short SHA of HEAD, whether tracked files differ from it outside ``results/``), from
+    :func:`hierbench.spec.provenance.git_state` (the run records' definition); ("unknown", True)
+    outside git."""
+    state = provenance.git_state(repo)
+    if state["git_sha"] == "unknown":
         return "unknown", True
-    return sha, bool(status.strip())
+    return state["git_sha"][:7], bool(state["git_dirty"])
+
+
+#: /proc/cpuinfo flags that tell CPU families apart where the model name does not (a VM may
+#: report only "Intel(R) Xeon(R) Processor"): vector widths and extensions the kernels use.
+FAMILY_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512vbmi",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "vpclmulqdq",
+)
+
+
+def cpu_family() -> dict:
+    """Vendor, family / model / stepping numbers and :data:`FAMILY_FLAGS` of the first CPU in
+    /proc/cpuinfo (empty where there is none)."""
+    info: dict = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("vendor_id", "cpu family", "model", "stepping"):
+            info[key.replace(" ", "_")] = value
+        elif key == "flags":
+            have = set(value.split())
+            info["flags"] = [f for f in FAMILY_FLAGS if f in have]
+    return info
 
 
 def load() -> dict:

@@ -65,12 +65,29 @@ pybind11::dict build_info() {
 std::string cpu_kernel() { return hierbench::quant::avx512::enabled() ? "avx512" : "portable"; }
 
 // The kernel that quantize(x, bits, granularity, group_size, ..., rounding) runs on the CPU.
+// Per-tensor (and groups over 64 Ki elements) and per-channel with rows of a multiple of 64
+// contiguous elements take the AVX-512 span kernel (min/max and codes) where it is enabled.
 std::string cpu_kernel_for(const at::Tensor& x, int64_t bits, const std::string& granularity,
-                           int64_t group_size, const std::string& rounding) {
+                           int64_t group_size, const std::string& rounding, int64_t channel_dim) {
   namespace avx512 = hierbench::quant::avx512;
-  const bool used =
-      avx512::used_for(avx512::input_of(x.scalar_type()), granularity == "group", group_size,
-                       static_cast<int>(bits), rounding == "stochastic", x.numel());
+  const auto in = avx512::input_of(x.scalar_type());
+  const bool stochastic = rounding == "stochastic";
+  const int b = static_cast<int>(bits);
+  bool used = false;
+  if (granularity == "tensor") {
+    used = x.numel() > (int64_t{1} << 16) && avx512::span_used_for(in, b, stochastic);
+  } else if (granularity == "channel") {
+    const int64_t nd = x.dim();
+    const int64_t d = channel_dim < 0 ? channel_dim + nd : channel_dim;
+    int64_t inner = 1;
+    for (int64_t i = d + 1; i < nd; ++i) inner *= x.size(i);
+    used = nd > 0 && d >= 0 && d < nd && inner >= 64 && inner % 64 == 0 &&
+           avx512::span_used_for(in, b, stochastic);
+  } else if (group_size > (int64_t{1} << 16)) {
+    used = avx512::span_used_for(in, b, stochastic);
+  } else {
+    used = avx512::used_for(in, true, group_size, b, stochastic, x.numel());
+  }
   return used ? "avx512" : "portable";
 }
 
@@ -100,7 +117,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "read at the first call, selects the latter).");
   m.def("cpu_kernel_for", &cpu_kernel_for, pybind11::arg("x"), pybind11::arg("bits"),
         pybind11::arg("granularity"), pybind11::arg("group_size"), pybind11::arg("rounding"),
-        "The CPU kernel that quantize(x, bits, granularity, group_size, ..., rounding) runs.");
+        pybind11::arg("channel_dim") = 1,
+        "The CPU kernel that quantize(x, bits, granularity, group_size, channel_dim, rounding) "
+        "runs.");
   m.def("available_cpu_kernels", &available_cpu_kernels,
         "The CPU quantize kernels this build and CPU can run: ['avx512', 'portable'] or "
         "['portable'].");

@@ -15,7 +15,8 @@ from hierbench.errors import ExtensionNotBuiltError
 _BUILD_HINT = (
     "hierbench's native extension (hierbench._C) is not built or does not load. Build it from the "
     "repository root with `pip install --no-build-isolation -e .` (or `make build`), against the "
-    "same torch you run with."
+    "same torch you run with; an installed wheel runs only with the torch version it pins "
+    "(`importlib.metadata.requires('hierbench')`: torch==...)."
 )
 
 

@@ -248,6 +248,50 @@ def _time_head(
     return _median(times), saved
 
 
+def _time_edge_step(
+    blocks: Sequence[nn.Module],
+    channels: int,
+    num_classes: int,
+    kind: str,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    timer: _Timer,
+    warmup: int,
+    repeats: int,
+    precision: str,
+    cl: bool,
+    gap: Callable[[float], Any] | None = None,
+    gaps: list[tuple[float, float]] | None = None,
+) -> float:
+    """Median time of one whole edge training step: zero_grad, the edge blocks' forward, the exit
+    head's forward and loss, backward through both, one SGD step over both (copies of the blocks:
+    the profiled model is left as it was). This is what the per-block sums approximate; the two
+    differ where a block's weights no longer sit in cache by the time it runs again. ``gap(t)``,
+    if given, runs after every step (untimed), as the run does between its steps."""
+    dev = x.device
+    edge = nn.Sequential(*(copy.deepcopy(b) for b in blocks)).train()
+    head = exit_head(channels, num_classes, kind).to(dev).train()
+    if cl:
+        head = head.to(memory_format=torch.channels_last)
+    opt = _sgd([*edge.parameters(), *head.parameters()])
+    times = []
+    for r in range(max(warmup, 1) + repeats):
+        t0 = timer.now()
+        opt.zero_grad(set_to_none=True)
+        with _amp(precision, dev):
+            loss = F.cross_entropy(head(edge(x)), labels)
+        loss.backward()
+        opt.step()
+        t1 = timer.now()
+        if r >= max(warmup, 1):
+            times.append(t1 - t0)
+        if gap is not None:
+            w0, c0 = time.perf_counter(), time.process_time()
+            gap(t1 - t0)
+            gaps.append((time.perf_counter() - w0, time.process_time() - c0))
+    return _median(times)
+
+
 def measure_profile(
     model: str,
     *,
@@ -264,6 +308,9 @@ def measure_profile(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     precision: str = "fp32",
+    edge_cuts: Sequence[str] = (),
+    edge_gap: tuple[str, Callable[[float], Any]] | None = None,
+    edge_heads: Sequence[str] = HEAD_KINDS,
 ) -> Profile:
     """Measure a profile (see the module docstring). Nothing is written; see :func:`write_profile`.
 
@@ -279,6 +326,13 @@ def measure_profile(
         log: progress lines go here (e.g. ``print``); ``None``: silent.
         precision: one of :data:`PRECISIONS` (recorded in the metadata): measure in the numeric
             setting the timed runs use.
+        edge_cuts: cuts at which the whole edge step is timed too (metadata ``edge_step_s``,
+            :func:`_time_edge_step`): the runtime model then scales that cut's block times to it.
+        edge_gap: ``(description, gap)``: ``gap(t)`` runs after each timed whole edge step that
+            took ``t`` seconds, as the timed runs do between steps (the edge-slowdown knob keeps
+            the core busy ``(k - 1)·t``); recorded as metadata ``edge_step_gap``. With a gap the
+            whole edge step takes 1 warm-up and at most 3 timed runs (each is long and steady).
+        edge_heads: exit heads for the whole edge step (default both).
 
     Raises:
         ConfigError: unknown model/stem/dataset, or CUDA asked for without a GPU.
@@ -405,6 +459,41 @@ def measure_profile(
     )
     say(f"  t_full {t_full * 1e3:.1f} ms (sum of blocks {blocks_sum * 1e3:.1f} ms)")
 
+    # the whole edge part at the asked cuts, one training step as the edge runs it
+    edge_step: dict[str, dict[str, float]] = {}
+    gaps: list[tuple[float, float]] = []  # (wall, CPU) of each busy wait: not profiler work
+    for cut in edge_cuts:
+        if cut not in names[:-1]:
+            raise ConfigError(f"{cut!r} is not a cut of {model}; cuts: {', '.join(names[:-1])}")
+        i = names.index(cut)
+        edge_step[cut] = {}
+        # a slowed edge's step is long and steady; fewer repeats keep the calibration short
+        w, n = (1, min(repeats, 3)) if edge_gap else (warmup, repeats)
+        for kind in edge_heads:
+            t = _time_edge_step(
+                [net.blocks[n] for n in names[: i + 1]],
+                rows[i]["out_shape"][0],
+                num_classes,
+                kind,
+                x,
+                labels,
+                timer,
+                w,
+                n,
+                precision,
+                cl,
+                gap=edge_gap[1] if edge_gap else None,
+                gaps=gaps,
+            )
+            edge_step[cut][kind] = t
+            parts_sum = sum(r["fwd_s"] + r["bwd_s"] + r["step_s"] for r in rows[: i + 1]) - (
+                rows[0]["bwd_s"] - rows[0]["bwd_noinput_s"]
+            )
+            say(
+                f"  edge step @{cut} ({kind} exit) {t * 1e3:.1f} ms (sum of its parts "
+                f"{(parts_sum + rows[i]['exit_s'][kind]) * 1e3:.1f} ms)"
+            )
+
     # memory of the edge part, and bytes on the wire
     input_bytes = batch * 3 * input_size * input_size
     if dev.type == "cuda":
@@ -434,8 +523,11 @@ def measure_profile(
     # Contention check: the CPU time this process got against what its threads could have had.
     # (The load average is recorded too, but it counts this profiler's own earlier work — e.g.
     # the previous profile of a script — so it cannot tell competition from ourselves.)
-    wall = time.perf_counter() - started
-    cpu_share = (time.process_time() - cpu_started) / max(wall * nthreads, 1e-9)
+    # (The edge gap's busy wait yields at every turn, so its CPU time is not a measure of
+    # competition: both its wall and its CPU time are left out.)
+    wall = time.perf_counter() - started - sum(w for w, _ in gaps)
+    cpu = time.process_time() - cpu_started - sum(c for _, c in gaps)
+    cpu_share = cpu / max(wall * nthreads, 1e-9)
     loaded = None
     if dev.type == "cpu" and cpu_share < CPU_SHARE_WARN:
         loaded = (
@@ -467,6 +559,8 @@ def measure_profile(
         "optimizer": OPTIMIZER,
         "t_full_s": t_full,
         "t_full_blocks_sum_s": blocks_sum,
+        "edge_step_s": edge_step,
+        "edge_step_gap": edge_gap[0] if edge_gap else None,
         "input_bytes": input_bytes,
         "memory_method": memory_method,
         "wire_bytes": "one codec frame per batch (60 + 8*ndim header+CRC; quantized: packed "

@@ -49,3 +49,14 @@ def test_reserve_never_overwrites(tmp_path):
 def test_committed_bench_files_follow_the_naming():
     names = [p.name for p in record.REPO.joinpath("results", "bench").glob("*.json")]
     assert names and [n for n in names if not record.NAME_RE.match(n)] == []
+
+
+def test_cpu_family_names_the_vector_extensions():
+    """The family facts every benchmark JSON carries beside the (possibly generic) model name."""
+    from pathlib import Path
+
+    info = record.cpu_family()
+    text = Path("/proc/cpuinfo").read_text()
+    assert info["vendor_id"] in text and info["model"].isdigit()
+    flags = set(text.split("\n\n", 1)[0].split("flags", 1)[1].split("\n", 1)[0].split())
+    assert info["flags"] == [f for f in record.FAMILY_FLAGS if f in flags]

@@ -105,6 +105,7 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
     readme = (out / "README.md").read_text()
     assert "of 9 runs finished" in readme and "Still missing" not in readme
     assert "Time to accuracy" in readme
+    assert "Picked at an edge of the grid" in readme  # a 2-rate grid: every pick is at an edge
     assert (out / "plots" / "tiny-time-to-accuracy.png") in written
 
     # a record of another config under a run's id is refused, never mixed in
@@ -117,6 +118,17 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
 
 
 # -- statistics on hand-made records --------------------------------------------------------
+
+
+def test_grid_edge_note():
+    lrs = [0.01, 0.02, 0.05, 0.1]
+    assert (
+        rc.grid_edge_note(["standard", "hier-q8"], {"standard": 0.02, "hier-q8": 0.05}, lrs) is None
+    )
+    note = rc.grid_edge_note(["standard", "hier-q8"], {"standard": 0.02, "hier-q8": 0.1}, lrs)
+    assert "hier-q8" in note and "overstated" in note and "standard:" not in note
+    note = rc.grid_edge_note(["standard", "hier-q8"], {"standard": 0.01}, lrs)
+    assert note.startswith("Picked at an edge of the grid: standard.") and "understated" in note
 
 
 def test_paired_drop_by_hand():

@@ -79,6 +79,18 @@ def rewrite(frame: bytes, *, shape=None, body=None, ndim=None, **fields) -> byte
     return pack(h, shape, old_body if body is None else body, ndim=ndim)
 
 
+def canonical(qc: QuantConfig, ndim: int) -> QuantConfig:
+    """The config a version-2 header reads back: unused fields at their defaults, the channel dim
+    normalised to [0, ndim)."""
+    return QuantConfig(
+        bits=qc.bits,
+        granularity=qc.granularity,
+        group_size=qc.group_size if qc.granularity == "group" else 128,
+        channel_dim=qc.channel_dim % ndim if qc.granularity == "channel" else 1,
+        rounding=qc.rounding,
+    )
+
+
 def bits_of(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(INT_VIEW[t.dtype])
 
@@ -124,7 +136,9 @@ RAW_SPECS = [
 @pytest.mark.parametrize("spec", RAW_SPECS)
 def test_raw_round_trip_is_bit_exact(spec, dtype):
     """Raw wires give back x (raw) or x cast to the wire dtype and back, bit for bit (-0.0,
-    subnormals, NaN and inf included), in x's shape and dtype, as a contiguous, writable tensor."""
+    subnormals, NaN and inf included; a NaN that went through a cast comes back as the canonical
+    quiet NaN, docs/frame-format.md "Casts"), in x's shape and dtype, as a contiguous, writable
+    tensor."""
     codec = ActivationCodec(spec)
     wire = CodecConfig.parse(spec).wire
     inputs = sample_inputs(dtype)
@@ -133,6 +147,8 @@ def test_raw_round_trip_is_bit_exact(spec, dtype):
     for name, x in inputs.items():
         y = codec.decode(codec.encode(x))
         expected = x if wire == "raw" else x.to(F._NAME_DTYPE[wire]).to(dtype)
+        if wire != "raw" and F._NAME_DTYPE[wire] != dtype:  # a cast: NaN becomes canonical
+            expected = expected.masked_fill(expected.isnan(), math.nan)
         assert y.is_contiguous(), name
         assert_bits_equal(y, expected.contiguous())
         y.add_(1)  # owned memory, not a view of the frame
@@ -169,7 +185,8 @@ def test_quantized_round_trip_equals_dequantize_of_quantize(qc, dtype):
             assert torch.equal(bits_of(y), bits_of(expected)), name
             assert y.dtype == dtype and y.shape == x.shape
             h = read_header(frame)
-            assert (h.quant, h.seed, h.wire) == (qc, seed, f"q{qc.bits}")
+            want_seed = seed if qc.rounding == "stochastic" else 0
+            assert (h.quant, h.seed, h.wire) == (canonical(qc, x.dim()), want_seed, f"q{qc.bits}")
 
 
 def test_quantized_non_finite_input_is_a_codec_error():
@@ -211,7 +228,7 @@ def test_golden_frame():
     """The exact bytes of a small frame, so readers on other stacks can check themselves."""
     golden = [
         ("48424143", "magic b'HBAC'"),
-        ("01", "version"),
+        ("02", "version"),
         ("00", "flags"),
         ("01", "dtype float32"),
         ("00", "scheme raw"),
@@ -227,7 +244,7 @@ def test_golden_frame():
         ("0800000000000000", "body length"),
         ("0200000000000000", "shape (2,)"),
         ("0000803f000000c0", "1.0, -2.0"),
-        ("c27d614d", "CRC-32 of everything before"),
+        ("a4d527e2", "CRC-32 of everything before"),
     ]
     frame = encode(torch.tensor([1.0, -2.0]))
     assert frame.hex() == "".join(hex_ for hex_, _ in golden)
@@ -243,11 +260,11 @@ def test_header_fields_round_trip():
     frame = ActivationCodec(CodecConfig("q4", quant=qc, zstd_level=5)).encode(x, seed=-7)
     h = read_header(frame)
     assert h == C.FrameHeader(
-        version=1,
+        version=2,
         dtype=torch.bfloat16,
         shape=(2, 3, 4, 5),
         wire="q4",
-        quant=qc,
+        quant=QuantConfig(bits=4, granularity="channel", channel_dim=1, rounding="stochastic"),
         seed=-7,
         sparse=False,
         coder="zstd",
@@ -257,7 +274,8 @@ def test_header_fields_round_trip():
     )
     assert h.frame_bytes == len(frame) and h.header_bytes == 56 + 32
     raw, shape, _ = unpack(frame)
-    assert (raw["granularity"], raw["rounding"], raw["channel_dim"], raw["seed"]) == (2, 2, -3, -7)
+    assert (raw["granularity"], raw["rounding"], raw["channel_dim"], raw["seed"]) == (2, 2, 1, -7)
+    assert raw["group_size"] == 0  # unused by channel granularity: 0 in version 2
     assert raw["dtype"] == 3 and shape == (2, 3, 4, 5)
     sparse = read_header(encode(torch.relu(torch.randn(50)), "fp16+sparse"))
     assert sparse.sparse and sparse.wire == "fp16" and sparse.aux_bytes == 7
@@ -400,7 +418,7 @@ def test_parse(spec, wire, level, sparse):
         ("fp64", "valid choices: raw, fp32, fp16, bf16, q8, q4, q2"),
         ("q3+zstd1", "valid choices: raw, fp32"),
         ("", "unknown codec ''"),
-        ("q4+lz4", r"valid choices: \+sparse, \+zstd"),
+        ("q4+brotli", r"valid choices: \+sparse, \+zstd, .*\+lz4, \+auto"),
         ("q4+zstd1+zstd2", "repeated"),
         ("q4+zstd0", "zstd_level"),
         ("q4+zstd23", "zstd_level"),
@@ -431,6 +449,39 @@ def test_config_validation():
     assert repr(ActivationCodec(cfg)) == "ActivationCodec('q4+zstd1')"
 
 
+def test_numpy_integers_in_codec_config_and_seed():
+    import numpy as np
+
+    cfg = CodecConfig(
+        "q4",
+        quant=QuantConfig(bits=np.int8(4)),
+        zstd_level=np.int64(3),
+        max_frame_size=np.int32(4096),
+    )
+    assert cfg == CodecConfig("q4", zstd_level=3, max_frame_size=4096)
+    assert type(cfg.zstd_level) is int and type(cfg.max_frame_size) is int
+    x = torch.randn(4, 40)
+    codec = ActivationCodec(CodecConfig("q4", quant=QuantConfig(bits=4, rounding="stochastic")))
+    assert codec.encode(x, seed=np.int64(-5)) == codec.encode(x, seed=-5)
+    for bad_level in (np.float64(1), True, "1"):
+        with pytest.raises(ConfigError, match="zstd_level"):
+            CodecConfig(zstd_level=bad_level)
+    with pytest.raises(ValueError, match="seed must be an int64"):
+        codec.encode(x, seed=np.float32(1))
+
+
+def test_lazy_exports():
+    """hierbench.codec imports its names on first use (so that the torch-free reference decoder
+    imports without torch); every public name resolves."""
+    assert sorted(C.__all__) == sorted(C._EXPORTS)
+    for name in C.__all__:
+        assert getattr(C, name) is getattr(
+            __import__(f"hierbench.codec.{C._EXPORTS[name]}", fromlist=[name]), name
+        )
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        C.nope  # noqa: B018
+
+
 # -- validation: one hand-made frame per rule ---------------------------------------------------
 @pytest.fixture(scope="module")
 def frames() -> dict[str, bytes]:
@@ -445,6 +496,7 @@ def frames() -> dict[str, bytes]:
         "q4_channel": encode(
             x, CodecConfig("q4", quant=QuantConfig(bits=4, granularity="channel", channel_dim=1))
         ),
+        "q4_tensor": encode(x, CodecConfig("q4", quant=QuantConfig(bits=4, granularity="tensor"))),
     }
 
 
@@ -462,7 +514,8 @@ def test_every_sample_frame_is_valid(frames):
     ("name", "fields", "match"),
     [
         ("raw", {"magic": b"HBAX"}, "magic"),
-        ("raw", {"version": 2}, "version: 2 is not supported"),
+        ("raw", {"version": 3}, "version: 3 is not supported"),
+        ("raw", {"version": 1}, None),  # version 1: raw frames are the same
         ("raw", {"version": 0}, "version"),
         ("raw", {"flags": 0x80}, "flags: unknown bits"),
         ("raw", {"reserved": 1}, "reserved"),
@@ -470,7 +523,7 @@ def test_every_sample_frame_is_valid(frames):
         ("raw", {"dtype": 4}, "dtype: unknown code 4"),
         ("raw", {"scheme": 2}, "scheme: unknown code 2"),
         ("raw", {"wire": 9}, "wire dtype: unknown code 9"),
-        ("raw", {"coder": 2}, "entropy coder: unknown code 2"),
+        ("raw", {"coder": 3}, "entropy coder: unknown code 3"),
         ("raw", {"bits": 8}, "bits: 8, expected 0 in a raw frame"),
         ("raw", {"granularity": 3}, "granularity: 3, expected 0"),
         ("raw", {"rounding": 1}, "rounding"),
@@ -495,14 +548,31 @@ def test_every_sample_frame_is_valid(frames):
         ("q4", {"rounding": 3}, "rounding: unknown code 3"),
         ("q4", {"group_size": 48}, "group size: 48 is not a power of two"),
         ("q4", {"group_size": 16}, "group size: 16"),
+        ("q4", {"group_size": 0}, "group size: 0 is not a power of two"),
         ("q4", {"group_size": 256}, "aux length: 16, expected 8"),
-        ("q4", {"channel_dim": 8}, r"channel dim: 8 is outside \[-8, 7\]"),
+        ("q4", {"channel_dim": 1}, "channel dim: 1, expected 0 for group granularity"),
+        ("q4", {"channel_dim": -1}, "channel dim: -1, expected 0"),
         ("q4", {"aux_len": 8}, "aux length: 8, expected 16"),
         ("q4", {"payload_len": 121}, "payload length: 121, expected 120"),
-        ("q4_channel", {"channel_dim": 3}, "channel dim: 3 is out of range for a 3-dimensional"),
-        ("q4_channel", {"channel_dim": 2}, "aux length: 24, expected 320"),
-        ("q4", {"seed": -1}, None),  # valid: any int64 seed
+        ("q4", {"seed": -1}, "seed: -1, expected 0 with nearest rounding"),
         ("q4", {"rounding": 2}, None),  # valid: the decoder does not care how codes were rounded
+        ("q4", {"rounding": 2, "seed": -1}, None),  # valid: any int64 seed with stochastic
+        ("q4_channel", {"channel_dim": 3}, r"channel dim: 3 is not in \[0, 3\)"),
+        ("q4_channel", {"channel_dim": -2}, r"channel dim: -2 is not in \[0, 3\)"),
+        ("q4_channel", {"channel_dim": 2}, "aux length: 24, expected 320"),
+        ("q4_channel", {"group_size": 128}, "group size: 128, expected 0 for channel"),
+        ("q4_tensor", {"group_size": 32}, "group size: 32, expected 0 for tensor"),
+        ("q4_tensor", {"channel_dim": 2}, "channel dim: 2, expected 0 for tensor"),
+        # version 1 stores every field of the config, used or not (docs/frame-format.md)
+        ("q4", {"version": 1}, None),  # a group frame of version 2 is one of version 1 too
+        ("q4_tensor", {"version": 1}, "group size: 0 is not a power of two"),
+        ("q4", {"version": 1, "group_size": 128, "channel_dim": 8}, r"outside \[-8, 7\]"),
+        ("q4", {"version": 1, "group_size": 128, "channel_dim": -8, "seed": 9}, None),
+        ("q4", {"version": 1, "group_size": 48}, "group size: 48 is not a power of two"),
+        ("q4_channel", {"version": 1, "group_size": 64, "channel_dim": -2}, None),
+        ("q4_channel", {"version": 1, "group_size": 64, "channel_dim": -4}, "out of range"),
+        ("q4_channel", {"version": 1, "group_size": 64, "channel_dim": 3}, "out of range"),
+        ("q4_tensor", {"version": 1, "group_size": 32, "channel_dim": 5, "seed": 3}, None),
         ("q4_zstd", {"coder": 0}, "body length"),
         ("raw_zstd", {"payload_len": 4 * 240 + 4, "shape": (241,)}, "zstd frame declares 960"),
     ],

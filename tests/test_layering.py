@@ -52,6 +52,14 @@ ALLOWED: dict[str, set[str]] = {
 # Modules that must import without torch (and without numpy): a test blocks both and imports them.
 TORCH_FREE = ("hierbench.spec", "hierbench.errors", "hierbench.transfer.link")
 
+# Single files held to a narrower rule than their package: the hierbench modules they may import,
+# and the third-party packages (anything else must be the standard library). A test imports each
+# with torch and the native extension blocked.
+FILE_ALLOWED: dict[str, tuple[set[str], set[str]]] = {
+    # the torch-free reference decoder of docs/frame-format.md: numpy + zstandard (+ lz4, optional)
+    "codec/reference_decoder.py": ({"errors"}, {"numpy", "zstandard", "lz4"}),
+}
+
 
 def _imports(path: Path) -> set[str]:
     """hierbench submodules imported by one file (``hierbench.x`` -> ``x``)."""
@@ -122,4 +130,39 @@ def test_spec_imports_without_torch_or_numpy():
         + "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Top-level names of every absolute import in a file (``numpy.linalg`` -> ``numpy``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("rel", sorted(FILE_ALLOWED))
+def test_narrow_files_import_only_what_they_may(rel):
+    path = PKG / rel
+    hierbench_ok, third_party_ok = FILE_ALLOWED[rel]
+    assert not _imports(path) - hierbench_ok, f"{rel} imports {sorted(_imports(path))}"
+    others = _top_level_imports(path) - {"hierbench", "__future__"} - set(sys.stdlib_module_names)
+    assert others <= third_party_ok, f"{rel} imports {sorted(others - third_party_ok)}"
+
+
+def test_narrow_files_import_without_torch():
+    modules = ["hierbench." + rel.removesuffix(".py").replace("/", ".") for rel in FILE_ALLOWED]
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'hierbench._C', 'hierbench.ops'): sys.modules[m] = None\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "assert not [k for k, v in sys.modules.items() if v is not None and "
+        "k.split('.')[0] == 'torch']\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr

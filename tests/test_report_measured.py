@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hierbench.errors import ConfigError
@@ -137,3 +138,22 @@ def test_calibration_profiles_the_timing_runs_blocks_once(tmp_path):
     val = measured.validation_table([rec], tmp_path / "profiles", PROFILES)
     assert val.iloc[0]["predicted_s"] > 0
     assert val.iloc[0]["predicted_committed_s"] is None  # the committed one is batch 128
+
+
+def test_drift_table_flags_a_disturbed_calibration_and_shows_the_edge_scale(tmp_path):
+    from hierbench.report.measured import drift_table
+    from hierbench.runtime.profiles import write_profile
+    from tests.runtime.helpers import toy_profile
+
+    cal, com = tmp_path / "cal" / "batch-10", tmp_path / "committed"
+    write_profile(toy_profile(t_full=9.0, cpu_share=0.5), cal / "toy-a.csv")
+    write_profile(
+        toy_profile(t_full=8.0, cpu_share=0.99, edge_step_s={"a": {"conv": 4.4}}),
+        cal / "toy-b.csv",
+    )
+    write_profile(toy_profile(t_full=6.0), com / "toy-a.csv")
+    d = drift_table(tmp_path / "cal", com).set_index("profile")
+    assert d.loc["batch-10/toy-a.csv", "disturbed"] and not d.loc["batch-10/toy-b.csv", "disturbed"]
+    assert d.loc["batch-10/toy-a.csv", "ratio"] == pytest.approx(1.5)
+    assert d.loc["batch-10/toy-b.csv", "edge_scale"] == "a 1.333"  # 4.4 / (1 + 1.5 + 0.5 + 0.3)
+    assert pd.isna(d.loc["batch-10/toy-a.csv", "edge_scale"])

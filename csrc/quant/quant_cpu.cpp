@@ -45,6 +45,7 @@ using cpu::store_f32;
 
 constexpr int64_t kChunk = int64_t{1} << 16;  // elements per parallel task (byte-aligned)
 constexpr int64_t kSub = 1024;                // codes staged in L1 before packing
+constexpr int64_t kRunMin = 32;     // channel quantize: runs this long skip the per-element table
 constexpr int64_t kColMin = 64;     // channel min/max: rows shorter than this go by column
 constexpr int64_t kPrefetch = 1024;  // software prefetch distance of the fused group loop (bytes)
 
@@ -300,6 +301,15 @@ HIERBENCH_INLINE void span_channel(const QArgs& a, int64_t k, int64_t n, const f
     uint8_t* c = s.bits == 8 ? dst : codes;
     if (s.inner - pos >= m) {  // one channel for the whole sub-block
       codes_scalar<true>(x + kb, m, qlo_c[ch], inv_c[ch], s.qmax, s.stochastic, kb, s.keys, c);
+    } else if (s.inner >= kRunMin) {  // a few long runs: each with its channel's scalars
+      for (int64_t i = 0; i < m;) {
+        const int64_t run = std::min(m - i, s.inner - pos);
+        codes_scalar<true>(x + kb + i, run, qlo_c[ch], inv_c[ch], s.qmax, s.stochastic, kb + i,
+                           s.keys, c + i);
+        i += run;
+        pos = 0;
+        ch = ch + 1 == s.channels ? 0 : ch + 1;
+      }
     } else {
       for (int64_t i = 0; i < m;) {
         const int64_t run = std::min(m - i, s.inner - pos);
@@ -484,7 +494,16 @@ const Kernels& kernels_for(at::ScalarType t) {
 
 // Two-pass quantization of groups too large to fuse (per-tensor, group_size > kChunk): a parallel
 // min/max over (group, chunk) tasks, then a parallel quantize over the same tasks.
-void quantize_chunked(const Kernels& kr, const QArgs& a, int64_t esize) {
+// min/max of n elements: the AVX-512 kernel where enabled, else the portable loop.
+MinMax minmax_any(const Kernels& kr, avx512::Input in, const void* x, int64_t n) {
+  if (avx512::enabled() && in != avx512::Input::kOther) {
+    const avx512::Range r = avx512::minmax(x, in, n);
+    return {r.lo, r.hi, r.nan ? 1 : 0};
+  }
+  return kr.minmax(x, n);
+}
+
+void quantize_chunked(const Kernels& kr, const QArgs& a, int64_t esize, avx512::Input in) {
   const Spec& s = a.s;
   const int64_t chunks = ceil_div(s.group_size, kChunk);
   const int64_t tasks = s.groups * chunks;
@@ -500,7 +519,7 @@ void quantize_chunked(const Kernels& kr, const QArgs& a, int64_t esize) {
     for (int64_t t = t0; t < t1; ++t) {
       int64_t begin, n;
       task_range(t, &begin, &n);
-      if (n > 0) partial[t] = kr.minmax(base + begin * esize, n);
+      if (n > 0) partial[t] = minmax_any(kr, in, base + begin * esize, n);
     }
   });
   std::vector<GroupParams> params(s.groups);
@@ -512,17 +531,26 @@ void quantize_chunked(const Kernels& kr, const QArgs& a, int64_t esize) {
     a.scale[g] = params[g].scale;
     a.offset[g] = params[g].offset;
   }
+  const bool fast = avx512::span_used_for(in, s.bits, s.stochastic);
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       int64_t begin, n;
       task_range(t, &begin, &n);
-      if (n > 0) kr.span_scalar(a, begin, n, params[t / chunks]);
+      const GroupParams& p = params[t / chunks];
+      if (n > 0 && fast && p.scale == p.scale) {  // begin is a multiple of kChunk: byte-aligned
+        const int64_t done = avx512::quantize_span(base + begin * esize, in, n, p.qlo, p.inv,
+                                                   s.bits, a.payload + begin * s.bits / 8);
+        begin += done;
+        n -= done;
+      }
+      if (n > 0) kr.span_scalar(a, begin, n, p);
     }
   });
 }
 
 // Per-channel min/max of x viewed as (outer, channels, inner), NaN tracked.
-std::vector<MinMax> channel_minmax(const Kernels& kr, const QArgs& a, int64_t esize) {
+std::vector<MinMax> channel_minmax(const Kernels& kr, const QArgs& a, int64_t esize,
+                                   avx512::Input in) {
   const Spec& s = a.s;
   const char* base = static_cast<const char*>(a.x);
   std::vector<MinMax> out(s.channels, kEmpty);
@@ -538,7 +566,7 @@ std::vector<MinMax> channel_minmax(const Kernels& kr, const QArgs& a, int64_t es
         const int64_t r = t / pieces, p = t % pieces;
         const int64_t begin = p * kChunk;
         const int64_t n = std::min(kChunk, s.inner - begin);
-        partial[t] = kr.minmax(base + (r * s.inner + begin) * esize, n);
+        partial[t] = minmax_any(kr, in, base + (r * s.inner + begin) * esize, n);
       }
     });
     at::parallel_for(0, s.channels, 64, [&](int64_t c0, int64_t c1) {
@@ -590,9 +618,9 @@ std::vector<MinMax> channel_minmax(const Kernels& kr, const QArgs& a, int64_t es
   return out;
 }
 
-void quantize_channel(const Kernels& kr, const QArgs& a, int64_t esize) {
+void quantize_channel(const Kernels& kr, const QArgs& a, int64_t esize, avx512::Input in) {
   const Spec& s = a.s;
-  const std::vector<MinMax> mm = channel_minmax(kr, a, esize);
+  const std::vector<MinMax> mm = channel_minmax(kr, a, esize, in);
   std::vector<float> qlo(s.channels), inv(s.channels);
   const bool empty = s.outer * s.inner == 0;
   for (int64_t c = 0; c < s.channels; ++c) {
@@ -601,6 +629,25 @@ void quantize_channel(const Kernels& kr, const QArgs& a, int64_t esize) {
     a.offset[c] = p.offset;
     qlo[c] = p.qlo;
     inv[c] = p.inv;
+  }
+  if (avx512::span_used_for(in, s.bits, s.stochastic) && s.inner >= 64 && s.inner % 64 == 0) {
+    // Rows (o, c) of `inner` contiguous elements (a multiple of 64: whole vectors, whole bytes),
+    // each with its channel's scalars; an invalid channel's rows get codes 0.
+    const int64_t rows = s.outer * s.channels;
+    const int64_t row_bytes = s.inner * s.bits / 8;
+    const char* base = static_cast<const char*>(a.x);
+    at::parallel_for(0, rows, std::max<int64_t>(1, kChunk / s.inner), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t c = r % s.channels;
+        uint8_t* dst = a.payload + r * row_bytes;
+        if (a.scale[c] != a.scale[c])
+          std::memset(dst, 0, row_bytes);
+        else
+          avx512::quantize_span(base + r * s.inner * esize, in, s.inner, qlo[c], inv[c], s.bits,
+                                dst);
+      }
+    });
+    return;
   }
   const int64_t chunks = ceil_div(s.numel, kChunk);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -624,12 +671,12 @@ void quantize_out_cpu(const at::Tensor& x_in, int64_t bits, c10::string_view gra
   const QArgs a{x.const_data_ptr(), s, payload.data_ptr<uint8_t>(), scale.data_ptr<float>(),
                 offset.data_ptr<float>()};
   const Kernels& kr = kernels_for(x.scalar_type());
+  const avx512::Input in = avx512::input_of(x.scalar_type());
   if (s.gran == Granularity::kChannel) {
-    quantize_channel(kr, a, x.element_size());
+    quantize_channel(kr, a, x.element_size(), in);
   } else if (s.group_size <= kChunk) {
     const int64_t grain = std::max<int64_t>(1, kChunk / s.group_size);
     int64_t g0 = 0;  // groups before g0 are done by the AVX-512 kernel
-    const avx512::Input in = avx512::input_of(x.scalar_type());
     if (avx512::used_for(in, s.gran == Granularity::kGroup, s.group_size, s.bits, s.stochastic,
                          s.numel)) {
       // Blocks of 16 full groups; the rest (at most 15 groups and a partial one) go below.
@@ -644,7 +691,7 @@ void quantize_out_cpu(const at::Tensor& x_in, int64_t bits, c10::string_view gra
       at::parallel_for(g0, s.groups, grain,
                        [&](int64_t b0, int64_t b1) { kr.groups_fused(a, b0, b1); });
   } else {
-    quantize_chunked(kr, a, x.element_size());
+    quantize_chunked(kr, a, x.element_size(), in);
   }
 }
 

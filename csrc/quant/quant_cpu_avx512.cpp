@@ -123,17 +123,27 @@ HB_AVX512 __m512 fold(const __m512* v) {
 struct F32 {
   using T = float;
   HB_AVX512 static __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+  HB_AVX512 static __m512 load16_masked(const float* p, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, p);
+  }
 };
 struct F16 {  // vcvtph2ps: exact, subnormals included (MXCSR's DAZ does not apply to it)
   using T = uint16_t;
   HB_AVX512 static __m512 load16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
+  HB_AVX512 static __m512 load16_masked(const uint16_t* p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+  }
 };
 struct BF16 {  // the bf16 bits are the top half of the float32 bits
   using T = uint16_t;
   HB_AVX512 static __m512 load16(const uint16_t* p) {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+  HB_AVX512 static __m512 load16_masked(const uint16_t* p, __mmask16 m) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   }
 };
@@ -279,6 +289,75 @@ HB_AVX512 void dispatch_bits(const void* x, int64_t n, int bits, int64_t g0, int
   }
 }
 
+// ----------------------------------------------------------------------------------------------
+// Spans with one (qlo, inv): per-tensor and per-channel quantization (two passes: min/max of the
+// whole tensor or channel, then codes), and groups larger than the fused loops take.
+// ----------------------------------------------------------------------------------------------
+
+// min, max and NaN of n elements: four independent min and max accumulators (the loop-carried
+// min/max latency, not the loads, limits a single-accumulator loop on data in L1/L2), NaN found
+// by ordered compares chained through a mask as in block(); the tail (< 16) by masked loads.
+template <class In>
+HB_AVX512 Range minmax_t(const typename In::T* x, int64_t n) {
+  const __m512 pinf = _mm512_set1_ps(__builtin_inff()), ninf = _mm512_set1_ps(-__builtin_inff());
+  __m512 mn0 = pinf, mn1 = pinf, mn2 = pinf, mn3 = pinf;
+  __m512 mx0 = ninf, mx1 = ninf, mx2 = ninf, mx3 = ninf;
+  __mmask16 ord = 0xffff;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m512 v0 = In::load16(x + i), v1 = In::load16(x + i + 16);
+    __m512 v2 = In::load16(x + i + 32), v3 = In::load16(x + i + 48);
+    asm("" : "+v"(v0), "+v"(v1), "+v"(v2), "+v"(v3));  // one load each (see block())
+    ord = _mm512_mask_cmp_ps_mask(ord, v0, v1, _CMP_ORD_Q);
+    ord = _mm512_mask_cmp_ps_mask(ord, v2, v3, _CMP_ORD_Q);
+    mn0 = _mm512_min_ps(mn0, v0), mx0 = _mm512_max_ps(mx0, v0);
+    mn1 = _mm512_min_ps(mn1, v1), mx1 = _mm512_max_ps(mx1, v1);
+    mn2 = _mm512_min_ps(mn2, v2), mx2 = _mm512_max_ps(mx2, v2);
+    mn3 = _mm512_min_ps(mn3, v3), mx3 = _mm512_max_ps(mx3, v3);
+  }
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = In::load16(x + i);
+    ord = _mm512_mask_cmp_ps_mask(ord, v, v, _CMP_ORD_Q);
+    mn0 = _mm512_min_ps(mn0, v), mx0 = _mm512_max_ps(mx0, v);
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 v = In::load16_masked(x + i, m);
+    ord = static_cast<__mmask16>(_mm512_mask_cmp_ps_mask(ord & m, v, v, _CMP_ORD_Q) | (ord & ~m));
+    mn0 = _mm512_mask_min_ps(mn0, m, mn0, v), mx0 = _mm512_mask_max_ps(mx0, m, mx0, v);
+  }
+  // A NaN in an accumulator is harmless: a NaN anywhere makes the range invalid (nan = true),
+  // and without one the accumulators hold plain values.
+  const __m512 mn = _mm512_min_ps(_mm512_min_ps(mn0, mn1), _mm512_min_ps(mn2, mn3));
+  const __m512 mx = _mm512_max_ps(_mm512_max_ps(mx0, mx1), _mm512_max_ps(mx2, mx3));
+  return {_mm512_reduce_min_ps(mn), _mm512_reduce_max_ps(mx), ord != 0xffff};
+}
+
+// Codes of n elements (n a multiple of 64) with one (qlo, inv) of a valid range, packed into
+// n * Bits / 8 bytes at dst: no clamp needed (see codes_scalar in quant_cpu.cpp).
+template <class In, int Bits>
+HB_AVX512 void span_t(const typename In::T* x, int64_t n, float qlo, float inv, uint8_t* dst) {
+  alignas(64) static constexpr uint8_t kIdx[64] = {
+      0,   4,   8,   12,  16,  20,  24,  28,  32,  36,  40,  44,  48,  52,  56,  60,
+      64,  68,  72,  76,  80,  84,  88,  92,  96,  100, 104, 108, 112, 116, 120, 124,
+      0,   4,   8,   12,  16,  20,  24,  28,  32,  36,  40,  44,  48,  52,  56,  60,
+      64,  68,  72,  76,  80,  84,  88,  92,  96,  100, 104, 108, 112, 116, 120, 124};
+  const __m512i idx = _mm512_load_si512(kIdx);
+  const __m512 q = _mm512_set1_ps(qlo), f = _mm512_set1_ps(inv);
+  for (int64_t i = 0; i < n; i += 64)
+    store_packed<Bits>(dst + i * Bits / 8, bytes64<In>(x + i, q, f, idx));
+}
+
+template <class In>
+HB_AVX512 void span_bits(const void* x, int64_t n, float qlo, float inv, int bits, uint8_t* dst) {
+  const auto* xt = static_cast<const typename In::T*>(x);
+  switch (bits) {
+    case 8: return span_t<In, 8>(xt, n, qlo, inv, dst);
+    case 4: return span_t<In, 4>(xt, n, qlo, inv, dst);
+    default: return span_t<In, 2>(xt, n, qlo, inv, dst);
+  }
+}
+
 // On unless HIERBENCH_CPU_KERNEL=portable (read once, at the first quantize or cpu_kernel call;
 // hierbench.ops rejects other values when it is imported).
 std::atomic<bool>& flag() {
@@ -304,6 +383,29 @@ bool used_for(Input in, bool group_granularity, int64_t group_size, int bits, bo
          numel / group_size >= 16 && (bits == 2 || bits == 4 || bits == 8);
 }
 
+bool span_used_for(Input in, int bits, bool stochastic) {
+  return enabled() && in != Input::kOther && !stochastic && (bits == 2 || bits == 4 || bits == 8);
+}
+
+HB_AVX512_ENTRY Range minmax(const void* x, Input in, int64_t n) {
+  switch (in) {
+    case Input::kFloat32: return minmax_t<F32>(static_cast<const float*>(x), n);
+    case Input::kFloat16: return minmax_t<F16>(static_cast<const uint16_t*>(x), n);
+    default: return minmax_t<BF16>(static_cast<const uint16_t*>(x), n);
+  }
+}
+
+HB_AVX512_ENTRY int64_t quantize_span(const void* x, Input in, int64_t n, float qlo, float inv,
+                                      int bits, uint8_t* dst) {
+  const int64_t m = n / 64 * 64;
+  switch (in) {
+    case Input::kFloat32: span_bits<F32>(x, m, qlo, inv, bits, dst); break;
+    case Input::kFloat16: span_bits<F16>(x, m, qlo, inv, bits, dst); break;
+    default: span_bits<BF16>(x, m, qlo, inv, bits, dst); break;
+  }
+  return m;
+}
+
 HB_AVX512_ENTRY void quantize_groups(const void* x, Input in, int64_t group_size, int bits,
                                      int64_t g0, int64_t g1, uint8_t* payload, float* scale,
                                      float* offset) {
@@ -323,6 +425,9 @@ bool supported() { return false; }
 bool enabled() { return false; }
 bool set_enabled(bool) { return false; }
 bool used_for(Input, bool, int64_t, int, bool, int64_t) { return false; }
+bool span_used_for(Input, int, bool) { return false; }
+Range minmax(const void*, Input, int64_t) { return {0.0f, 0.0f, true}; }
+int64_t quantize_span(const void*, Input, int64_t, float, float, int, uint8_t*) { return 0; }
 void quantize_groups(const void*, Input, int64_t, int, int64_t, int64_t, uint8_t*, float*, float*) {}
 
 #endif

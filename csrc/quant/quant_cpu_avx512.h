@@ -47,6 +47,26 @@ inline Input input_of(c10::ScalarType t) {
 bool used_for(Input in, bool group_granularity, int64_t group_size, int bits, bool stochastic,
               int64_t numel);
 
+// Spans quantized with one (lo, inv) (per-tensor, per-channel, groups over 64 Ki elements),
+// round to nearest: whether the kernel takes them (enabled(), float32/float16/bfloat16 input,
+// round to nearest, 2/4/8 bits; any size: these are streaming loops, which the hardware
+// prefetcher follows).
+bool span_used_for(Input in, int bits, bool stochastic);
+
+// min and max of n elements, and whether one is NaN (then lo/hi are unspecified). Only where
+// enabled() (also for stochastic rounding: the min/max is the same).
+struct Range {
+  float lo, hi;
+  bool nan;
+};
+Range minmax(const void* x, Input in, int64_t n);
+
+// The codes of the first n / 64 * 64 elements of x with t = (x - qlo) * inv, rounded to nearest
+// even, packed at dst (bits 2/4/8); returns how many elements it did (the caller does the rest).
+// (qlo, inv) must be a valid range's (group_params of quant_common.h): x in [lo, hi].
+int64_t quantize_span(const void* x, Input in, int64_t n, float qlo, float inv, int bits,
+                      uint8_t* dst);
+
 // Quantize full groups [g0, g1) of x (g1 - g0 a multiple of 16; every group complete) to `bits`
 // bits with round to nearest: the payload bytes of those groups, scale[g] and offset[g]. Only
 // where used_for(...).

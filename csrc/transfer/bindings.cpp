@@ -18,6 +18,7 @@
 #include "crypto.h"
 #include "engine.h"
 #include "tcp.h"
+#include "wire.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -351,12 +352,18 @@ void bind(py::module_& parent) {
 
   py::class_<Listener, std::shared_ptr<Listener>>(m, "Listener")
       .def(py::init([](const std::string& host, int port, const py::bytes& secret,
-                       const EndpointOptions& opts, int backlog) {
-             return std::make_shared<Listener>(host, port, std::string(secret), opts, backlog);
+                       const EndpointOptions& opts, int backlog, int max_pending,
+                       bool frame_macs) {
+             const std::string key(secret);
+             py::gil_scoped_release release;  // scrypt: tens of milliseconds
+             return std::make_shared<Listener>(host, port, key, opts, backlog, max_pending,
+                                               frame_macs);
            }),
-           "host"_a, "port"_a, "secret"_a, "options"_a, "backlog"_a = 16)
+           "host"_a, "port"_a, "secret"_a, "options"_a, "backlog"_a = 128,
+           "max_pending"_a = 64, "frame_macs"_a = false)
       .def_property_readonly("port", &Listener::port)
       .def_property_readonly("host", &Listener::host)
+      .def_property_readonly("rejected", &Listener::rejected)
       .def(
           "accept",
           [](Listener& l, const LinkSpec& link, std::optional<double> timeout) {
@@ -366,19 +373,21 @@ void bind(py::module_& parent) {
             return make_tcp_endpoint(std::move(c), link, l.options(), delete_endpoint);
           },
           "link"_a, "timeout"_a = py::none())
+      .def("take_rejections", &Listener::take_rejections)
       .def("close", &Listener::close);
 
   m.def(
       "connect",
       [](const std::string& host, int port, const py::bytes& secret, const LinkSpec& link,
-         const EndpointOptions& opts, std::optional<double> timeout) {
+         const EndpointOptions& opts, std::optional<double> timeout, bool frame_macs) {
         const std::string key(secret);
         const Nanos to = timeout_ns(timeout);
         py::gil_scoped_release release;
-        Connection c = tcp_connect(host, port, key, opts, to);
+        Connection c = tcp_connect(host, port, key, opts, to, frame_macs);
         return make_tcp_endpoint(std::move(c), link, opts, delete_endpoint);
       },
-      "host"_a, "port"_a, "secret"_a, "link"_a, "options"_a, "timeout"_a = py::none());
+      "host"_a, "port"_a, "secret"_a, "link"_a, "options"_a, "timeout"_a = py::none(),
+      "frame_macs"_a = false);
 
   // Primitives, exposed so tests can hold them to hashlib/hmac and known check values.
   m.def(
@@ -397,6 +406,17 @@ void bind(py::module_& parent) {
     const Digest d = hmac_sha256(std::string(key), std::string(msg));
     return py::bytes(reinterpret_cast<const char*>(d.data()), d.size());
   });
+  m.def("derive_key", [](const py::bytes& secret) {
+    const std::string s(secret);
+    Digest d;
+    {
+      py::gil_scoped_release nogil;
+      d = derive_key(s);
+    }
+    return py::bytes(reinterpret_cast<const char*>(d.data()), d.size());
+  });
+  m.attr("PROTOCOL_VERSION") = static_cast<int>(wire::kVersion);
+  m.attr("MIN_SECRET_BYTES") = static_cast<int>(wire::kMinSecretBytes);
   m.def("constant_time_equal", [](const py::bytes& a, const py::bytes& b) {
     const std::string x(a), y(b);
     return x.size() == y.size() &&

@@ -1,9 +1,13 @@
 #include "crypto.h"
 
-#include <sys/random.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
 
-#include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "../common/crc_math.h"
 #include "errors.h"
@@ -84,152 +88,109 @@ uint32_t crc32c(const void* data, size_t n, uint32_t crc) {
   return ~crc32c_sw(p, n, c);
 }
 
-// ---- SHA-256 (FIPS 180-4) ---------------------------------------------------------------------
+// ---- OpenSSL libcrypto: SHA-256, HMAC-SHA256, scrypt, randomness ----------------------------
 
 namespace {
 
-constexpr uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+std::string openssl_error(const char* what) {
+  char buf[256] = "unknown error";
+  const unsigned long e = ERR_get_error();
+  if (e) ERR_error_string_n(e, buf, sizeof buf);
+  return std::string(what) + " failed (OpenSSL: " + buf + ")";
+}
 
-inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+// The HMAC implementation, fetched once (fetching is slow; the handle is thread-safe).
+EVP_MAC* hmac_impl() {
+  static EVP_MAC* mac = [] {
+    EVP_MAC* m = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (!m) throw TransferError(openssl_error("EVP_MAC_fetch(HMAC)"));
+    return m;
+  }();
+  return mac;
+}
 
 }  // namespace
 
-Sha256::Sha256()
-    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-         0x5be0cd19} {}
-
-void Sha256::block(const uint8_t* p) {
-  uint32_t w[64];
-  for (int i = 0; i < 16; ++i) {
-    w[i] = (uint32_t(p[4 * i]) << 24) | (uint32_t(p[4 * i + 1]) << 16) |
-           (uint32_t(p[4 * i + 2]) << 8) | uint32_t(p[4 * i + 3]);
-  }
-  for (int i = 16; i < 64; ++i) {
-    const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
-  for (int i = 0; i < 64; ++i) {
-    const uint32_t S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
-    const uint32_t ch = (e & f) ^ (~e & g);
-    const uint32_t t1 = h + S1 + ch + K[i] + w[i];
-    const uint32_t S0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
-    const uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
-    const uint32_t t2 = S0 + maj;
-    h = g;
-    g = f;
-    f = e;
-    e = d + t1;
-    d = c;
-    c = b;
-    b = a;
-    a = t1 + t2;
-  }
-  h_[0] += a;
-  h_[1] += b;
-  h_[2] += c;
-  h_[3] += d;
-  h_[4] += e;
-  h_[5] += f;
-  h_[6] += g;
-  h_[7] += h;
-}
-
-void Sha256::update(const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  total_ += n;
-  if (buf_len_) {
-    const size_t take = std::min(n, 64 - buf_len_);
-    std::memcpy(buf_ + buf_len_, p, take);
-    buf_len_ += take;
-    p += take;
-    n -= take;
-    if (buf_len_ < 64) return;
-    block(buf_);
-    buf_len_ = 0;
-  }
-  while (n >= 64) {
-    block(p);
-    p += 64;
-    n -= 64;
-  }
-  std::memcpy(buf_, p, n);
-  buf_len_ = n;
-}
-
-Digest Sha256::finish() {
-  const uint64_t bits = total_ * 8;
-  const uint8_t pad = 0x80;
-  update(&pad, 1);
-  const uint8_t zero = 0;
-  while (buf_len_ != 56) update(&zero, 1);
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
-  update(len, 8);
-  Digest out;
-  for (int i = 0; i < 8; ++i) {
-    out[4 * i] = static_cast<uint8_t>(h_[i] >> 24);
-    out[4 * i + 1] = static_cast<uint8_t>(h_[i] >> 16);
-    out[4 * i + 2] = static_cast<uint8_t>(h_[i] >> 8);
-    out[4 * i + 3] = static_cast<uint8_t>(h_[i]);
-  }
-  return out;
-}
-
 Digest sha256(const void* data, size_t n) {
-  Sha256 h;
-  h.update(data, n);
-  return h.finish();
+  Digest d{};
+  unsigned int len = 0;
+  if (EVP_Digest(data, n, d.data(), &len, EVP_sha256(), nullptr) != 1 || len != d.size()) {
+    throw TransferError(openssl_error("EVP_Digest(SHA-256)"));
+  }
+  return d;
+}
+
+HmacSha256::HmacSha256(const void* key, size_t n) : ctx_(EVP_MAC_CTX_new(hmac_impl())) {
+  if (!ctx_) throw TransferError(openssl_error("EVP_MAC_CTX_new"));
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                         OSSL_PARAM_construct_end()};
+  // A zero-length key is legal HMAC; OpenSSL wants a non-null pointer for it.
+  static const uint8_t kEmpty = 0;
+  if (EVP_MAC_init(ctx_, n ? static_cast<const unsigned char*>(key) : &kEmpty, n, params) != 1) {
+    EVP_MAC_CTX_free(ctx_);
+    throw TransferError(openssl_error("EVP_MAC_init(HMAC-SHA256)"));
+  }
+}
+
+HmacSha256::~HmacSha256() { EVP_MAC_CTX_free(ctx_); }
+
+void HmacSha256::reset() {
+  if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) {  // same key, fresh state
+    throw TransferError(openssl_error("EVP_MAC_init(HMAC-SHA256, reset)"));
+  }
+}
+
+void HmacSha256::update(const void* data, size_t n) {
+  if (n && EVP_MAC_update(ctx_, static_cast<const unsigned char*>(data), n) != 1) {
+    throw TransferError(openssl_error("EVP_MAC_update"));
+  }
+}
+
+Digest HmacSha256::finish() {
+  Digest d{};
+  size_t len = 0;
+  if (EVP_MAC_final(ctx_, d.data(), &len, d.size()) != 1 || len != d.size()) {
+    throw TransferError(openssl_error("EVP_MAC_final"));
+  }
+  return d;
 }
 
 Digest hmac_sha256(const std::string& key, const std::string& message) {
-  uint8_t k[64] = {0};
-  if (key.size() > 64) {
-    const Digest d = sha256(key.data(), key.size());
-    std::memcpy(k, d.data(), d.size());
-  } else {
-    std::memcpy(k, key.data(), key.size());
+  HmacSha256 h(key.data(), key.size());
+  h.update(message.data(), message.size());
+  return h.finish();
+}
+
+Digest derive_key(const std::string& secret) {
+  // The last derivation is remembered: an edge reconnecting pays the scrypt cost once.
+  static std::mutex m;
+  static std::string last_secret;
+  static Digest last_key{};
+  std::lock_guard<std::mutex> lk(m);
+  if (!last_secret.empty() && last_secret.size() == secret.size() &&
+      CRYPTO_memcmp(last_secret.data(), secret.data(), secret.size()) == 0) {
+    return last_key;
   }
-  uint8_t ipad[64], opad[64];
-  for (int i = 0; i < 64; ++i) {
-    ipad[i] = k[i] ^ 0x36;
-    opad[i] = k[i] ^ 0x5c;
+  Digest k{};
+  if (EVP_PBE_scrypt(secret.data(), secret.size(),
+                     reinterpret_cast<const unsigned char*>(kKdfSalt), sizeof kKdfSalt - 1,
+                     kKdfN, kKdfR, kKdfP, kKdfMaxMem, k.data(), k.size()) != 1) {
+    throw TransferError(openssl_error("EVP_PBE_scrypt"));
   }
-  Sha256 inner;
-  inner.update(ipad, 64);
-  inner.update(message.data(), message.size());
-  const Digest ih = inner.finish();
-  Sha256 outer;
-  outer.update(opad, 64);
-  outer.update(ih.data(), ih.size());
-  return outer.finish();
+  if (!last_secret.empty()) OPENSSL_cleanse(last_secret.data(), last_secret.size());
+  last_secret = secret;
+  last_key = k;
+  return k;
 }
 
 bool constant_time_equal(const uint8_t* a, const uint8_t* b, size_t n) {
-  volatile uint8_t acc = 0;
-  for (size_t i = 0; i < n; ++i) acc = acc | (a[i] ^ b[i]);
-  return acc == 0;
+  return CRYPTO_memcmp(a, b, n) == 0;
 }
 
 void random_bytes(void* out, size_t n) {
-  auto* p = static_cast<uint8_t*>(out);
-  while (n) {
-    const ssize_t r = getrandom(p, n, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw TransferError(std::string("getrandom() failed: ") + std::strerror(errno));
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
+  if (RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(n)) != 1) {
+    throw TransferError(openssl_error("RAND_bytes"));
   }
 }
 

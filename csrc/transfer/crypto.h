@@ -1,5 +1,6 @@
-// Dependency-free primitives for the TCP transport: CRC32C (frame integrity), SHA-256 and
-// HMAC-SHA256 (handshake), a constant-time comparison, and OS randomness for nonces.
+// Primitives for the TCP transport: CRC32C (frame integrity against accidents, ours: SSE4.2),
+// and from OpenSSL's libcrypto: SHA-256, HMAC-SHA256 (handshake proofs, frame MACs), scrypt
+// (the key derived from the shared secret), a constant-time comparison and the OS CSPRNG.
 // Tests hold them to Python's hashlib/hmac and to published check values.
 #pragma once
 
@@ -7,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;  // <openssl/types.h>, without pulling it in here
 
 namespace hierbench::transfer {
 
@@ -16,29 +19,37 @@ uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
 
 using Digest = std::array<uint8_t, 32>;
 
-class Sha256 {
- public:
-  Sha256();
-  void update(const void* data, size_t n);
-  Digest finish();
-
- private:
-  void block(const uint8_t* p);
-  uint32_t h_[8];
-  uint8_t buf_[64];
-  size_t buf_len_ = 0;
-  uint64_t total_ = 0;
-};
-
 Digest sha256(const void* data, size_t n);
 
-// HMAC-SHA256 (RFC 2104).
+// Incremental HMAC-SHA256 (RFC 2104) under one key; reset() starts a new message, same key.
+class HmacSha256 {
+ public:
+  HmacSha256(const void* key, size_t n);
+  ~HmacSha256();
+  HmacSha256(const HmacSha256&) = delete;
+  HmacSha256& operator=(const HmacSha256&) = delete;
+  void reset();
+  void update(const void* data, size_t n);
+  Digest finish();  // then reset() before the next message
+
+ private:
+  EVP_MAC_CTX* ctx_;
+};
+
 Digest hmac_sha256(const std::string& key, const std::string& message);
+
+// The handshake key: scrypt(secret, salt kKdfSalt, N = 2^15, r = 8, p = 1) -> 32 bytes (RFC 7914).
+// Memory-hard: each guess at the secret costs 32 MiB and tens of milliseconds.
+constexpr char kKdfSalt[] = "hierbench-transfer/2";
+constexpr uint64_t kKdfN = 1u << 15;
+constexpr uint64_t kKdfR = 8, kKdfP = 1;
+constexpr uint64_t kKdfMaxMem = 64ull << 20;
+Digest derive_key(const std::string& secret);
 
 // Equality of two equally long byte strings in time independent of where they differ.
 bool constant_time_equal(const uint8_t* a, const uint8_t* b, size_t n);
 
-// n bytes from the OS CSPRNG (getrandom); throws TransferError if unavailable.
+// n bytes from OpenSSL's CSPRNG (seeded by the OS); throws TransferError if unavailable.
 void random_bytes(void* out, size_t n);
 
 }  // namespace hierbench::transfer

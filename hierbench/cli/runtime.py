@@ -1,5 +1,6 @@
-"""``hierbench profile`` and ``predict``: measure a device profile (the runtime model's input),
-and the runtime model's table of methods x cuts x codecs for a link."""
+"""``hierbench profile``, ``predict`` and ``predict-scale``: measure a device profile (the runtime
+model's input), the runtime model's table of methods x cuts x codecs for a link, and its
+many-edges predictions (saturation table, scaling plot) for the paper's configurations."""
 
 from __future__ import annotations
 
@@ -148,6 +149,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict_scale(args: argparse.Namespace) -> int:
+    from hierbench.report.scale import DEFAULT_SCALE, write_scale_report
+    from hierbench.spec.links import parse_rate
+
+    settings = dict(DEFAULT_SCALE)
+    if args.links:
+        settings["links"] = args.links
+    if args.workers:
+        settings["workers"] = args.workers
+    if args.ingress is not None:
+        none = args.ingress.strip().lower() == "none"
+        settings["ingress_bps"] = None if none else parse_rate(args.ingress)
+    if args.allreduce is not None:
+        settings["allreduce_bps"] = parse_rate(args.allreduce)
+    if args.allreduce_latency_us is not None:
+        settings["allreduce_latency_s"] = args.allreduce_latency_us * 1e-6
+    settings["codec"] = args.codec
+    settings["e_plot"] = args.edges
+    settings["e_max"] = args.e_max
+    command = "hierbench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "hierbench predict-scale"
+    paths = write_scale_report(args.out, args.profile_dir, settings, command=command)
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to ``sub`` (the `hierbench` parser's subparsers)."""
     s = sub.add_parser("profile", help="measure a device profile (per-block costs) as CSV")
@@ -219,3 +246,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-crossover", action="store_true")
     s.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser(
+        "predict-scale",
+        help="runtime model for E edges and W cloud workers: saturation table + scaling plot "
+        "for the paper's configurations (predictions)",
+    )
+    s.add_argument("--out", type=Path, default=Path("results/scale"))
+    s.add_argument("--profile-dir", type=Path, default=Path("results/profiles"))
+    s.add_argument("--links", nargs="+", default=None, help="links (default 3g 4g wifi)")
+    s.add_argument("--workers", type=int, nargs="+", default=None, help="W values (default 1 8)")
+    s.add_argument(
+        "--ingress", default=None, help="shared cloud ingress rate, or none (default 1gbit)"
+    )
+    s.add_argument("--allreduce", default=None, help="all-reduce bandwidth (default 25gbit)")
+    s.add_argument("--allreduce-latency-us", type=float, default=None, help="per hop (50)")
+    s.add_argument("--codec", default="q8", help="activation codec at the paper's cut")
+    s.add_argument("--edges", type=int, default=1000, help="largest E on the plot and table")
+    s.add_argument("--e-max", type=int, default=10_000, help="saturation scan limit")
+    s.set_defaults(func=_cmd_predict_scale)

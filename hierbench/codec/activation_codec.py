@@ -9,6 +9,7 @@ used by two threads at once: use one codec per thread. Frames themselves are pla
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ import zstandard
 
 from hierbench.codec.config import CodecConfig, _as_config
 from hierbench.codec.frame import (
+    _CODER_LZ4,
     _CODER_NONE,
     _CODER_ZSTD,
     _CRC,
@@ -38,8 +40,16 @@ from hierbench.codec.frame import (
     _num_groups,
     _pack_header,
     _parse,
+    quant_fields,
 )
 from hierbench.codec.sections import _decode_quantized, _decode_raw, _encode_raw, _le_buffer
+from hierbench.codec.stages import (
+    StageSpeed,
+    choose_stage,
+    lz4_compress,
+    lz4_decompress,
+    measure_stages,
+)
 from hierbench.errors import CodecError
 
 
@@ -78,6 +88,16 @@ def _zstd_bound(n: int) -> int:
     return n + (n >> 8) + (((128 << 10) - n) >> 11 if n < (128 << 10) else 0) + 32
 
 
+def _lz4_bound(n: int) -> int:
+    # LZ4_COMPRESSBOUND from lz4.h.
+    return n + n // 255 + 16
+
+
+#: With ``auto_link_bps``, the stages are measured again on every this many-th frame (the first
+#: included), so that the choice follows the data (sparsity, ranges) as training moves.
+AUTO_REMEASURE_EVERY = 64
+
+
 @dataclass
 class _Encoded:
     header: bytes
@@ -105,9 +125,16 @@ class ActivationCodec:
     def __init__(self, config: CodecConfig | str | None = None) -> None:
         self._config = _as_config(config)
         level = self._config.zstd_level
+        if self._config.auto_link_bps is not None:
+            level = 1  # the zstd candidate of auto
         self._cctx = zstandard.ZstdCompressor(level=level) if level is not None else None
         self._dctx = zstandard.ZstdDecompressor()
         self.stats = CodecStats()
+        #: With ``auto_link_bps``: the stage the last frame went through ("none", "lz4" or
+        #: "zstd1"), and the measurements it was chosen from (``None`` before the first frame).
+        self.stage_choice: str | None = None
+        self.stage_speeds: dict[str, StageSpeed] | None = None
+        self._frames_since_measure = 0
 
     def __repr__(self) -> str:
         return f"ActivationCodec({self._config.name!r})"
@@ -132,12 +159,16 @@ class ActivationCodec:
             x: float32, float16 or bfloat16 tensor of any shape (up to 8 dims; 0-d and empty
                 included), layout (non-contiguous, channels_last: encoded in row-major order)
                 and device (CUDA tensors are cast / quantized on the device, then copied).
-            seed: the stochastic-rounding seed (int64) for quantized wires; recorded in the
-                frame. Give a fresh one per step when ``rounding="stochastic"``.
+            seed: the stochastic-rounding seed (an int64, any integer type) for quantized
+                wires; recorded in the frame when ``rounding="stochastic"`` (give a fresh one
+                per step then), ignored otherwise (the frame stores 0).
 
         Returns:
             The frame, ``bytes``; ``decode(frame)`` gives back ``x`` (raw wire), ``x`` cast to
             the wire dtype and back (fp32/fp16/bf16 wires), or ``dequantize(quantize(x))``.
+            A frame is bytes: ``x`` may require grad, but no gradient flows through a frame
+            (for quantization-aware training see :func:`hierbench.ops.fake_quantize`; in split
+            learning the gradient travels back as a frame of its own).
 
         Raises:
             TypeError: ``x`` is not a float32/float16/bfloat16 tensor.
@@ -195,6 +226,10 @@ class ActivationCodec:
             body = numel * item + (-(-numel // 8) if cfg.sparse else 0)
         if cfg.zstd_level is not None:
             body = _zstd_bound(body)
+        elif cfg.lz4:
+            body = _lz4_bound(body)
+        elif cfg.auto_link_bps is not None:
+            body = max(_zstd_bound(body), _lz4_bound(body))
         return HEADER_SIZE + 8 * x.dim() + body + _CRC.size
 
     def _count_encoded(self, enc: _Encoded) -> None:
@@ -212,8 +247,7 @@ class ActivationCodec:
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in _DTYPE_CODE:
             raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
-        if type(seed) is not int or not _INT64_MIN <= seed <= _INT64_MAX:
-            raise ValueError(f"seed must be an int64, got {seed!r}")
+        seed = _as_seed(seed)
         if x.dim() > MAX_NDIM:
             raise CodecError(f"cannot encode a {x.dim()}-dimensional tensor (at most {MAX_NDIM})")
         shape = tuple(x.shape)
@@ -226,7 +260,7 @@ class ActivationCodec:
                 f"cannot encode a tensor of shape {shape} ({tensor_bytes} bytes of {x.dtype}): "
                 f"over max_frame_size {limit}"
             )
-        x = x.detach()
+        x = x.detach()  # a frame is bytes: no gradient crosses it (see ``encode``)
         flags = 0
         if cfg.is_quantized:
             pieces, aux_len, payload_len, fields = self._quantize(x, seed)
@@ -242,14 +276,20 @@ class ActivationCodec:
             raise CodecError(
                 f"cannot encode: the body would be {content} bytes, over max_frame_size {limit}"
             )
-        coder = _CODER_NONE
-        if self._cctx is not None:
-            coder = _CODER_ZSTD
+        coder, stage = _CODER_NONE, "none"
+        if cfg.auto_link_bps is not None:
+            stage = self._auto_stage(pieces, content)
+        elif cfg.lz4:
+            stage = "lz4"
+        elif self._cctx is not None:
+            stage = "zstd"
+        if stage != "none":
+            coder = _CODER_LZ4 if stage == "lz4" else _CODER_ZSTD
             if content == 0:
                 pieces = []
             else:
                 src = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                pieces = [self._cctx.compress(src)]
+                pieces = [lz4_compress(src) if stage == "lz4" else self._cctx.compress(src)]
         body_len = sum(memoryview(p).nbytes for p in pieces)
         header = _pack_header(flags, x.dtype, fields, coder, shape, aux_len, payload_len, body_len)
         enc = _Encoded(header, pieces, body_len, tensor_bytes)
@@ -259,6 +299,19 @@ class ActivationCodec:
                 f"{limit}"
             )
         return enc
+
+    def _auto_stage(self, pieces: list, content: int) -> str:
+        """The stage of this frame under ``auto_link_bps``: measured on this frame's body every
+        :data:`AUTO_REMEASURE_EVERY` frames, the last choice in between."""
+        if content == 0:
+            return "none"
+        if self.stage_speeds is None or self._frames_since_measure >= AUTO_REMEASURE_EVERY:
+            src = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self.stage_speeds = measure_stages(src, repeats=2)
+            self.stage_choice = choose_stage(self.stage_speeds, self._config.auto_link_bps)
+            self._frames_since_measure = 0
+        self._frames_since_measure += 1
+        return "zstd" if self.stage_choice == "zstd1" else self.stage_choice
 
     def _quantize(self, x: torch.Tensor, seed: int):
         from hierbench.ops.quant import quantize
@@ -283,15 +336,16 @@ class ActivationCodec:
                 f"the codec expects {groups} / {-(-x.numel() * qc.bits // 8)}"
             )
         pieces = [_le_buffer(scale), _le_buffer(offset), _le_buffer(payload)]
+        group_size, channel_dim, seed_field = quant_fields(qc, x.dim(), seed)
         fields = (
             _SCHEME_QUANT,
             0,
             qc.bits,
             _GRAN_CODE[qc.granularity],
             _ROUND_CODE[qc.rounding],
-            qc.group_size,
-            qc.channel_dim,
-            seed,
+            group_size,
+            channel_dim,
+            seed_field,
         )
         return pieces, 8 * groups, payload.numel(), fields
 
@@ -302,7 +356,11 @@ class ActivationCodec:
 
         Every field is validated before anything is allocated (see :mod:`hierbench.codec.frame`).
         Quantized frames are dequantized on ``device`` (so only the packed codes travel to a
-        GPU).
+        GPU). Reads frame versions 1 and 2. The result is row-major contiguous whatever the
+        encoded tensor's layout (a frame holds the logical shape, not strides): for a
+        channels_last model, ``decode(frame).contiguous(memory_format=torch.channels_last)``.
+        The exact semantics, bit for bit, are docs/frame-format.md's; the torch-free
+        :mod:`hierbench.codec.reference_decoder` implements them independently.
 
         Args:
             data: the frame (``bytes``, ``bytearray`` or a C-contiguous ``memoryview``),
@@ -318,6 +376,8 @@ class ActivationCodec:
         content = header.aux_bytes + header.payload_bytes
         if header.coder == "zstd" and content:
             body = memoryview(self._decompress(body, content))
+        elif header.coder == "lz4" and content:
+            body = memoryview(lz4_decompress(body, content))
         aux = body[: header.aux_bytes]
         payload = body[header.aux_bytes : content]
         if header.is_quantized:
@@ -362,6 +422,16 @@ class ActivationCodec:
             seed=header.seed,
         )
         return dequantize(q)
+
+
+def _as_seed(seed) -> int:
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"seed must be an int64, got {seed!r}")
+    return value
 
 
 def encode(x: torch.Tensor, config: CodecConfig | str | None = None, *, seed: int = 0) -> bytes:

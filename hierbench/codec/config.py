@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import operator
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,9 +37,16 @@ class CodecConfig:
             match the wire); ``None`` means ``QuantConfig(bits=N)`` (per-group, 128, nearest).
             Must be ``None`` for the other wires.
         zstd_level: ``None`` for no entropy coder, else a zstd level (1..22, or negative for
-            zstd's faster modes; 0 is rejected as ambiguous).
+            zstd's faster modes; 0 is rejected as ambiguous). Integer fields accept any integer
+            type (``numpy.int64``...), stored as ``int``.
         sparse: raw wires only: store a bitmask of the non-zero elements and the non-zero values
             (pays on post-ReLU activations; see docs/frame-format.md, "Sparsity").
+        lz4: an LZ4 block stage instead of zstd (faster, compresses less; needs the optional
+            python package ``lz4``: :mod:`hierbench.codec.stages`).
+        auto_link_bps: choose the stage per frame among none / lz4 / zstd level 1 for a link
+            of this many bits/s: the one whose encode + bytes / rate + decode is shortest, from
+            stage speeds measured on the frames themselves (:mod:`hierbench.codec.stages`).
+            Excludes ``zstd_level`` and ``lz4``.
         max_frame_size: bound, in bytes, on the frame, on its decompressed body and on the
             decoded tensor, enforced when encoding and when decoding.
 
@@ -49,8 +58,16 @@ class CodecConfig:
     zstd_level: int | None = None
     sparse: bool = False
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    lz4: bool = False
+    auto_link_bps: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("zstd_level", "max_frame_size"):
+            # numpy (or any) integers are stored as int; anything else is reported below
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                with contextlib.suppress(TypeError):
+                    object.__setattr__(self, name, operator.index(value))
         if self.wire not in WIRES:
             raise ConfigError(
                 f"unknown codec wire {self.wire!r}; valid choices: {', '.join(WIRES)}"
@@ -90,6 +107,35 @@ class CodecConfig:
                 f"CodecConfig.zstd_level must be None or a non-zero int in "
                 f"[{ZSTD_MIN_LEVEL}, {ZSTD_MAX_LEVEL}], got {self.zstd_level!r}"
             )
+        if type(self.lz4) is not bool:
+            raise ConfigError(f"CodecConfig.lz4 must be a bool, got {self.lz4!r}")
+        if self.auto_link_bps is not None and (
+            isinstance(self.auto_link_bps, bool)
+            or not isinstance(self.auto_link_bps, int | float)
+            or not 0 < self.auto_link_bps < float("inf")
+        ):
+            raise ConfigError(
+                "CodecConfig.auto_link_bps must be None or a finite link rate > 0 in bit/s, "
+                f"got {self.auto_link_bps!r}"
+            )
+        stages = [
+            n
+            for n, on in (
+                ("zstd_level", self.zstd_level is not None),
+                ("lz4", self.lz4),
+                ("auto_link_bps", self.auto_link_bps is not None),
+            )
+            if on
+        ]
+        if len(stages) > 1:
+            raise ConfigError(
+                f"CodecConfig: {' and '.join(stages)} both choose the compression stage; "
+                "give one (zstd_level, lz4=True or auto_link_bps)"
+            )
+        if self.lz4:
+            from hierbench.codec.stages import lz4_block
+
+            lz4_block()  # ConfigError naming the missing package, now rather than at encode
         if type(self.sparse) is not bool:
             raise ConfigError(f"CodecConfig.sparse must be a bool, got {self.sparse!r}")
         if type(self.max_frame_size) is not int or not 64 <= self.max_frame_size <= 1 << 62:
@@ -110,15 +156,21 @@ class CodecConfig:
             parts.append("sparse")
         if self.zstd_level is not None:
             parts.append(f"zstd{self.zstd_level}")
+        if self.lz4:
+            parts.append("lz4")
+        if self.auto_link_bps is not None:
+            parts.append("auto")
         return "+".join(parts)
 
     @classmethod
     def parse(cls, spec: str, **overrides) -> CodecConfig:
-        """Parse ``<wire>[+sparse][+zstd[<level>]]``, e.g. ``"fp16"``, ``"q4+zstd1"``.
+        """Parse ``<wire>[+sparse][+zstd[<level>] | +lz4 | +auto]``, e.g. ``"fp16"``,
+        ``"q4+zstd1"``, ``"q4+lz4"``.
 
         ``wire`` is one of :data:`WIRES`; ``+zstd`` alone means level 1; ``+zstd-3`` is a fast
-        negative level. Case and surrounding spaces are ignored. ``overrides`` are passed to the
-        constructor (``quant=``, ``max_frame_size=``).
+        negative level; ``+auto`` needs ``auto_link_bps=`` among the overrides. Case and
+        surrounding spaces are ignored. ``overrides`` are passed to the constructor
+        (``quant=``, ``max_frame_size=``, ``auto_link_bps=``).
 
         Raises:
             ConfigError: an unknown wire or suffix (the message lists the valid choices), a
@@ -136,15 +188,19 @@ class CodecConfig:
         kwargs: dict = {"wire": wire}
         for token in suffixes:
             match = _PARSE_RE.match(token)
-            key = "zstd_level" if match else "sparse" if token == "sparse" else None
+            key = "zstd_level" if match else token if token in ("sparse", "lz4", "auto") else None
             if key is None:
                 raise ConfigError(
                     f"unknown codec suffix {token!r} in {spec!r}; valid choices: +sparse, "
-                    "+zstd, +zstd<level> (e.g. +zstd1, +zstd-3)"
+                    "+zstd, +zstd<level> (e.g. +zstd1, +zstd-3), +lz4, +auto"
                 )
             if key in kwargs:
                 raise ConfigError(f"codec suffix {token!r} repeated in {spec!r}")
             kwargs[key] = (int(match.group(1) or 1)) if match else True
+        if kwargs.pop("auto", False) and overrides.get("auto_link_bps") is None:
+            raise ConfigError(
+                f"codec {spec!r}: +auto chooses the stage for a link rate: pass auto_link_bps="
+            )
         kwargs.update(overrides)
         return cls(**kwargs)
 

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from hierbench.ops.quant import QuantConfig
 
 FRAME_MAGIC = b"HBAC"
-FRAME_VERSION = 1
+FRAME_VERSION = 2  # what the encoder writes
+FRAME_VERSIONS = (1, 2)  # what the decoder reads (docs/frame-format.md, "Versions")
 MAX_NDIM = 8
 DEFAULT_MAX_FRAME_SIZE = 1 << 30
 
@@ -44,8 +45,8 @@ assert HEADER_SIZE == 56
 
 _FLAG_SPARSE = 0x01
 _SCHEME_RAW, _SCHEME_QUANT = 0, 1
-_CODER_NONE, _CODER_ZSTD = 0, 1
-_CODER_NAMES = {_CODER_NONE: "none", _CODER_ZSTD: "zstd"}
+_CODER_NONE, _CODER_ZSTD, _CODER_LZ4 = 0, 1, 2
+_CODER_NAMES = {_CODER_NONE: "none", _CODER_ZSTD: "zstd", _CODER_LZ4: "lz4"}
 
 _DTYPE_CODE = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
 _CODE_DTYPE = {v: k for k, v in _DTYPE_CODE.items()}
@@ -77,7 +78,7 @@ def _pack_header(
     body_len: int,
 ) -> bytes:
     """The header and shape of a frame; ``fields`` is (scheme, wire, bits, granularity,
-    rounding, group size, channel dim, seed) as stored."""
+    rounding, group size, channel dim, seed) as stored (see :func:`quant_fields`)."""
     scheme, wire_code, bits, gran, rnd, group_size, channel_dim, seed_field = fields
     return _HEADER.pack(
         FRAME_MAGIC,
@@ -101,12 +102,27 @@ def _pack_header(
     ) + struct.pack(f"<{len(shape)}q", *shape)
 
 
+def quant_fields(config: QuantConfig, ndim: int, seed: int) -> tuple[int, int, int]:
+    """(group size, channel dim, seed) as a version-2 frame stores them: each only where the
+    config uses it (group size for ``"group"``, the channel dim normalised to ``[0, ndim)`` for
+    ``"channel"``, the seed for ``"stochastic"``), else 0."""
+    group_size = config.group_size if config.granularity == "group" else 0
+    channel_dim = config.channel_dim % ndim if config.granularity == "channel" else 0
+    return group_size, channel_dim, seed if config.rounding == "stochastic" else 0
+
+
 @dataclass(frozen=True)
 class FrameHeader:
     """The decoded (and validated) header of a frame; see :func:`read_header`.
 
     ``wire`` is the payload's representation: ``"fp32"``/``"fp16"``/``"bf16"`` for raw frames,
     ``"q8"``/``"q4"``/``"q2"`` for quantized ones (then ``quant`` holds the config).
+
+    In a version-2 frame a field the config does not use is stored as 0, so ``quant`` holds
+    :class:`~hierbench.ops.QuantConfig`'s defaults there (group size 128 unless the granularity
+    is ``"group"``, channel dim 1 unless it is ``"channel"``, where it is normalised to
+    ``[0, ndim)``), and ``seed`` is 0 unless the rounding is stochastic. A version-1 frame's
+    fields are given as stored.
     """
 
     version: int
@@ -191,8 +207,9 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
     ) = _HEADER.unpack_from(mv, 0)
     if magic != FRAME_MAGIC:
         raise _bad("magic", f"{magic!r}, expected {FRAME_MAGIC!r} (not a hierbench frame)")
-    if version != FRAME_VERSION:
-        raise _bad("version", f"{version} is not supported (this reader knows {FRAME_VERSION})")
+    if version not in FRAME_VERSIONS:
+        known = ", ".join(map(str, FRAME_VERSIONS))
+        raise _bad("version", f"{version} is not supported (this reader knows {known})")
     if ndim > MAX_NDIM:
         raise _bad("ndim", f"{ndim} exceeds the maximum {MAX_NDIM}")
     header_len = HEADER_SIZE + 8 * ndim
@@ -222,7 +239,7 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
         raise _bad("dtype", f"unknown code {dtype_code} (1 float32, 2 float16, 3 bfloat16)")
     dtype = _CODE_DTYPE[dtype_code]
     if coder not in _CODER_NAMES:
-        raise _bad("entropy coder", f"unknown code {coder} (0 none, 1 zstd)")
+        raise _bad("entropy coder", f"unknown code {coder} (0 none, 1 zstd, 2 lz4)")
     shape = struct.unpack_from(f"<{ndim}q", mv, HEADER_SIZE)
     for i, d in enumerate(shape):
         if d < 0:
@@ -285,15 +302,12 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
             raise _bad("granularity", f"unknown code {gran_code} (1 tensor, 2 channel, 3 group)")
         if round_code not in _CODE_ROUND:
             raise _bad("rounding", f"unknown code {round_code} (1 nearest, 2 stochastic)")
-        if group_size < 32 or group_size & (group_size - 1):
-            raise _bad("group size", f"{group_size} is not a power of two >= 32")
-        if not -MAX_NDIM <= channel_dim < MAX_NDIM:
-            raise _bad("channel dim", f"{channel_dim} is outside [-{MAX_NDIM}, {MAX_NDIM - 1}]")
         granularity = _CODE_GRAN[gran_code]
-        if granularity == "channel" and not -ndim <= channel_dim < ndim:
-            raise _bad(
-                "channel dim", f"{channel_dim} is out of range for a {ndim}-dimensional shape"
-            )
+        rounding = _CODE_ROUND[round_code]
+        if version == 1:
+            _check_v1_quant_fields(granularity, group_size, channel_dim, ndim)
+        else:
+            _check_v2_quant_fields(granularity, rounding, group_size, channel_dim, seed, ndim)
         groups = _num_groups(shape, granularity, group_size, channel_dim)
         if aux_len != 8 * groups:
             raise _bad(
@@ -310,9 +324,9 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
         quant = QuantConfig(
             bits=bits,
             granularity=granularity,
-            group_size=group_size,
-            channel_dim=channel_dim,
-            rounding=_CODE_ROUND[round_code],
+            group_size=group_size or 128,  # version 2: 0 where unused
+            channel_dim=channel_dim if version == 1 or granularity == "channel" else 1,
+            rounding=rounding,
         )
         wire = f"q{bits}"
     else:
@@ -323,7 +337,7 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
         raise _bad("body", f"{content} uncompressed bytes exceed max_frame_size {max_frame_size}")
     if coder == _CODER_NONE and body_len != content:
         raise _bad("body length", f"{body_len}, expected aux + payload = {content}")
-    if coder == _CODER_ZSTD and (content == 0) != (body_len == 0):
+    if coder != _CODER_NONE and (content == 0) != (body_len == 0):
         raise _bad("body length", f"{body_len} for {content} uncompressed bytes")
     header = FrameHeader(
         version=version,
@@ -339,6 +353,36 @@ def _parse(data, max_frame_size: int) -> tuple[FrameHeader, memoryview]:
         body_bytes=body_len,
     )
     return header, mv[header_len : header_len + body_len]
+
+
+def _check_v1_quant_fields(granularity: str, group_size: int, channel_dim: int, ndim: int):
+    # Version 1 stores the whole QuantConfig, used or not.
+    if group_size < 32 or group_size & (group_size - 1):
+        raise _bad("group size", f"{group_size} is not a power of two >= 32")
+    if not -MAX_NDIM <= channel_dim < MAX_NDIM:
+        raise _bad("channel dim", f"{channel_dim} is outside [-{MAX_NDIM}, {MAX_NDIM - 1}]")
+    if granularity == "channel" and not -ndim <= channel_dim < ndim:
+        raise _bad("channel dim", f"{channel_dim} is out of range for a {ndim}-dimensional shape")
+
+
+def _check_v2_quant_fields(
+    granularity: str, rounding: str, group_size: int, channel_dim: int, seed: int, ndim: int
+):
+    # Version 2 stores a field only where it is used, and the channel dim normalised.
+    if granularity == "group":
+        if group_size < 32 or group_size & (group_size - 1):
+            raise _bad("group size", f"{group_size} is not a power of two >= 32")
+    elif group_size:
+        raise _bad("group size", f"{group_size}, expected 0 for {granularity} granularity")
+    if granularity == "channel":
+        if not 0 <= channel_dim < ndim:
+            raise _bad(
+                "channel dim", f"{channel_dim} is not in [0, {ndim}) for a {ndim}-dimensional shape"
+            )
+    elif channel_dim:
+        raise _bad("channel dim", f"{channel_dim}, expected 0 for {granularity} granularity")
+    if rounding == "nearest" and seed:
+        raise _bad("seed", f"{seed}, expected 0 with nearest rounding")
 
 
 def read_header(frame, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> FrameHeader:

@@ -6,6 +6,8 @@ Byte order and bit order of every section: docs/frame-format.md ("Sections").
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -83,4 +85,10 @@ def _decode_raw(header: FrameHeader, aux, payload) -> torch.Tensor:
     else:
         out = _tensor_from(payload, wire_dtype, numel)
     out = out.view(header.shape)
-    return out if wire_dtype == header.dtype else out.to(header.dtype)
+    if wire_dtype == header.dtype:
+        return out
+    # A cast: exact or rounded to nearest even (torch's), and every NaN the canonical quiet NaN
+    # (torch's casts keep, quiet or replace a NaN's payload depending on the code path).
+    out = out.to(header.dtype)
+    nan = out.isnan()
+    return out.masked_fill_(nan, math.nan) if bool(nan.any()) else out

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from hierbench.experiments.presets import get_preset
 from hierbench.spec import records
 from hierbench.spec.profiles import profile_filename
 from hierbench.spec.provenance import git_state
-from hierbench.spec.records import read_record
+from hierbench.spec.records import CPU_SHARE_MIN, read_record
 
 MANIFEST_VERSION = 1
 
@@ -80,6 +81,29 @@ def finished(out: Path, exp: Experiment, *, accept_other_commits: bool = False) 
     return same
 
 
+#: Untimed and timed runs per measured region of a calibration profile.
+CALIBRATION_WARMUP, CALIBRATION_REPEATS = 3, 7
+#: Measurements of one calibration profile at most, while it gets under CPU_SHARE_MIN of a core.
+CALIBRATION_ATTEMPTS = 3
+
+
+def _edge_gap(key: dict, path: Path):
+    """The edge-slowdown knob's busy wait between the calibration's whole edge steps, as the runs
+    that use this profile keep their edge busy between steps; None for k = 1."""
+    from hierbench.methods.parts import idle
+
+    ks = key.get("slowdowns", set())
+    if len(ks) > 1:
+        raise ConfigError(
+            f"{path}: the runs using this calibration profile have different edge slowdowns "
+            f"({sorted(ks)}); give them different batch sizes"
+        )
+    k = next(iter(ks), 1.0)
+    if k <= 1.0:
+        return None
+    return f"busy (k - 1)·t after each step, k = {k:g}", lambda t: idle(t, k)
+
+
 def calibrate(
     out: Path, experiments: Sequence[Experiment], say: Callable[[str], None], cpu: int | None
 ) -> dict:
@@ -101,7 +125,11 @@ def calibrate(
         }
         threads = c.get("threads_edge", 1)
         name = profile_filename(key["model"], key["stem"], key["dataset"], "cpu", threads)
-        wanted[out / "profiles" / f"batch-{key['batch']}" / name] = key
+        entry = wanted.setdefault(out / "profiles" / f"batch-{key['batch']}" / name, key)
+        if c.get("method", "hierarchical") != "cloud_only" and c.get("cut"):
+            entry.setdefault("edge_cuts", set()).add(c["cut"])
+            entry.setdefault("slowdowns", set()).add(float(c.get("edge_slowdown", 1.0)))
+            entry.setdefault("heads", set()).add(c.get("exit_head", "conv"))
     done = {}
     for path, key in wanted.items():
         if path.is_file():
@@ -110,23 +138,51 @@ def calibrate(
         say(f"[calibrate] {path.parent.name}/{path.name} (1 thread) ...")
         t0 = time.perf_counter()
         old = os.sched_getaffinity(0) if cpu is not None else None
+        attempts = []
         try:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
-            prof = profiling.measure_profile(
-                key["model"],
-                stem=key["stem"],
-                dataset=key["dataset"],
-                batch=key["batch"],
-                threads=1,
-                command="hierbench reproduce (calibration before the timing runs)",
-            )
+            # A profile that did not get the CPU (other work ran) is measured again, up to
+            # CALIBRATION_ATTEMPTS times; the least disturbed one is kept and its share recorded.
+            while len(attempts) < CALIBRATION_ATTEMPTS:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # share checked below
+                    prof = profiling.measure_profile(
+                        key["model"],
+                        stem=key["stem"],
+                        dataset=key["dataset"],
+                        batch=key["batch"],
+                        threads=1,
+                        # the whole edge step at the runs' cuts: the model scales blocks to it
+                        edge_cuts=sorted(key.get("edge_cuts", ())),
+                        edge_gap=_edge_gap(key, path),
+                        edge_heads=sorted(key.get("heads", ())),
+                        # more than the profiler's default (1 + 3): the medians of a few-second
+                        # profile are what every prediction beside a measured run rests on
+                        warmup=CALIBRATION_WARMUP,
+                        repeats=CALIBRATION_REPEATS,
+                        command="hierbench reproduce (calibration before the timing runs)",
+                    )
+                attempts.append(prof)
+                share = prof.meta.get("cpu_share")
+                if share is None or share >= CPU_SHARE_MIN:
+                    break
+                say(
+                    f"[calibrate] {path.parent.name}/{path.name}: got {share:.0%} of a core "
+                    f"(< {CPU_SHARE_MIN:.0%}: other work ran), measuring again"
+                )
         finally:
             if old is not None:
                 os.sched_setaffinity(0, old)
+        prof = max(attempts, key=lambda p: p.meta.get("cpu_share") or 0.0)
         profiling.write_profile(prof, path)
         name = f"{path.parent.name}/{path.name}"
-        done[name] = {"batch": key["batch"], "elapsed_s": round(time.perf_counter() - t0, 1)}
+        done[name] = {
+            "batch": key["batch"],
+            "elapsed_s": round(time.perf_counter() - t0, 1),
+            "attempts": len(attempts),
+            "cpu_share": prof.meta.get("cpu_share"),
+        }
         say(f"[calibrate] {name}: {done[name]['elapsed_s']} s")
     return done
 

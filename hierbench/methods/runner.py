@@ -298,8 +298,19 @@ def run_cloud(
     torch.set_num_threads(threads)
     shaped = make_link(RunConfig(link=link, outages=outages))
     prog = progress if isinstance(progress, Progress) else Progress(progress)
-    with _pinned(cpu), transfer.listen(host, port, secret, link=shaped) as lst:
+    log = prog.note if prog.lines else lambda text: print(text, file=sys.stderr, flush=True)
+    # Connections that fail the handshake (strangers, garbage, wrong secrets, silence) are
+    # dropped by the listener and only logged here: they never reach accept() or stop the cloud.
+    on_reject = lambda why: log(f"cloud: {why}")  # noqa: E731
+    with _pinned(cpu), transfer.listen(host, port, secret, link=shaped, on_reject=on_reject) as lst:
         print(f"hierbench cloud listening on {lst.host}:{lst.port}", flush=True)
+        watching = threading.Event()  # report drops while training too, not only in accept()
+
+        def watch():
+            while not watching.wait(0.5):
+                lst.report_rejections()
+
+        threading.Thread(target=watch, name="cloud-rejections", daemon=True).start()
 
         def accept_both():
             data = lst.accept(timeout=accept_timeout)
@@ -318,12 +329,13 @@ def run_cloud(
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             reaccept=accept_both,
-            log=prog.note if prog.lines else lambda text: print(text, file=sys.stderr, flush=True),
+            log=log,
         )
         cloud.expected_link = link
         try:
             result = cloud.run()
         finally:
+            watching.set()
             prog.close()
             for c in {id(x): x for x in (data, control, cloud.data, cloud.control)}.values():
                 c.close()

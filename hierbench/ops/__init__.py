@@ -7,8 +7,10 @@ normalise arguments; the work is done in C++.
 
 Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
 
-Also :func:`crc32` (:mod:`hierbench.ops.checksum`): the codec's frame checksum, zlib's CRC-32
-computed faster.
+Also :func:`fake_quantize` (:mod:`hierbench.ops.fake_quant`): quantize-dequantize with a
+straight-through gradient, for quantization-aware training (:func:`quantize` itself refuses a
+tensor that requires grad instead of dropping its gradient); :func:`crc32`
+(:mod:`hierbench.ops.checksum`): the codec's frame checksum, zlib's CRC-32 computed faster.
 """
 
 from __future__ import annotations
@@ -17,15 +19,27 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import torch
-
-from hierbench import _ext
 from hierbench.errors import ConfigError
-from hierbench.ops import reference
-from hierbench.ops.checksum import available_crc32_kernels, crc32, crc32_kernel
 
-_ext.load()  # runs the TORCH_LIBRARY registrations
+# Checked first, before any submodule is imported: a failed import of this package leaves no
+# half-initialised submodule behind (hierbench.ops.quant...) that a second import would find
+# and use, so every attempt to use the ops raises the same error, not only the first one.
+_CPU_KERNEL_ENV = "HIERBENCH_CPU_KERNEL"
+if os.environ.get(_CPU_KERNEL_ENV, "") not in ("", "avx512", "portable"):
+    raise ConfigError(
+        f"{_CPU_KERNEL_ENV}={os.environ[_CPU_KERNEL_ENV]!r}: expected 'avx512' (the default: used "
+        "where the CPU has it) or 'portable'"
+    )
+
+import torch  # noqa: E402
+
+from hierbench import _ext  # noqa: E402
+from hierbench.ops import reference  # noqa: E402
+from hierbench.ops.checksum import available_crc32_kernels, crc32, crc32_kernel  # noqa: E402
+
+_ext.load().cpu_kernel()  # runs the TORCH_LIBRARY registrations; the kernel reads the env now
 from hierbench.ops import _fake  # noqa: E402,F401  (registers fake kernels; needs the op schemas)
+from hierbench.ops.fake_quant import fake_quantize  # noqa: E402
 from hierbench.ops.quant import (  # noqa: E402
     QuantConfig,
     QuantizedTensor,
@@ -43,20 +57,13 @@ __all__ = [
     "crc32",
     "crc32_kernel",
     "dequantize",
+    "fake_quantize",
     "group_minmax",
     "quantize",
     "reference",
     "set_cpu_kernel",
     "use_cpu_kernel",
 ]
-
-
-_CPU_KERNEL_ENV = "HIERBENCH_CPU_KERNEL"
-if os.environ.get(_CPU_KERNEL_ENV, "") not in ("", "avx512", "portable"):
-    raise ConfigError(
-        f"{_CPU_KERNEL_ENV}={os.environ[_CPU_KERNEL_ENV]!r}: expected 'avx512' (the default: used "
-        "where the CPU has it) or 'portable'"
-    )
 
 
 def available_cpu_kernels() -> tuple[str, ...]:
@@ -66,13 +73,17 @@ def available_cpu_kernels() -> tuple[str, ...]:
 
 
 def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) -> str:
-    """Which CPU kernel quantizes in groups of 32, 64, 128 or 256 with round to nearest.
+    """Which CPU kernel quantizes with round to nearest (groups of 32-256, per tensor, per
+    channel).
 
     Without arguments: the selection (:func:`set_cpu_kernel`). With ``x`` (a CPU tensor) and
-    ``cfg``: the kernel that ``quantize(x, cfg)`` runs, ``"avx512"`` when it takes the call's
-    full blocks of 16 groups (the remaining groups, at most 15 and a partial one, always take the
-    portable loops), else ``"portable"``: another granularity, group size or rounding, fewer
-    than 16 full groups, or more than 16 MiB.
+    ``cfg``: the kernel that ``quantize(x, cfg)`` runs, ``"avx512"`` when it takes the bulk of
+    the call: per group (32, 64, 128, 256), the full blocks of 16 groups of an input of up to
+    16 MiB (the remaining groups, at most 15 and a partial one, always take the portable loops);
+    per tensor (over 64 Ki elements) and groups over 64 Ki elements, the min/max and the codes of
+    every whole 64 elements; per channel, when the elements after the channel dimension number a
+    multiple of 64 (NCHW with H * W = 64, 256, 1024, ...). Else ``"portable"``: stochastic
+    rounding, short channel rows, fewer than 16 full groups, or more than 16 MiB per group.
 
     ``"avx512"``: the hand-written AVX-512 kernel (csrc/quant/quant_cpu_avx512.cpp), used for
     float32, float16 and bfloat16 inputs of up to 16 MiB (larger ones stream from DRAM, where the
@@ -82,8 +93,9 @@ def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) ->
     that handle every other case. Both produce the same bits (the tests hold both to
     :mod:`hierbench.ops.reference`); the choice only changes speed.
     ``HIERBENCH_CPU_KERNEL=portable`` in the environment selects the portable loops from the
-    start (read at the first call; any value but ``avx512``, ``portable`` or empty is a
-    :class:`hierbench.errors.ConfigError` when this module is imported).
+    start (read once, when :mod:`hierbench.ops` is imported; any value but ``avx512``,
+    ``portable`` or empty is a :class:`hierbench.errors.ConfigError` raised by that import, and
+    again by every later attempt to import or use the ops: it never half-succeeds).
 
     Raises:
         TypeError: only one of ``x`` and ``cfg`` given, ``x`` not a float32/float16/bfloat16
@@ -97,7 +109,9 @@ def cpu_kernel(x: torch.Tensor | None = None, cfg: QuantConfig | None = None) ->
     check_input(x, cfg)
     if x.device.type != "cpu":
         raise ValueError(f"cpu_kernel(x, cfg) is about CPU tensors; x is on {x.device}")
-    return _ext.load().cpu_kernel_for(x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding)
+    return _ext.load().cpu_kernel_for(
+        x, cfg.bits, cfg.granularity, cfg.group_size, cfg.rounding, cfg.channel_dim
+    )
 
 
 def set_cpu_kernel(name: str) -> str:

@@ -15,13 +15,30 @@ granularity    a group is                                      G
 ``"group"``    group_size consecutive elements of x.flatten()  ``ceil(numel / group_size)``
 =============  ==============================================  =====================
 
+Calling conventions: ``quantize(x, QuantConfig(bits=4, group_size=64))`` or the keyword
+shorthand ``quantize(x, bits=4, group_size=64)`` (the fields of :class:`QuantConfig`; giving both a
+config and fields is a ``TypeError``). Integer fields accept any integer type (``int``,
+``numpy.int64``...; not ``bool``).
+
+Autograd: ``quantize`` is not differentiable (its codes are integers). Called on a tensor that
+requires grad, with grad mode on, it raises ``ValueError`` rather than silently returning a result
+that drops the gradient; ``dequantize`` does the same for a scale or offset that requires grad.
+For quantization-aware training use :func:`hierbench.ops.fake_quantize`, the documented
+straight-through estimator (forward ``dequantize(quantize(x))``, backward identity).
+
+Memory format: a channels_last (4-d) or channels_last_3d (5-d) input is quantized in its logical
+row-major order like any other layout; :class:`QuantizedTensor` records the format and
+:func:`dequantize` returns its result in it (``QuantizedTensor.memory_format``).
+
 Allowed imports: ``hierbench._ext``, ``hierbench.errors``, torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -31,6 +48,18 @@ __all__ = ["QuantConfig", "QuantizedTensor", "dequantize", "quantize"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def as_int(value, what: str) -> int:
+    """``value`` as a Python int if it is an integer of any type (``int``, ``numpy.int64``, a 0-d
+    integer tensor: anything with ``__index__``), else ``ValueError`` naming ``what``. ``bool``
+    is rejected: ``bits=True`` is a mistake, not 1."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"{what} must be an int, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +84,11 @@ class QuantConfig:
     rounding: str = "nearest"
 
     def __post_init__(self) -> None:
+        for name in ("bits", "group_size", "channel_dim"):
+            # numpy (or any) integers are stored as int, so that configs compare and hash alike;
+            # anything else is reported below, with the valid choices
+            with contextlib.suppress(ValueError):
+                object.__setattr__(self, name, as_int(getattr(self, name), name))
         if type(self.bits) is not int or self.bits not in (2, 4, 8):
             raise ValueError(f"QuantConfig.bits must be one of 2, 4, 8, got {self.bits!r}")
         if self.granularity not in ("tensor", "channel", "group"):
@@ -92,6 +126,9 @@ class QuantizedTensor:
         dtype: the original dtype (the default of :func:`dequantize`).
         config: the :class:`QuantConfig` used.
         seed: the stochastic-rounding seed used (recorded also for ``"nearest"``).
+        memory_format: the input's memory format (``torch.channels_last`` for a 4-d
+            channels_last input, ``torch.channels_last_3d`` for a 5-d one, else
+            ``torch.contiguous_format``): :func:`dequantize` returns its result in it.
     """
 
     payload: torch.Tensor
@@ -101,6 +138,7 @@ class QuantizedTensor:
     dtype: torch.dtype
     config: QuantConfig
     seed: int = 0
+    memory_format: torch.memory_format = torch.contiguous_format
 
     @property
     def numel(self) -> int:
@@ -134,6 +172,45 @@ def check_input(x: torch.Tensor, config: QuantConfig) -> None:
         raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
 
 
+_CONFIG_FIELDS = tuple(f.name for f in fields(QuantConfig))
+
+
+def resolve_config(config: QuantConfig | None, fields_: dict, caller: str) -> QuantConfig:
+    """The config of a call given either ``config`` or keyword ``fields_`` (None = not given)."""
+    given = {k: v for k, v in fields_.items() if v is not None}
+    if config is not None:
+        if given:
+            raise TypeError(
+                f"{caller}() takes a QuantConfig or its fields as keywords, not both: got a "
+                f"config and {', '.join(f'{k}=' for k in given)}"
+            )
+        if not isinstance(config, QuantConfig):
+            raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+        return config
+    return QuantConfig(**given)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` / ``channels_last_3d`` for a 4-d / 5-d tensor laid out so (and not
+    also row-major contiguous), else ``torch.contiguous_format``."""
+    if x.dim() in (4, 5) and not x.is_contiguous():
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        if x.is_contiguous(memory_format=fmt):
+            return fmt
+    return torch.contiguous_format
+
+
+def check_no_grad(t: torch.Tensor, what: str, caller: str) -> None:
+    """ValueError if ``t`` requires grad under grad mode: the op would drop the gradient."""
+    if t.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{caller}: {what} requires grad, but {caller} is not differentiable and would "
+            f"silently drop the gradient. Use hierbench.ops.fake_quantize (straight-through "
+            f"estimator) to train through quantization, or pass {what}.detach() / run under "
+            "torch.no_grad() to quantize without a gradient"
+        )
+
+
 def _op_args(cfg: QuantConfig) -> tuple[int, str, int, int]:
     return cfg.bits, cfg.granularity, cfg.group_size, cfg.channel_dim
 
@@ -156,12 +233,21 @@ def _raise_non_finite(x: torch.Tensor, scale: torch.Tensor) -> None:
 
 def quantize(
     x: torch.Tensor,
-    config: QuantConfig = QuantConfig(),
+    config: QuantConfig | None = None,
     *,
+    bits: int | None = None,
+    granularity: str | None = None,
+    group_size: int | None = None,
+    channel_dim: int | None = None,
+    rounding: str | None = None,
     seed: int = 0,
     out: QuantizedTensor | None = None,
 ) -> QuantizedTensor:
     """Quantize ``x`` to ``config.bits``-bit codes with per-group min/max affine parameters.
+
+    ``quantize(x, QuantConfig(bits=4, group_size=64))`` or, equivalently, the keyword shorthand
+    ``quantize(x, bits=4, group_size=64)`` (fields not given take :class:`QuantConfig`'s
+    defaults; ``quantize(x)`` is ``QuantConfig()``: 8 bits, groups of 128, nearest).
 
     One fused pass per group on CPU and CUDA (min/max, quantize, pack). Per group, in float32
     (fp16/bf16 widen exactly), ``qmax = 2^bits - 1``::
@@ -182,8 +268,11 @@ def quantize(
 
     Args:
         x: float32, float16 or bfloat16, any shape and layout, on CPU or CUDA (read as
-            ``x.flatten()``; non-contiguous inputs are made contiguous first).
-        config: bits, granularity, rounding.
+            ``x.flatten()``; non-contiguous inputs are made contiguous first). Must not require
+            grad under grad mode (see the module docstring; :func:`fake_quantize` trains).
+        config: bits, granularity, rounding; ``None`` to use the keyword fields.
+        bits, granularity, group_size, channel_dim, rounding: :class:`QuantConfig`'s fields,
+            as keywords, instead of ``config``.
         seed: stochastic-rounding seed, an int64 (ignored by ``"nearest"``).
         out: a previous result whose ``payload``, ``scale`` and ``offset`` buffers are reused
             (same device, and sizes matching this ``x`` and ``config``); loops use it to avoid
@@ -198,14 +287,24 @@ def quantize(
             training diverged: quantizing it silently would hide that. (On CUDA, this check
             reads G floats back to the host; the raw op ``torch.ops.hierbench.quantize`` does
             not check, and marks such groups with NaN scale and offset instead.)
-        TypeError: ``x`` is not a float32/float16/bfloat16 tensor, or ``config`` is not a
-            :class:`QuantConfig`.
+            Also: ``x`` requires grad under grad mode (the gradient would be dropped), or a
+            field is invalid (see :class:`QuantConfig`).
+        TypeError: ``x`` is not a float32/float16/bfloat16 tensor, ``config`` is not a
+            :class:`QuantConfig`, or both ``config`` and keyword fields are given.
 
     Reference: :func:`hierbench.ops.reference.quantize` (bit-exact).
     """
+    fields_ = {
+        "bits": bits,
+        "granularity": granularity,
+        "group_size": group_size,
+        "channel_dim": channel_dim,
+        "rounding": rounding,
+    }
+    config = resolve_config(config, fields_, "quantize")
     check_input(x, config)
-    if type(seed) is not int or not _INT64_MIN <= seed <= _INT64_MAX:
-        raise ValueError(f"seed must be an int64, got {seed!r}")
+    check_no_grad(x, "x", "quantize")
+    seed = check_seed(seed)
     if out is not None and not isinstance(out, QuantizedTensor):
         raise TypeError(f"out must be a QuantizedTensor, got {type(out).__name__}")
     args = (*_op_args(config), config.rounding, seed)
@@ -224,7 +323,19 @@ def quantize(
         and not bool(torch.isfinite(scale).all())
     ):
         _raise_non_finite(x, scale)
-    return QuantizedTensor(payload, scale, offset, tuple(x.shape), x.dtype, config, seed)
+    fmt = memory_format_of(x)
+    return QuantizedTensor(payload, scale, offset, tuple(x.shape), x.dtype, config, seed, fmt)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int if it is an int64 of any integer type, else ``ValueError``."""
+    try:
+        value = as_int(seed, "seed")
+    except ValueError:
+        value = None
+    if value is None or not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"seed must be an int64, got {seed!r}")
+    return value
 
 
 def dequantize(
@@ -237,7 +348,8 @@ def dequantize(
 
     The multiply and the add are each rounded to float32 (never fused); the result is then
     converted to ``dtype`` rounding to nearest even. Bit-exact on the CPU; the CUDA kernel is
-    written to match (compiled in CI, not yet run on a GPU).
+    written to match (compiled in CI, not yet run on a GPU). Not differentiable: a ``q`` whose
+    scale or offset requires grad (under grad mode) is a ``ValueError``, not a silent drop.
 
     Args:
         q: the quantized tensor.
@@ -246,7 +358,8 @@ def dequantize(
             dtype is the output dtype (``dtype``, if also given, must equal it).
 
     Returns:
-        A contiguous tensor of shape ``q.shape`` (``out`` when given).
+        A tensor of shape ``q.shape`` in ``q.memory_format`` (row-major contiguous unless the
+        quantized input was channels_last); ``out`` when given.
 
     Reference: :func:`hierbench.ops.reference.dequantize` (bit-exact).
     """
@@ -256,9 +369,14 @@ def dequantize(
         dtype = out.dtype if out is not None else q.dtype
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    check_no_grad(q.scale, "q.scale", "dequantize")
+    check_no_grad(q.offset, "q.offset", "dequantize")
     args = (q.payload, q.scale, q.offset, list(q.shape), *_op_args(q.config))
     if out is None:
-        return torch.ops.hierbench.dequantize.default(*args, dtype)
+        y = torch.ops.hierbench.dequantize.default(*args, dtype)
+        if q.memory_format != torch.contiguous_format:
+            y = y.contiguous(memory_format=q.memory_format)
+        return y
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
     if out.dtype != dtype:

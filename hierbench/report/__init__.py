@@ -8,6 +8,8 @@ records and the device profiles; torch-free.
 - :mod:`~hierbench.report.write`: :func:`write_report`, all of it into the folder;
 - :mod:`~hierbench.report.converge`: :func:`write_converge_report`, the ``converge`` campaign's
   README, tables and plot (statistics over seeds, paired drops, time to accuracy);
+- :mod:`~hierbench.report.scale`: :func:`write_scale_report`, ``hierbench predict-scale``'s
+  saturation table, throughput curves and scaling plot (predictions for E edges, W workers);
 - :mod:`~hierbench.report.readme`: :func:`headline_markdown`, the repository README's results
   block, and :func:`update_readme`.
 """

@@ -235,6 +235,26 @@ def time_to_accuracy(
 # -- the report -------------------------------------------------------------------------------
 
 
+def grid_edge_note(variants: list[str], picks: dict[str, float], lrs: list[float]) -> str | None:
+    """A warning naming the variants whose picked rate lies at an edge of the sweep's grid (a rate
+    beyond it was not tried, so the variant may be under-tuned), or None."""
+    lo, hi = min(lrs), max(lrs)
+    edge = [v for v in variants if picks.get(v) in (lo, hi)]
+    if not edge:
+        return None
+    effect = [
+        "the others' drops against it may be understated"
+        if v == "standard"
+        else f"{v}'s drop against standard may be overstated"
+        for v in edge
+    ]
+    return (
+        f"Picked at an edge of the grid: {', '.join(edge)}. A rate beyond the grid was not tried "
+        "(every variant gets the same grid and the same number of tuning runs), so such a "
+        "variant may be under-tuned: " + "; ".join(effect) + "."
+    )
+
+
 def write_converge_report(out: str | Path, profiles: str | Path = "results/profiles") -> list[Path]:
     """Write README.md, tables and plots of a campaign folder; return the files written."""
     out, profiles = Path(out), Path(profiles)
@@ -319,6 +339,8 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
                 "",
             ]
             md += [_table(["variant", *(f"lr {x:g}" for x in lrs)], rows), ""]
+            note = grid_edge_note(group["variants"], picks, lrs)
+            md += [note, ""] if note else []
         # finals
         fin = finals_table(group, runs, recs)
         rows, csv_rows = [], []

@@ -336,6 +336,28 @@ def _section_measured(t: dict, figs: dict) -> list[str]:
             + ". [tables/profile_drift.csv](tables/profile_drift.csv).",
             "",
         ]
+        if "disturbed" in drift and drift["disturbed"].fillna(False).astype(bool).any():
+            bad = drift[drift["disturbed"].fillna(False).astype(bool)]
+            out += [
+                "**Calibration disturbed**: "
+                + ", ".join(
+                    f"{r['profile']} got {r['cpu_share']:.0%} of a core" for _, r in bad.iterrows()
+                )
+                + " (other work ran while it was measured, after every retry): the predictions "
+                "from it are not trustworthy.",
+                "",
+            ]
+        if "edge_scale" in drift and drift["edge_scale"].notna().any():
+            out += [
+                "Whole edge step over the sum of its separately timed parts, per calibration "
+                "profile and cut (the predictions scale the edge terms by it): "
+                + ", ".join(
+                    f"{r['profile']} {r['edge_scale']}"
+                    for _, r in drift[drift["edge_scale"].notna()].iterrows()
+                )
+                + ".",
+                "",
+            ]
     if figs.get("runtime_vs_rate"):
         out += [f"![runtime vs link rate](plots/{figs['runtime_vs_rate']})", ""]
     if figs.get("timeline"):

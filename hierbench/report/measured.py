@@ -23,7 +23,7 @@ from hierbench.errors import ConfigError
 from hierbench.report.tables import _label
 from hierbench.runtime.profiles import load_profile
 from hierbench.runtime.validate import predict_from_stages, predict_record, stage_means
-from hierbench.spec.records import disturbed
+from hierbench.spec.records import CPU_SHARE_MIN, disturbed
 
 __all__ = ["drift_table", "measured_table", "validation_summary", "validation_table"]
 
@@ -224,10 +224,16 @@ def measured_table(
     return pd.DataFrame(rows)
 
 
+def _parts(p, cut: str) -> float:
+    return p.edge_forward(cut) + p.edge_backward(cut) + p.edge_step(cut) + p.exit_cost(cut)
+
+
 def drift_table(calibrated_dir: Path, committed_dir: Path) -> pd.DataFrame:
     """Each profile measured with the runs beside the committed profile of the same name (when
     it was taken at the same batch): whole-model step time and the sum of its blocks, and their
-    ratio. Over 1: this session's CPU was slower than when the committed profiles were taken."""
+    ratio. Over 1: this session's CPU was slower than when the committed profiles were taken.
+    Also the CPU share each calibration got (``disturbed`` below :data:`CPU_SHARE_MIN`) and, per
+    cut, the whole edge step over the sum of its parts (the scale the predictions apply)."""
     rows = []
     for path in sorted(Path(calibrated_dir).rglob("*.csv")):
         now = load_profile(path)
@@ -241,6 +247,18 @@ def drift_table(calibrated_dir: Path, committed_dir: Path) -> pd.DataFrame:
             "committed_t_full_s": ref.t_full if same else None,
             "measured_utc": now.meta.get("date_utc"),
             "committed_utc": ref.meta.get("date_utc") if same else None,
+            # a calibration that did not get its core is flagged, never used silently
+            "cpu_share": now.meta.get("cpu_share"),
+            "disturbed": now.meta.get("cpu_share") is not None
+            and now.meta["cpu_share"] < CPU_SHARE_MIN,
+            # the whole edge step at the runs' cuts over the sum of its separately timed parts
+            "edge_scale": "; ".join(
+                f"{cut} {t / _parts(now, cut):.3f}"
+                for cut, t in sorted(
+                    (c, h["conv"]) for c, h in (now.meta.get("edge_step_s") or {}).items()
+                )
+            )
+            or None,
         }
         if same:
             a, b = row["t_full_s"], row["committed_t_full_s"]

@@ -8,7 +8,9 @@ this package with torch made unimportable):
 - :mod:`~hierbench.runtime.profiles`: the profile CSV format (:func:`load_profile`);
 - :mod:`~hierbench.runtime.model`: training time of cloud-only, split learning, hierarchical;
 - :mod:`~hierbench.runtime.partition`: best cut and codec, crossover rate;
-- :mod:`~hierbench.runtime.table`: the ``hierbench predict`` table.
+- :mod:`~hierbench.runtime.table`: the ``hierbench predict`` table;
+- :mod:`~hierbench.runtime.scale`: E edges and W data-parallel cloud workers (per-edge links, a
+  shared ingress): throughput, bottleneck, the E at which the cloud or the ingress saturates.
 
 Example::
 

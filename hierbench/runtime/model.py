@@ -38,7 +38,12 @@ Hierarchical training (three-stage pipeline, no gradient comes back)::
     t_E = t_eF + t_X + t_eB + t_eU + t_enc
     t_L = link(D, R_up)
     t_C = t_dec + t_cF + t_cB + t_cU
-    T = (t_eF + t_enc + t_L + t_C) + (N − 1) · max(t_E, t_L, t_C)
+    T = max[(t_eF + t_enc + t_L + t_C) + (N − 1) · max(t_E, t_L, t_C),  N · t_E]
+
+The second term is the edge's own last event: the end-to-end clock stops at the last training
+event on either side, and an edge that is the bottleneck finishes its last exit-head step and
+backward (``t_X + t_eB + t_eU`` after its last upload) after the cloud's last step whenever
+that tail is longer than ``t_L + t_C``.
 
 ``reduction = 1 − T_hier / T_baseline``. ``N`` is the number of batches trained (epochs ×
 batches per epoch).
@@ -70,8 +75,12 @@ Assumptions (stated, not measured)
   (:class:`~hierbench.runtime.codec_bytes.CodecSetting`, default free); they are taken on the
   edge profile's device and scaled like compute (× k on the edge, ÷ f in the cloud). zstd
   ratios come from the profile (1.0 until measured).
-- Block times add up (the profile's ``t_full_s`` beside the sum of its blocks shows how well), a
-  partial last batch costs a full one, and data loading / augmentation is free.
+- Block times add up (the profile's ``t_full_s`` beside the sum of its blocks shows how well)
+  unless the profile timed the whole edge step at the cut (``edge_step_s``, what a calibrating
+  ``reproduce`` measures): then the edge terms are scaled by
+  ``s = whole / (t_eF + t_eB + t_eU + t_X)``, keeping their proportions (parts profiled one at
+  a time, each repeated while its weights stay in cache, need not add up to the step a run
+  takes). A partial last batch costs a full one, and data loading / augmentation is free.
 - ``bottleneck`` is the largest of ``t_E, t_L, t_C`` — for split learning, which has no pipeline,
   it is the stage with the largest share of the sequential sum.
 
@@ -164,8 +173,9 @@ def split_time(per_batch_s: float, n: int) -> float:
 
 
 def hierarchical_time(t_eF: float, t_E: float, t_L: float, t_C: float, n: int) -> float:
-    """``(t_eF + t_L + t_C) + (n − 1)·max(t_E, t_L, t_C)`` (fold encode/decode into the terms)."""
-    return pipeline_time(t_eF + t_L + t_C, max(t_E, t_L, t_C), n)
+    """``max[(t_eF + t_L + t_C) + (n − 1)·max(t_E, t_L, t_C), n·t_E]`` (fold encode/decode into
+    the terms): the cloud's last step or the edge's last one, whichever ends later."""
+    return max(pipeline_time(t_eF + t_L + t_C, max(t_E, t_L, t_C), n), n * t_E)
 
 
 def batches_per_epoch(dataset: str, batch: int) -> int:
@@ -386,14 +396,18 @@ def gradient_bytes(sc: Scenario, cut: str) -> int:
 
 # -- per-method predictions ---------------------------------------------------------------------
 def _edge_times(sc: Scenario, cut: str) -> dict[str, float]:
+    """The edge's terms; scaled to the whole edge step where the profile timed one (``s`` below)."""
     k = sc.edge_slowdown
     e = sc.edge
-    return {
-        "t_eF": k * e.edge_forward(cut),
-        "t_eB": k * e.edge_backward(cut),
-        "t_eU": k * e.edge_step(cut),
-        "t_X": k * e.exit_cost(cut, sc.head),
+    t = {
+        "t_eF": e.edge_forward(cut),
+        "t_eB": e.edge_backward(cut),
+        "t_eU": e.edge_step(cut),
+        "t_X": e.exit_cost(cut, sc.head),
     }
+    whole = e.edge_whole_step(cut, sc.head)
+    s = whole / sum(t.values()) if whole and sum(t.values()) > 0 else 1.0
+    return {name: k * s * v for name, v in t.items()}
 
 
 def _cloud_times(sc: Scenario, cut: str, *, input_grad: bool) -> dict[str, float]:
@@ -500,7 +514,8 @@ def hierarchical(sc: Scenario, cut: str, codec: CodecSetting | str) -> Predictio
         method="hierarchical",
         cut=cut,
         codec=codec.name,
-        total_s=pipeline_time(fill, period, sc.total_batches),
+        # the cloud's last step, or the edge's last exit step if that ends later
+        total_s=max(pipeline_time(fill, period, sc.total_batches), sc.total_batches * t_E),
         t_E=t_E,
         t_L=t_L,
         t_C=t_C,

@@ -31,7 +31,9 @@ zstd_ratio_fp32, ...       measured zstd ratio of that wire (1.0 until measured:
 
 Metadata keys the runtime model relies on: ``model``, ``stem``, ``dataset``, ``num_classes``,
 ``input_size``, ``batch``, ``device``, ``t_full_s`` (one training step of the whole model: the
-cloud-only baseline), ``input_bytes`` (the raw uint8 batch). Everything else is description.
+cloud-only baseline), ``input_bytes`` (the raw uint8 batch), and, where measured,
+``edge_step_s`` (``{cut: {head: seconds}}``: one whole edge training step, exit head included,
+timed as a unit). Everything else is description.
 
 This module must not import torch: profiles are read wherever tables are made.
 """
@@ -304,6 +306,12 @@ class Profile:
         if head not in b.exit_s:
             raise ConfigError(f"profile has no {head!r} exit head at {cut}; heads: {HEAD_KINDS}")
         return float(b.exit_s[head])
+
+    def edge_whole_step(self, cut: str, head: str = "conv") -> float | None:
+        """One whole edge training step at ``cut`` with ``head`` (metadata ``edge_step_s``,
+        measured as a unit when the profile was asked to), or None where it was not measured."""
+        t = (self.meta.get("edge_step_s") or {}).get(cut, {}).get(head)
+        return None if t is None else float(t)
 
     def cloud_forward(self, cut: str) -> float:
         """t_cF: forward of the cloud blocks, loss included."""

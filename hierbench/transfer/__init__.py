@@ -18,11 +18,19 @@ from __future__ import annotations
 
 from hierbench.errors import TransferClosed, TransferError, TransferTimeout
 from hierbench.transfer.clock import VirtualClock
-from hierbench.transfer.endpoint import Endpoint, Listener, connect, inprocess_pair, listen
+from hierbench.transfer.endpoint import (
+    MIN_SECRET_BYTES,
+    Endpoint,
+    Listener,
+    connect,
+    inprocess_pair,
+    listen,
+)
 from hierbench.transfer.link import PRESETS, Link
 from hierbench.transfer.messages import Message, Record, SendSlot, Stats
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "PRESETS",
     "Endpoint",
     "Link",

@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import math
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Iterator
 
 from hierbench import _ext
-from hierbench.errors import TransferClosed
+from hierbench.errors import TransferClosed, TransferTimeout
 from hierbench.transfer.clock import VirtualClock
 from hierbench.transfer.link import Link
 from hierbench.transfer.messages import Message, Record, SendSlot, Stats
 
-__all__ = ["Endpoint", "Listener", "connect", "inprocess_pair", "listen"]
+__all__ = ["MIN_SECRET_BYTES", "Endpoint", "Listener", "connect", "inprocess_pair", "listen"]
 
 DEFAULT_HOST = "127.0.0.1"
+_ACCEPT_SLICE = 0.25  # seconds per native wait inside Listener.accept
+_LOG = logging.getLogger("hierbench.transfer")
+
+
+def _log_rejection(message: str) -> None:
+    _LOG.warning("%s", message)
 
 
 def _native():
@@ -69,10 +77,18 @@ def _options(
     )
 
 
+#: The shortest shared secret the TCP transport accepts (the handshake derives its key from it
+#: with scrypt; docs/transfer.md, "Threat model").
+MIN_SECRET_BYTES = 16
+
+
 def _secret(secret: str | bytes) -> bytes:
     key = secret.encode() if isinstance(secret, str) else bytes(secret)
-    if not key:
-        raise ValueError("the shared secret must not be empty")
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"the shared secret is {len(key)} bytes; at least {MIN_SECRET_BYTES} are required "
+            "(make one with: python -c 'import secrets; print(secrets.token_hex(16))')"
+        )
     return key
 
 
@@ -232,12 +248,32 @@ def inprocess_pair(
 
 
 class Listener:
-    """A TCP listener; :meth:`accept` returns authenticated endpoints."""
+    """A TCP listener; :meth:`accept` returns authenticated endpoints.
 
-    def __init__(self, native, link: Link, direction: str):
+    Handshakes run on the listener's own thread, all at once, each bounded in time and bytes: a
+    connection that fails one (a stranger, garbage, the wrong secret, silence) is closed and
+    reported to ``on_reject`` (default: the ``hierbench.transfer`` logger, as a warning); it never
+    reaches :meth:`accept` and never stops the listener.
+    """
+
+    def __init__(self, native, link: Link, direction: str, on_reject=None):
         self._native = native
         self.link = link
         self.direction = direction
+        self.on_reject = on_reject if on_reject is not None else _log_rejection
+
+    @property
+    def rejected(self) -> int:
+        """How many connections were dropped so far (failed handshakes, limits)."""
+        return self._native.rejected
+
+    def report_rejections(self) -> list[str]:
+        """Reports (to ``on_reject``) and returns why connections were dropped since the last
+        call."""
+        out = list(self._native.take_rejections())
+        for why in out:
+            self.on_reject(why)
+        return out
 
     @property
     def host(self) -> str:
@@ -252,14 +288,27 @@ class Listener:
         return self.host, self.port
 
     def accept(self, *, timeout: float | None = None, link: Link | str | None = None) -> Endpoint:
-        """Waits for a peer and authenticates it. A peer that fails the handshake raises
-        ``TransferError`` naming it and the cause; the listener stays usable.
+        """The next peer that passed the handshake (``TransferTimeout`` if none within
+        ``timeout`` seconds; None: wait forever). Peers that fail it are reported to
+        ``on_reject`` meanwhile, and waiting goes on.
 
         ``link``: shape this connection's sends with another link than the listener's (for
         example an unshaped control connection beside a shaped data connection)."""
         link = self.link if link is None else Link.parse(link)
-        native = self._native.accept(_spec(link, self.direction), timeout)
-        return Endpoint(native, link, self.direction)
+        spec = _spec(link, self.direction)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # in short waits, to report rejections (and let Ctrl-C in) as they come
+            self.report_rejections()
+            left = _ACCEPT_SLICE if deadline is None else deadline - time.monotonic()
+            try:
+                native = self._native.accept(spec, max(0.0, min(left, _ACCEPT_SLICE)))
+            except TransferTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.report_rejections()
+                    raise
+                continue
+            self.report_rejections()
+            return Endpoint(native, link, self.direction)
 
     def close(self) -> None:
         self._native.close()
@@ -281,26 +330,38 @@ def listen(
     *,
     link: Link | str | None = None,
     direction: str = "down",
-    backlog: int = 16,
+    backlog: int = 128,
+    max_pending: int = 64,
+    frame_macs: bool = False,
+    on_reject=None,
     **options,
 ) -> Listener:
     """Listens on ``host:port`` (default loopback; port 0 picks a free one).
 
     Accepted endpoints send with ``link``'s ``direction`` rate (default ``down``: the listener is
-    the cloud). ``options``: ``slots``, ``recv_slots``, ``slot_bytes``, ``max_frame_bytes``,
-    ``io_timeout``, ``linger``, ``handshake_timeout``, ``pacing_chunk_bytes``, ``sndbuf``,
-    ``rcvbuf`` (socket buffer sizes; small ones keep kernel buffers from hiding the pacing).
+    the cloud). ``secret``: at least :data:`MIN_SECRET_BYTES` bytes. ``max_pending``: handshakes
+    in progress at once (a newer connection evicts the oldest handshake of the address that holds
+    the most). ``frame_macs``: authenticate
+    every frame even on loopback (off loopback they always are). ``on_reject(message)``: called
+    for every connection dropped (default: a warning on the ``hierbench.transfer`` logger).
+    ``options``: ``slots``, ``recv_slots``, ``slot_bytes``, ``max_frame_bytes``, ``io_timeout``,
+    ``linger``, ``handshake_timeout``, ``pacing_chunk_bytes``, ``sndbuf``, ``rcvbuf`` (socket
+    buffer sizes; small ones keep kernel buffers from hiding the pacing).
     """
     link = Link() if link is None else Link.parse(link)
     link.rate_bps(direction)  # validates direction
+    key = _secret(secret)
     if host not in ("127.0.0.1", "::1", "localhost"):
         warnings.warn(
             f"transfer listener bound to {host!r}, not loopback: reachable from the network "
-            "(the handshake still requires the shared secret)",
+            "(peers must prove the shared secret; frames from non-loopback peers carry MACs, "
+            "but are not encrypted: see docs/transfer.md, Threat model)",
             stacklevel=2,
         )
-    native = _native().Listener(host, port, _secret(secret), _options(**options), backlog)
-    return Listener(native, link, direction)
+    native = _native().Listener(
+        host, port, key, _options(**options), backlog, max_pending, frame_macs
+    )
+    return Listener(native, link, direction, on_reject)
 
 
 def connect(
@@ -311,13 +372,16 @@ def connect(
     link: Link | str | None = None,
     direction: str = "up",
     timeout: float | None = 10.0,
+    frame_macs: bool = False,
     **options,
 ) -> Endpoint:
-    """Connects to a :func:`listen` endpoint and authenticates both ways; sends ``up`` by
-    default (the connecting side is the edge). ``options`` as for :func:`listen`."""
+    """Connects to a :func:`listen` endpoint and authenticates both ways (this side first);
+    sends ``up`` by default (the connecting side is the edge). ``frame_macs`` and ``options``
+    as for :func:`listen`."""
     link = Link() if link is None else Link.parse(link)
     link.rate_bps(direction)
+    key = _secret(secret)
     native = _native().connect(
-        host, port, _secret(secret), _spec(link, direction), _options(**options), timeout
+        host, port, key, _spec(link, direction), _options(**options), timeout, frame_macs
     )
     return Endpoint(native, link, direction)

@@ -54,7 +54,7 @@ def test_hierarchical_hand_computed():
     t_C = (2 + 0.5) / 2 + (3 + 1) / 2 + (1 + 0.2) / 2  # cloud: b (no input grad) + classifier
     assert (p.t_E, p.t_L, p.t_C) == pytest.approx((t_E, t_L, t_C))
     assert p.fill_s == pytest.approx(1 + t_L + t_C)
-    assert p.total_s == pytest.approx(1 + t_L + t_C + 4 * max(t_E, t_L, t_C))
+    assert p.total_s == pytest.approx(max(1 + t_L + t_C + 4 * max(t_E, t_L, t_C), 5 * t_E))
     assert p.bottleneck == "cloud"
     assert p.bytes_down == 0
 
@@ -139,6 +139,36 @@ def test_batches_per_epoch():
 
 
 # -- limits --------------------------------------------------------------------------------------
+def test_edge_bound_hierarchical_ends_with_the_edges_last_step():
+    """End-to-end clock: when the edge is the bottleneck and its post-upload tail (exit head,
+    backward, step) outlasts link + cloud, the run ends with the edge's last step, N·t_E."""
+    sc = Scenario(toy_profile(), LinkSpec(math.inf, math.inf, 0.0), n_batches=4, edge_slowdown=10)
+    h = rm.hierarchical(sc, "b", "fp32")
+    assert h.bottleneck == "edge"
+    cloud_last = h.parts["t_eF"] + h.parts["t_enc"] + h.t_L + h.t_C + 3 * h.t_E
+    assert 4 * h.t_E > cloud_last
+    assert h.total_s == pytest.approx(4 * h.t_E)
+    assert rm.hierarchical_time(1.0, 3.0, 0.5, 0.5, 4) == pytest.approx(12.0)
+    assert rm.hierarchical_time(1.0, 3.0, 0.5, 2.5, 4) == pytest.approx(1.0 + 0.5 + 2.5 + 9.0)
+
+
+def test_a_timed_whole_edge_step_scales_the_edge_terms():
+    """Cut ``a``'s parts add to 1 + 1.5 + 0.5 + 0.3 = 3.3; a profile that timed the whole edge
+    step at 4.4 scales each edge term by 4/3 (proportions kept); other cuts and heads keep the
+    block sums."""
+    link = LinkSpec(math.inf, math.inf, 0.0)
+    plain = rm.hierarchical(Scenario(toy_profile(), link, n_batches=3), "a", "fp32")
+    timed = toy_profile(edge_step_s={"a": {"conv": 4.4}})
+    assert timed.edge_whole_step("a") == 4.4
+    assert timed.edge_whole_step("b") is None and timed.edge_whole_step("a", "minimal") is None
+    h = rm.hierarchical(Scenario(timed, link, n_batches=3, edge_slowdown=2), "a", "fp32")
+    for term in ("t_eF", "t_eB", "t_eU", "t_X"):
+        assert h.parts[term] == pytest.approx(2 * plain.parts[term] * 4.4 / 3.3)
+    assert h.t_E == pytest.approx(2 * 4.4)
+    b_plain = rm.hierarchical(Scenario(toy_profile(), link, n_batches=3), "b", "fp32")
+    assert rm.hierarchical(Scenario(timed, link, n_batches=3), "b", "fp32") == b_plain
+
+
 def test_infinite_link_is_compute_bound():
     sc = Scenario(toy_profile(), LinkSpec(math.inf, math.inf, 0.0), n_batches=7, cloud_speedup=2)
     base = rm.cloud_only(sc)
@@ -148,7 +178,8 @@ def test_infinite_link_is_compute_bound():
             h = rm.hierarchical(sc, cut, codec)
             assert h.t_L == 0
             assert h.bottleneck != "link"
-            assert h.total_s == pytest.approx(h.parts["t_eF"] + h.t_C + 6 * max(h.t_E, h.t_C))
+            cloud_last = h.parts["t_eF"] + h.t_C + 6 * max(h.t_E, h.t_C)
+            assert h.total_s == pytest.approx(max(cloud_last, 7 * h.t_E))  # whichever ends later
             s = rm.split_learning(sc, cut, codec)
             assert s.t_L == 0
             assert s.total_s == pytest.approx(7 * (s.t_E + s.t_C))

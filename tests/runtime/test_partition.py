@@ -110,7 +110,9 @@ def test_falls_back_to_cloud_only():
 
 def test_crossover_rate_exact_single_batch():
     """n = 1, no latency, no frame header: cloud-only T = 8·D0/R + t_full, hierarchical
-    T = t_eF + 8·D/R + t_C, so hierarchical wins below R* = 8(D0 − D) / (t_eF + t_C − t_full)."""
+    T = max(t_eF + 8·D/R + t_C, t_E) (the edge's own step ends the run when it is longer), so
+    hierarchical wins below R* = 8(D0 − D) / (t_eF + t_C − t_full) if the first term is the
+    larger there, else below R* = 8·D0 / (t_E − t_full)."""
     prof = profile(
         [
             block("a", 0, numel=1000, fwd=0.3, bwd=0.5, step=0.1, exit_conv=0.2),
@@ -126,7 +128,11 @@ def test_crossover_rate_exact_single_batch():
     d0 = rm.raw_bytes(sc)
     d = rm.activation_bytes(sc, "a", "q8")
     t_c = 0.1 + 0.05 + 0.05
+    t_e = 0.3 + 0.2 + 0.5 + 0.1  # forward, exit head, backward, step
     expected = 8 * (d0 - d) / (0.3 + t_c - 0.2)
+    if 0.3 + 8 * d / expected + t_c < t_e:  # the edge's step is the longer at that rate
+        expected = 8 * d0 / (t_e - 0.2)
+        assert 0.3 + 8 * d / expected + t_c <= t_e
     cross = crossover_rate(sc, codecs=["q8"])
     assert cross.wins_below
     assert cross.sign_changes == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,56 @@ def test_predict_cli_errors(tmp_path, capsys):
     )
     assert rc == 2
     assert "3g, 4g, wifi, lan" in capsys.readouterr().err
+
+
+def test_whole_edge_step_is_timed_at_the_asked_cuts(tmp_path):
+    """``edge_cuts``: the profile times the whole edge step there (both heads), it survives the
+    CSV round trip, and the model's edge terms then add up to it."""
+    import math
+
+    from hierbench import profiling
+    from hierbench.errors import ConfigError
+    from hierbench.runtime import model as rm
+    from hierbench.spec.links import LinkSpec
+
+    prof = profiling.measure_profile(
+        "resnet18", dataset="cifar10", batch=4, threads=1, repeats=1, edge_cuts=["layer1"]
+    )
+    steps = prof.meta["edge_step_s"]
+    assert set(steps) == {"layer1"} and set(steps["layer1"]) == {"conv", "minimal"}
+    assert all(t > 0 for t in steps["layer1"].values())
+    back = profiling.load_profile(profiling.write_profile(prof, tmp_path / "p.csv"))
+    assert back.edge_whole_step("layer1") == pytest.approx(steps["layer1"]["conv"])
+    assert back.edge_whole_step("layer2") is None
+    h = rm.hierarchical(
+        rm.Scenario(back, LinkSpec(math.inf, math.inf, 0.0), n_batches=2), "layer1", "fp32"
+    )
+    assert h.t_E == pytest.approx(steps["layer1"]["conv"])
+    with pytest.raises(ConfigError, match="not a cut"):
+        profiling.measure_profile(
+            "resnet18", dataset="cifar10", batch=2, repeats=1, edge_cuts=["nope"]
+        )
+
+
+def test_whole_edge_step_runs_the_gap_between_steps():
+    """``edge_gap``: called after every whole edge step with its time (as the edge-slowdown knob
+    does between a run's steps), 1 warm-up + at most 3 timed steps, recorded in the metadata."""
+    from hierbench import profiling
+
+    seen = []
+    prof = profiling.measure_profile(
+        "resnet18",
+        dataset="cifar10",
+        batch=2,
+        threads=1,
+        repeats=5,
+        edge_cuts=["layer1"],
+        # a gap 20x the step, asleep: counted, the CPU share would read under 1/20
+        edge_gap=("record the gap", lambda t: (seen.append(t), time.sleep(20 * t))),
+        edge_heads=["conv"],
+    )
+    assert set(prof.meta["edge_step_s"]["layer1"]) == {"conv"}
+    assert prof.meta["edge_step_gap"] == "record the gap"
+    assert len(seen) == 4 and all(t > 0 for t in seen)
+    assert prof.meta["cpu_share"] > 0.3  # the gaps are left out of the profiler's CPU share
+    assert prof.meta["edge_step_s"]["layer1"]["conv"] == sorted(seen[1:])[1]  # median of 3

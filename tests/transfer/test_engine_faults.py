@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from hierbench.errors import TransferClosed, TransferError
-from hierbench.transfer import connect, inprocess_pair, listen
+from hierbench.transfer import Link, connect, inprocess_pair, listen
 from tests.transfer import reference_peer as peer
 
 SECRET = b"engine faults test secret, long enough"
@@ -32,10 +32,12 @@ def pool():
         yield ex
 
 
-def _pair(pool, client_link=None, **options):
+def _pair(pool, client_link=None, frame_macs=False, **options):
     lst = listen(port=0, secret=SECRET, **options)
     fut = pool.submit(lst.accept, timeout=T)
-    client = connect("127.0.0.1", lst.port, SECRET, link=client_link, timeout=T, **options)
+    client = connect(
+        "127.0.0.1", lst.port, SECRET, link=client_link, timeout=T, frame_macs=frame_macs, **options
+    )
     server = fut.result(T)
     lst.close()
     return client, server
@@ -81,12 +83,15 @@ def test_messages_lost_after_the_sender_failed_are_counted(pool):
     srv.close()
 
 
-def test_close_that_runs_out_of_time_still_sends_close(pool):
+@pytest.mark.parametrize("macs", [False, True], ids=["crc", "mac"])
+def test_close_that_runs_out_of_time_still_sends_close(pool, macs):
     """``close(timeout)`` expires mid-message on a slow emulated link: the part-sent message and
     the queued one are dropped and counted, and the peer gets a clean ``TransferClosed`` (before:
-    no CLOSE, so the peer saw "the peer died mid-frame")."""
-    client, server = _pair(pool, client_link="1mbit")  # 100 kB = 0.8 s on the link
+    no CLOSE, so the peer saw "the peer died mid-frame"). With frame MACs the cancelled frame
+    (filler, flagged trailer) carries a valid tag and CLOSE a valid header MAC."""
+    client, server = _pair(pool, client_link="1mbit", frame_macs=macs)  # 100 kB: 0.8 s
     with server:
+        assert ("frames authenticated" in repr(server)) == macs
         client.send(b"first", timeout=T)
         assert server.recv(timeout=T).data == b"first"
         client.send(bytes(100_000), timeout=T)
@@ -101,12 +106,31 @@ def test_close_that_runs_out_of_time_still_sends_close(pool):
         assert (st.messages_sent, st.dropped) == (1, 2)
 
 
-def test_a_consumer_that_pauses_longer_than_io_timeout_is_not_a_dead_peer(pool):
+@pytest.mark.parametrize("macs", [False, True], ids=["crc", "mac"])
+def test_close_that_runs_out_of_time_before_a_byte_left(pool, macs):
+    """The link is down (an outage) when ``close(timeout)`` expires: the frame was begun but
+    nothing of it is on the wire. CLOSE still follows and, with frame MACs, takes the frame
+    counter the unsent frame had claimed (before the fix the peer saw "header MAC mismatch")."""
+    down = Link(rate_bps_up=1e9, outages=((0.0, 60.0),))
+    client, server = _pair(pool, client_link=down, frame_macs=macs)
+    with server:
+        client.send(b"never sent", timeout=T)
+        time.sleep(0.2)  # the sender thread has begun the frame and waits for the link
+        client.close(timeout=0.1)
+        with pytest.raises(TransferClosed, match="peer closed"):
+            server.recv(timeout=T)
+        st = client.stats()
+        assert (st.messages_sent, st.dropped) == (0, 1)
+
+
+@pytest.mark.parametrize("macs", [False, True], ids=["crc", "mac"])
+def test_a_consumer_that_pauses_longer_than_io_timeout_is_not_a_dead_peer(pool, macs):
     """The receiver stops taking messages for 6x ``io_timeout``: its ring and the socket buffers
     fill and the sender's writes stall, but the receiver's keepalives show it is alive, so
-    nothing fails and every message arrives (before: both sides reported a dead peer)."""
+    nothing fails and every message arrives (before: both sides reported a dead peer). With
+    frame MACs the keepalives are authenticated like any frame."""
     opts = dict(io_timeout=0.5, recv_slots=1, sndbuf=32 << 10, rcvbuf=32 << 10)
-    client, server = _pair(pool, **opts)
+    client, server = _pair(pool, frame_macs=macs, **opts)
     n, size = 8, 1 << 20
     with client, server:
         sent = pool.submit(lambda: [client.send(bytes([i]) * size, timeout=T) for i in range(n)])

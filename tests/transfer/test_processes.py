@@ -46,8 +46,8 @@ def test_shaped_goodput_between_processes():
 
 
 def test_peer_process_killed_mid_frame():
-    env = dict(os.environ, PYTHONPATH=str(REPO), **{SECRET_ENV: "s3cret"})
-    with listen(port=0, secret="s3cret") as lst:
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{SECRET_ENV: "a 16+ byte secret"})
+    with listen(port=0, secret="a 16+ byte secret") as lst:
         child = subprocess.Popen(
             [sys.executable, "-m", "hierbench.transfer._peer", "send", "--port", str(lst.port),
              "--link", "2mbit", "--count", "1", "--bytes", "2000000"],

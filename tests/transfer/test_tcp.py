@@ -1,16 +1,19 @@
 """The TCP transport on loopback: handshake, wire format, and every failure the issue lists.
 
-Hostile peers are written with tests/transfer/peer.py (an independent Python implementation of
-the protocol), so these tests also pin the byte layout documented in docs/transfer.md. Each
-failure must give a clear error and leave the other side usable (the listener keeps accepting).
-Real time, but no timing assertions: only generous timeouts.
+Hostile peers are written with tests/transfer/reference_peer.py (an independent Python
+implementation of the protocol), so these tests also pin the byte layout documented in
+docs/transfer.md. Each failure must give a clear error and leave the other side usable (the
+listener keeps accepting). Real time, but no timing assertions: only generous timeouts.
+Hostile connections against the listener and authenticated frames: test_hostile.py.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -30,9 +33,24 @@ def pool():
 
 
 @pytest.fixture
-def listener():
-    with listen(port=0, secret=SECRET, handshake_timeout=T) as lst:
+def rejections():
+    return []
+
+
+@pytest.fixture
+def listener(rejections):
+    with listen(port=0, secret=SECRET, handshake_timeout=T, on_reject=rejections.append) as lst:
         yield lst
+
+
+def wait_for_rejections(listener, rejections, n: int) -> list[str]:
+    """The listener's first ``n`` reports of dropped connections (waits up to T seconds)."""
+    deadline = time.monotonic() + T
+    while len(rejections) < n and time.monotonic() < deadline:
+        listener.report_rejections()
+        time.sleep(0.02)
+    assert len(rejections) >= n, rejections
+    return rejections[:n]
 
 
 def check_listener_still_serves(listener, pool):
@@ -68,7 +86,7 @@ def test_roundtrip_both_directions(listener, pool):
 def test_python_client_speaks_the_documented_protocol(listener, pool):
     fut = pool.submit(listener.accept, timeout=T)
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
-    assert peer.client_handshake(sock, SECRET, max_frame=4096) == 1 << 30
+    assert peer.client_handshake(sock, SECRET, max_frame=4096).peer_max == 1 << 30
     with fut.result(T) as ep:
         assert ep.peer_max_frame == 4096
         for i in range(3):
@@ -94,7 +112,7 @@ def test_python_server_accepts_the_engine_client(pool):
     def serve():
         conn, _ = srv.accept()
         conn.settimeout(T)
-        client_max = peer.server_handshake(conn, SECRET, max_frame=1 << 20)
+        client_max = peer.server_handshake(conn, SECRET, max_frame=1 << 20).peer_max
         kind, seq, data = peer.read_frame(conn)
         conn.sendall(peer.data_frame(0, data.upper()))
         conn.close()  # dies without a CLOSE frame
@@ -113,39 +131,53 @@ def test_python_server_accepts_the_engine_client(pool):
     srv.close()
 
 
-def test_wrong_secret_is_refused_both_ways(listener, pool):
-    fut = pool.submit(listener.accept, timeout=T)
-    with pytest.raises(TransferError, match=r"authentication failed.*secret"):
-        connect("127.0.0.1", listener.port, b"wrong secret", timeout=T)
-    with pytest.raises(TransferError, match=r"handshake with 127\.0\.0\.1:\d+ failed.*secret"):
-        fut.result(T)
-    # a raw client that skips the server's proof and answers with a bad one
-    fut = pool.submit(listener.accept, timeout=T)
+def test_wrong_secret_is_refused_both_ways(listener, rejections, pool):
+    with pytest.raises(TransferError, match=r"refused the connection: authentication failed.*"):
+        connect("127.0.0.1", listener.port, b"wrong secret, 16+ bytes", timeout=T)
+    (why,) = wait_for_rejections(listener, rejections, 1)
+    assert re.search(r"handshake with 127\.0\.0\.1:\d+ failed.*wrong secret.*dropped", why)
+    # a raw client that answers the server's hello with a bad proof
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
-    sock.sendall(peer.prefix(peer.CLIENT_HELLO) + struct.pack("<Q", 1 << 20) + bytes(40))
-    peer.recv_exact(sock, 88)
+    sock.sendall(peer.hello(peer.CLIENT_HELLO, 1 << 20))
+    peer.recv_exact(sock, 56)
     sock.sendall(peer.prefix(peer.CLIENT_AUTH) + bytes(32))
     reply = peer.recv_exact(sock, 16)
     assert reply[6:8] == struct.pack("<H", peer.REJECT) and reply[8:10] == struct.pack("<H", 2)
-    with pytest.raises(TransferError, match="failed authentication"):
-        fut.result(T)
+    assert sock.recv(1) == b""  # and nothing else: no proof of the server's
+    assert "failed authentication" in wait_for_rejections(listener, rejections, 2)[1]
     sock.close()
+    # a server that does not hold the secret: the engine client refuses it
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def impostor():
+        conn, _ = srv.accept()
+        conn.settimeout(T)
+        with pytest.raises(PermissionError):
+            peer.server_handshake(conn, b"not the secret, but long enough")
+        conn.close()
+
+    fut = pool.submit(impostor)
+    with pytest.raises(TransferError, match="refused the connection: authentication failed"):
+        connect("127.0.0.1", srv.getsockname()[1], SECRET, timeout=T)
+    fut.result(T)
+    srv.close()
+    assert listener.rejected == 2
     check_listener_still_serves(listener, pool)
 
 
-def test_protocol_version_mismatch(listener, pool):
-    fut = pool.submit(listener.accept, timeout=T)
-    sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
-    with pytest.raises(PermissionError, match="reason 1"):
-        peer.client_handshake(sock, SECRET, version=2)
-    with pytest.raises(TransferError, match="version mismatch: the client speaks v2"):
-        fut.result(T)
-    sock.close()
-    fut = pool.submit(listener.accept, timeout=T)
+def test_protocol_version_mismatch(listener, rejections, pool):
+    for version in (1, 3):  # the v1 handshake (server proved first) and a future one
+        sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
+        with pytest.raises(PermissionError, match="reason 1"):
+            peer.client_handshake(sock, SECRET, version=version)
+        sock.close()
+    got = wait_for_rejections(listener, rejections, 2)
+    assert "version mismatch: the client speaks v1, this build v2" in got[0]
+    assert "the client speaks v3" in got[1]
     sock = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
     sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
-    with pytest.raises(TransferError, match="not a hierbench transfer client"):
-        fut.result(T)
+    assert "not a hierbench transfer client" in wait_for_rejections(listener, rejections, 3)[2]
+    assert sock.recv(1) == b""  # dropped at once, not at the handshake timeout
     sock.close()
     check_listener_still_serves(listener, pool)
 
