@@ -1,10 +1,14 @@
 """Operator hazards (issue 15, item 8): ``--overwrite`` deletes only hierbench results folders,
-``train --out <folder>`` fails before training, ``hierbench report`` names a corrupt record."""
+``train --out <folder>`` fails before training, ``hierbench report`` names a corrupt record,
+absurd link strings are refused, Ctrl-C interrupts long native waits, and a codec shared by
+threads fails cleanly. (The cloud's receive limits: tests/methods/test_cloud_limits.py.)"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,3 +104,117 @@ def test_report_names_the_corrupt_record(tmp_path, corrupt):
     res = _cli("report", str(out))
     assert res.returncode == 2, res.stderr[-2000:]
     assert f"error: {path} is not a valid run record" in res.stderr
+
+
+# ---- item 8, continued: absurd link strings, Ctrl-C in native waits, a codec shared by threads
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("20mbit/99999999999999999999999s", "the latency '99999999999999999999999s' is over 60 s"),
+        ("20mbit/1e300s", "is over 60 s"),
+        ("9" * 400 + "mbit", "has more than 32 digits"),
+        ("1e400mbit", "is inf bit/s, outside 1 bit/s"),  # overflows to inf: not "unshaped"
+        ("20tbit", "outside 1 bit/s"),
+        ("0.001bit", "outside 1 bit/s"),
+        ("1mbit:" + "1" * 40 + "gbit", "has more than 32 digits"),
+    ],
+)
+def test_absurd_link_strings_are_refused(spec, why):
+    """Before: these were accepted, and hung the run (a latency of 10^23 s) or meant an
+    unshaped link (a rate that overflows to inf)."""
+    from hierbench.spec.links import parse_link
+    from hierbench.transfer import Link
+
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        parse_link(spec)
+    with pytest.raises(ConfigError, match="invalid link"):
+        Link.parse(spec)
+    res = _cli("train", "--link", spec, "--quiet", timeout=120)
+    assert res.returncode == 2 and "invalid link" in res.stderr, res.stderr[-2000:]
+
+
+_BLOCKED = {
+    "accept": (
+        "from hierbench.transfer import listen\n"
+        "lst = listen(port=0, secret=b'a secret of enough length')\n"
+        "print('ready', flush=True)\n"
+        "lst.accept(timeout=300)\n"
+    ),
+    "recv": (
+        "from hierbench.transfer import inprocess_pair\n"
+        "a, b = inprocess_pair()\n"
+        "print('ready', flush=True)\n"
+        "b.recv()\n"
+    ),
+    "send": (
+        "from hierbench.transfer import inprocess_pair\n"
+        "a, b = inprocess_pair(slots=1, recv_slots=1)\n"
+        "a.send(b'1'); a.send(b'2')\n"  # the peer's ring and our slot are full: send waits
+        "print('ready', flush=True)\n"
+        "a.send(b'3', timeout=300)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_BLOCKED))
+def test_ctrl_c_interrupts_a_long_native_wait(call):
+    """SIGINT while the main thread waits in the engine (accept, recv, send): KeyboardInterrupt
+    within a second or so (before: Python ran the handler only once the native call returned,
+    after up to 300 s or never)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED[call]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        time.sleep(0.5)  # inside the native wait by now
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        assert time.monotonic() - t0 < 5
+        assert "KeyboardInterrupt" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+_SHARED_CODEC = """
+import threading, torch
+from hierbench.codec import ActivationCodec
+codec = ActivationCodec("q8+zstd1")
+x = torch.randn(64, 128, 32)
+frame = codec.encode(x)
+refused, done = [], threading.Event()
+def hammer(decode):
+    while not done.is_set():
+        try:
+            codec.decode(frame) if decode else codec.encode(x)
+        except RuntimeError as exc:
+            assert "not thread-safe" in str(exc), exc
+            refused.append(1)
+            if len(refused) > 20:
+                done.set()
+threads = [threading.Thread(target=hammer, args=(d,)) for d in (False, True, False)]
+for t in threads: t.start()
+for t in threads: t.join(timeout=60)
+done.set()
+assert torch.equal(codec.decode(frame), ActivationCodec().decode(frame))  # still usable
+print("refused", len(refused))
+"""
+
+
+def test_a_codec_shared_by_threads_fails_cleanly():
+    """One ActivationCodec used by three threads at once (documented as unsafe): a call that
+    finds another running raises RuntimeError naming the problem (before: the shared zstd
+    context could crash the process). Run in a child process, so that a crash is seen."""
+    res = subprocess.run(
+        [sys.executable, "-c", _SHARED_CODEC], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert int(res.stdout.split()[-1]) > 20

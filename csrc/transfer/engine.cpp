@@ -52,9 +52,15 @@ int RecvRing::begin(const FrameMeta& m, const std::atomic<bool>* cancel, bool* w
   });
   if (local_closed_ || (cancel && cancel->load())) return -1;
   if (m.bytes > limit_.load()) {
-    throw TransferError("message " + std::to_string(m.seq) + " announces " +
-                        std::to_string(m.bytes) + " bytes, over this endpoint's receive limit of " +
-                        std::to_string(limit_.load()) + " (set_recv_limit): refused");
+    // The receiving side fails too (its recv() raises this), whichever thread brought the
+    // message: over TCP our own receiver thread, in process the peer's sender thread.
+    const auto e = std::make_exception_ptr(TransferError(
+        "message " + std::to_string(m.seq) + " announces " + std::to_string(m.bytes) +
+        " bytes, over this endpoint's receive limit of " + std::to_string(limit_.load()) +
+        " (set_recv_limit): refused"));
+    if (!error_) error_ = e;
+    clock->notify(*sync);
+    std::rethrow_exception(e);
   }
   if (m.seq != next_seq_) {
     throw TransferError("frame out of order: got seq " + std::to_string(m.seq) + ", expected " +

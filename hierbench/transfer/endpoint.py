@@ -28,6 +28,7 @@ __all__ = ["MIN_SECRET_BYTES", "Endpoint", "Listener", "connect", "inprocess_pai
 
 DEFAULT_HOST = "127.0.0.1"
 _ACCEPT_SLICE = 0.25  # seconds per native wait inside Listener.accept
+_WAIT_SLICE = 0.25  # seconds per native wait of a long send/acquire/recv/flush (real clock)
 _LOG = logging.getLogger("hierbench.transfer")
 
 
@@ -119,8 +120,25 @@ class Endpoint:
         self._native = native
         self.link = link
         self.direction = direction
+        self._virtual = bool(native.virtual)
         with _LIVE_LOCK:
             _LIVE.add(self)
+
+    def _wait(self, call, timeout: float | None):
+        """``call(timeout)``, a blocking native call: on the real clock a long wait is made of
+        short ones, so that Ctrl-C (KeyboardInterrupt) and other signal handlers get in between
+        (a native wait holds no GIL, but Python runs handlers only between bytecodes). On a
+        virtual clock one wait: its time only passes when every participant waits."""
+        if self._virtual or (timeout is not None and timeout <= _WAIT_SLICE):
+            return call(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            try:
+                return call(max(0.0, min(left, _WAIT_SLICE)))
+            except TransferTimeout as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TransferTimeout(f"{exc} (the last slice of a {timeout:g} s wait)") from None
 
     # -- producer -------------------------------------------------------------------------------
 
@@ -134,25 +152,25 @@ class Endpoint:
         """
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(data, torch.Tensor):
-            return self._native.send_tensor(data, timeout)
-        return self._native.send(data, timeout)
+            return self._wait(lambda t: self._native.send_tensor(data, t), timeout)
+        return self._wait(lambda t: self._native.send(data, t), timeout)
 
     def acquire(self, nbytes: int, *, timeout: float | None = None) -> SendSlot:
         """A free send slot of ``nbytes`` to fill in place (blocks while all are in flight)."""
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        return SendSlot(self._native.acquire(nbytes, timeout))
+        return SendSlot(self._wait(lambda t: self._native.acquire(nbytes, t), timeout))
 
     def flush(self, *, timeout: float | None = None) -> None:
         """Waits until every queued message has left the link."""
-        self._native.flush(timeout)
+        self._wait(self._native.flush, timeout)
 
     # -- consumer -------------------------------------------------------------------------------
 
     def recv(self, *, timeout: float | None = None, copy: bool = True) -> Message:
         """The next message, in order. ``TransferClosed`` once the peer closed and all its
         messages were taken; ``TransferTimeout`` after ``timeout`` seconds."""
-        lease = self._native.recv(timeout)
+        lease = self._wait(self._native.recv, timeout)
         record = Record._from(lease.record)
         if copy:
             data = lease.tobytes()
