@@ -136,10 +136,32 @@ class CloudRole:
             and e not in done
         ]
 
+    def _first_hello(self) -> dict:
+        """The first edge's hello. An edge that goes away before it has sent one (killed while
+        starting, or a connection that fails) costs nothing: with ``reaccept`` the cloud closes
+        those channels and waits for the next edge instead of exiting."""
+        while True:
+            try:
+                hello = self._control_json()
+            except TransferError as exc:
+                if self.reaccept is None:
+                    raise
+                self._say(f"lost the edge before its hello ({exc}); waiting for an edge")
+                self._drop(self.data, self.control)
+                self.data, self.control = self._reaccept("before its hello")
+                continue
+            if hello.get("type") != "hello":
+                raise ProtocolError(f"expected hello, got {hello.get('type')!r}")
+            return hello
+
+    def _may_wait_for_the_edge(self, expected: int) -> bool:
+        """Whether a lost edge is waited for (else its TransferError ends the run): with
+        ``reaccept``, when the run checkpoints (the edge resumes), or when no step has been
+        trained yet (a new edge starts the same run from step 0: nothing is lost)."""
+        return self.reaccept is not None and (self.cfg.checkpoint_every > 0 or expected == 0)
+
     def run(self) -> dict:
-        hello = self._control_json()
-        if hello.get("type") != "hello":
-            raise ProtocolError(f"expected hello, got {hello.get('type')!r}")
+        hello = self._first_hello()
         cfg = RunConfig.from_dict(hello["config"])
         expected_link = getattr(self, "expected_link", cfg.link)
         if expected_link != cfg.link:
@@ -189,9 +211,13 @@ class CloudRole:
             expected = int(state["next_step"])
             steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
             self._say(f"resumed from {self.checkpoint} at step {expected}")
-        self._welcome(self.control, hello, expected)
+        try:  # the edge may have gone while this cloud built and warmed up its part
+            self._welcome(self.control, hello, expected)
+        except TransferError as exc:
+            if not self._may_wait_for_the_edge(expected):
+                raise
+            self._accept_edge(exc, expected)
         every = cfg.checkpoint_every if self.checkpoint is not None else 0
-        resilient = self.reaccept is not None and cfg.checkpoint_every > 0
         while True:
             try:
                 if self._owed:  # evaluations owed to the edge come first (the model is ready)
@@ -238,26 +264,16 @@ class CloudRole:
                     self.control.close(timeout=5.0)  # deliver it before this process exits
                 raise
             except TransferError as exc:
-                if not resilient:
+                if not self._may_wait_for_the_edge(expected):
                     raise
                 self._accept_edge(exc, expected)
 
     def _accept_edge(self, why: BaseException, next_step: int) -> None:
         """The edge went away: wait for it (or its restart), check its hello, welcome it."""
         self._say(f"lost the edge at step {next_step} ({why}); waiting for it to reconnect")
-        for c in (self.data, self.control):
-            with contextlib.suppress(BaseException):
-                c.close(timeout=0)
+        self._drop(self.data, self.control)
         while True:
-            try:
-                data, control = self.reaccept()
-            except TransferTimeout as exc:
-                raise TransferTimeout(
-                    f"the edge went away at step {next_step} and did not come back: {exc}"
-                ) from exc
-            except TransferError as exc:  # a connection that failed its handshake
-                self._say(f"a reconnect attempt failed ({exc}); waiting again")
-                continue
+            data, control = self._reaccept(f"at step {next_step}")
             try:
                 hello = self._control_json(control, timeout=30.0)
                 problem = None
@@ -279,10 +295,27 @@ class CloudRole:
                 data.close(timeout=0)
                 self._say(f"refused an edge: {problem}")
             except (TransferError, OSError) as exc:  # a stale or half-made connection
-                for c in (data, control):
-                    with contextlib.suppress(BaseException):
-                        c.close(timeout=0)
+                self._drop(data, control)
                 self._say(f"a reconnect attempt failed ({exc}); waiting again")
+
+    def _reaccept(self, when: str) -> tuple[Channel, Channel]:
+        """The next edge's channels; a connection that fails is logged and waited past."""
+        while True:
+            try:
+                return self.reaccept()
+            except TransferTimeout as exc:
+                raise TransferTimeout(
+                    f"the edge went away {when} and did not come back: {exc}"
+                ) from exc
+            except TransferError as exc:  # a connection that failed its handshake
+                self._say(f"a reconnect attempt failed ({exc}); waiting again")
+
+    @staticmethod
+    def _drop(*channels: Channel) -> None:
+        """Close channels whose peer is gone, dropping what is queued."""
+        for c in channels:
+            with contextlib.suppress(BaseException):
+                c.close(timeout=0)
 
     def _limit_channels(self, data: Channel, control: Channel) -> None:
         for channel, key in ((data, "data"), (control, "control")):

@@ -159,7 +159,7 @@ class EdgeRole:
             # The folder marks that this edge started: a restart with --resume finds it even
             # when it was killed before its first checkpoint.
             self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        start = self._handshake(self.control)
+        start = self._first_handshake()
         if t_start is None:
             # The training clock starts once the cloud has built (and warmed up) its part and
             # welcomed the edge: set-up on either side is not training time.
@@ -373,22 +373,7 @@ class EdgeRole:
             for c in (self.data, self.control):
                 with contextlib.suppress(BaseException):
                     c.close(timeout=0)  # the peer is gone: drop what is queued (it is retained)
-            deadline = now() + self.reconnect_timeout
-            while True:
-                if self._abort is not None:
-                    raise ProtocolError(f"the cloud stopped the run: {self._abort}")
-                try:
-                    data, control = self.reconnect()
-                    start = self._handshake(control)
-                    break
-                except ProtocolError:
-                    raise
-                except (TransferError, OSError) as exc:
-                    if now() > deadline:
-                        raise TransferTimeout(
-                            f"the cloud did not come back within {self.reconnect_timeout} s: {exc}"
-                        ) from exc
-                    time.sleep(0.5)
+            data, control, start = self._reconnect()
             with self._lock:
                 kept = list(self.retained)
                 if kept and kept[0][0] > start:
@@ -401,8 +386,58 @@ class EdgeRole:
                 self.reconnects += 1
                 self.cloud_away_s += now() - t0
                 self.uplink.reset(data, [(st, m) for st, m in kept if st >= start], self._gen)
-                resend = [m for e in sorted(self._eval_pending) for m in self._eval_pending[e]]
+                # (step, bytes) entries like every Sender queue; evaluations carry no step
+                resend = [
+                    (-1, m) for e in sorted(self._eval_pending) for m in self._eval_pending[e]
+                ]
                 self.ctrl_out.reset(control, resend, self._gen)
+
+    def _reconnect(self) -> tuple[Channel, Channel, int]:
+        """New channels to the cloud and its welcome (the step it needs next), retried for up to
+        ``reconnect_timeout`` seconds while the cloud is away (restarting, or not listening yet)."""
+        deadline = now() + self.reconnect_timeout
+        while True:
+            if self._abort is not None:
+                raise ProtocolError(f"the cloud stopped the run: {self._abort}")
+            try:
+                data, control = self.reconnect()
+            except (TransferError, OSError) as exc:
+                last = exc
+            else:
+                try:
+                    return data, control, self._handshake(control)
+                except ProtocolError:
+                    raise
+                except (TransferError, OSError) as exc:
+                    for c in (data, control):
+                        with contextlib.suppress(BaseException):
+                            c.close(timeout=0)
+                    last = exc
+            if now() > deadline:
+                raise TransferTimeout(
+                    f"the cloud did not come back within {self.reconnect_timeout} s: {last}"
+                ) from last
+            time.sleep(0.5)
+
+    def _first_handshake(self) -> int:
+        """The first hello and welcome. If the cloud goes away meanwhile (killed while it builds
+        its part, or before this edge connected), a resumable edge reconnects like after any
+        other failure instead of giving up."""
+        try:
+            return self._handshake(self.control)
+        except ProtocolError:
+            raise
+        except (TransferError, OSError):
+            if self.reconnect is None:
+                raise
+        for c in (self.data, self.control):
+            with contextlib.suppress(BaseException):
+                c.close(timeout=0)
+        t0 = now()
+        self.data, self.control, start = self._reconnect()
+        self.reconnects += 1
+        self.cloud_away_s += now() - t0
+        return start
 
     def _recover_control(self, generation: int) -> tuple[Channel, int]:
         self._recover(generation)

@@ -5,18 +5,10 @@ is ``scripts/chaos_soak.py`` (result in ``results/chaos/``)."""
 
 from __future__ import annotations
 
-import pytest
-
 from hierbench.methods import run
 from tests.methods.chaos import chaos_config, check_against, run_chaos
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug found by this test (issue 15): an edge killed between its hello and the "
-    "first step makes CloudRole.run's first welcome/receive fail outside the resilient loop, so "
-    "the cloud exits instead of waiting for the edge",
-)
 def test_chaos_short(cifar10_root, tmp_path):
     cfg = chaos_config(cifar10_root, epochs=3)
     reference = run(cfg.replace(checkpoint_every=0), progress=False)

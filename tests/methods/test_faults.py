@@ -1,5 +1,7 @@
 """Faults of two real processes (issue 15): the edge trains on while the cloud is away and the
-record counts the wait (item 3); an edge killed before its first checkpoint resumes (item 6)."""
+record counts the wait (item 3); an edge killed before its first checkpoint resumes (item 6); an
+edge killed before its first step (before or after its hello) never stops the cloud (item 1, what
+the chaos test found)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 from hierbench.methods import run
 from hierbench.methods.runner import run_edge, start_cloud_process
 from tests.methods.chaos import SECRET, chaos_config, check_against, edge_args
-from tests.methods.test_methods import _free_port
+from tests.methods.test_methods import _free_port, small
 
 
 def _cloud(port: int, ckpt, *extra: str, progress: bool = False):
@@ -119,3 +123,110 @@ def test_edge_killed_before_its_first_checkpoint_resumes(cifar10_root, tmp_path)
     rec = json.loads(out.read_text())
     assert check_against(rec, reference) == []
     assert rec["cloud_steps"][0]["step"] == 0
+
+
+_DYING_EDGE = """
+import json, os, signal, sys
+from hierbench.methods import RunConfig, messages
+from hierbench.transfer import connect
+port, stage, cfg = int(sys.argv[1]), sys.argv[2], RunConfig.from_dict(json.loads(sys.argv[3]))
+data = connect("127.0.0.1", port, os.environ["HIERBENCH_SECRET"], link=cfg.link)
+control = connect("127.0.0.1", port, os.environ["HIERBENCH_SECRET"])
+if stage == "after-hello":  # the cloud builds and warms up its part meanwhile
+    hello = {"type": "hello", "config": cfg.to_dict(), "steps_per_epoch": cfg.batches_per_epoch,
+             "evals_done": []}
+    control.send(messages.pack_control(hello))
+    control.flush(timeout=10)
+os.kill(os.getpid(), signal.SIGKILL)  # no CLOSE, no last words
+"""
+
+
+@pytest.mark.parametrize("checkpoint_every", [3, 0])
+def test_an_edge_that_dies_before_its_first_step_never_stops_the_cloud(
+    cifar10_root, tmp_path, checkpoint_every
+):
+    """Two edges are SIGKILLed before any step: one right after connecting (before its hello),
+    one right after its hello (the cloud is still building its part, so its welcome meets a dead
+    connection). The cloud keeps serving both times, with or without checkpoints (nothing was
+    trained yet), and the third edge's run completes, every step once and in order. Before: the
+    first hello and welcome were outside the cloud's reconnect loop, so it exited with code 2
+    (what the chaos test found)."""
+    cfg = small(
+        cifar10_root, method="hierarchical", codec="q8", link="20mbit/1ms", epochs=2,
+        checkpoint_every=checkpoint_every,
+    )  # fmt: skip
+    port = _free_port()
+    extra = ("--checkpoint-dir", str(tmp_path / "ckpt")) if checkpoint_every else ()
+    cloud, _, _ = start_cloud_process(
+        SECRET, link=cfg.link, listen=f"127.0.0.1:{port}", extra=extra
+    )
+    env = dict(os.environ, HIERBENCH_SECRET=SECRET)
+    try:
+        for stage in ("before-hello", "after-hello"):
+            dying = subprocess.run(
+                [sys.executable, "-c", _DYING_EDGE, str(port), stage, json.dumps(cfg.to_dict())],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert dying.returncode == -signal.SIGKILL, dying.stderr[-2000:]
+            time.sleep(0.5)
+            assert cloud.poll() is None, cloud.stderr.read()[-3000:]
+        rec = run_edge(cfg, "127.0.0.1", port, SECRET.encode(), progress=False)
+        assert cloud.wait(timeout=60) == 0, cloud.stderr.read()[-3000:]
+        log = cloud.stderr.read()
+    finally:
+        if cloud.poll() is None:
+            cloud.kill()
+            cloud.wait()
+    assert "lost the edge before its hello" in log, log[-3000:]
+    assert "waiting for it to reconnect" in log, log[-3000:]  # the welcome met the dead edge
+    total = cfg.epochs * cfg.batches_per_epoch
+    assert [s["step"] for s in rec["cloud_steps"]] == list(range(total))
+
+
+def test_a_resumable_edge_outlasts_a_cloud_that_is_not_up_or_dies_during_its_hello(
+    cifar10_root,
+):
+    """The edge (checkpointing, so resumable) starts before anything listens: it retries until a
+    cloud does. That first cloud takes both connections and the hello, then dies before its
+    welcome; the edge reconnects like after any cloud failure and the real cloud, started on the
+    same port, runs the whole run. Before: 'connection refused' at once, then an edge that gave
+    up on its first handshake."""
+    from hierbench import transfer
+
+    cfg = small(
+        cifar10_root, method="hierarchical", codec="q8", link="20mbit/1ms", epochs=2,
+        checkpoint_every=3,
+    )  # fmt: skip
+    port = _free_port()
+    result: dict = {}
+
+    def edge():
+        try:
+            result["record"] = run_edge(cfg, "127.0.0.1", port, SECRET.encode(), progress=False)
+        except BaseException as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=edge, daemon=True)
+    t.start()
+    time.sleep(1.5)  # the edge tries to connect meanwhile: nothing listens yet
+    assert t.is_alive(), result
+    with transfer.listen("127.0.0.1", port, SECRET) as lst:
+        data = lst.accept(timeout=60)
+        control = lst.accept(timeout=60)
+        assert b'"hello"' in control.recv(timeout=60).data
+        for c in (data, control):
+            c.close(timeout=0)  # this cloud goes away before its welcome
+    cloud, _, _ = start_cloud_process(SECRET, link=cfg.link, listen=f"127.0.0.1:{port}")
+    try:
+        t.join(timeout=180)
+        assert not t.is_alive()
+        assert cloud.wait(timeout=60) == 0, cloud.stderr.read()[-3000:]
+    finally:
+        if cloud.poll() is None:
+            cloud.kill()
+            cloud.wait()
+    assert "error" not in result, result["error"]
+    rec = result["record"]
+    assert rec["totals"]["reconnects"] == 1
+    total = cfg.epochs * cfg.batches_per_epoch
+    assert [s["step"] for s in rec["cloud_steps"]] == list(range(total))
