@@ -262,7 +262,7 @@ def test_frames_whose_scales_overflow_on_decode_are_refused(dtype, offset, scale
     frame = ActivationCodec(CodecConfig("q8", quant=QuantConfig(8))).encode(
         torch.randn(2, 16).to(dtype)
     )
-    h, shape, body = unpack(frame)
+    h, shape, _ = unpack(frame)
     assert h["aux_len"] == 8  # one group: its scale, then its offset
     aux = struct.pack("<ff", scale, offset)
     payload = bytes([0, 255]) * (h["payload_len"] // 2)  # both ends of the code range

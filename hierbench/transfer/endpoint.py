@@ -138,7 +138,9 @@ class Endpoint:
                 return call(max(0.0, min(left, _WAIT_SLICE)))
             except TransferTimeout as exc:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TransferTimeout(f"{exc} (the last slice of a {timeout:g} s wait)") from None
+                    raise TransferTimeout(
+                        f"{exc} (the last slice of a {timeout:g} s wait)"
+                    ) from None
 
     # -- producer -------------------------------------------------------------------------------
 
