@@ -59,7 +59,12 @@ def main() -> int:
             f"({res['wall_s']:.0f} s, {len(res.get('events', []))} faults)",
             flush=True,
         )
-    kills = [e for r in runs for e in r.get("events", []) if e["action"].startswith("kill")]
+    kills = [
+        e
+        for r in runs
+        for e in r.get("events", [])
+        if e["action"].startswith("kill") and not e.get("after_the_run")
+    ]
     out = {
         "command": "python scripts/chaos_soak.py " + " ".join(sys.argv[1:]),
         "config": cfg.to_dict(),
@@ -119,6 +124,8 @@ def markdown(out: dict) -> str:
                 name += " (mid-write)"
             if e.get("before_first_checkpoint") or e.get("first"):
                 name += " (before edge.pt)"
+            if e.get("after_the_run"):
+                name += " (came after the run was done: no restart)"
             faults.append(name)
         verdict = "pass" if r["passed"] else "FAIL: " + r["problems"][0][:120].replace("|", "/")
         lines.append(f"| {r['seed']} | {verdict} | {r['wall_s']:.0f} | {', '.join(faults)} |")
