@@ -13,6 +13,7 @@ __all__ = [
     "ExtensionNotBuiltError",
     "HierbenchError",
     "NetnsUnavailable",
+    "NonFiniteError",
     "ProcessError",
     "ProtocolError",
     "TransferClosed",
@@ -44,6 +45,11 @@ class CodecError(HierbenchError, ValueError):
 class ProcessError(HierbenchError, RuntimeError):
     """A child process hierbench started (a cloud role, a namespace's listener) failed to start
     or exited with an error; the message carries the end of its stderr."""
+
+
+class NonFiniteError(HierbenchError, FloatingPointError):
+    """Training produced a non-finite loss or activation (it diverged): the run stops, and the
+    message names the step and the side (edge or cloud) where it was seen."""
 
 
 class NetnsUnavailable(HierbenchError, RuntimeError):

@@ -207,10 +207,12 @@ def test_every_narrow_pattern_to_every_dtype(wire):
 
 # -- hand-made quantized frames -----------------------------------------------------------------
 def test_extreme_scales_and_offsets():
-    """Valid frames the encoder would not write (huge, tiny, -0 scales; offsets near the float32
-    limit): both decoders still agree, including overflow to inf and float16 subnormals."""
+    """Frames the encoder would not write (huge, tiny, -0 scales; offsets near the float32
+    limit): both decoders agree, refusing the same ones (a group that would decode to inf) and
+    decoding the others to the same bits, float16 subnormals included."""
     rng = np.random.default_rng(3)
     x = torch.randn(4, 64)
+    verdicts = {"refused": 0, "decoded": 0}
     for dtype in DTYPES:
         for bits in (8, 4, 2):
             frame = ActivationCodec(CodecConfig(f"q{bits}", quant=QuantConfig(bits, group_size=32)))
@@ -225,7 +227,54 @@ def test_extreme_scales_and_offsets():
                 params[groups:][rng.random(groups) < 0.1] = np.float32(3.4e38) * (-1) ** trial
                 aux = params.astype("<f4").tobytes()
                 payload = rng.integers(0, 256, size=h["payload_len"], dtype=np.uint8).tobytes()
-                assert_same(pack(h, shape, aux + payload), f"{dtype} q{bits} trial {trial}")
+                frame = pack(h, shape, aux + payload)
+                try:
+                    decode(frame)
+                except CodecError as exc:
+                    assert "decodes to inf" in str(exc), exc
+                    with pytest.raises(CodecError, match="decodes to inf"):
+                        ref.decode_bits(frame)
+                    verdicts["refused"] += 1
+                    continue
+                assert_same(frame, f"{dtype} q{bits} trial {trial}")
+                verdicts["decoded"] += 1
+    assert verdicts["refused"] > 50 and verdicts["decoded"] > 50, verdicts
+
+
+@pytest.mark.parametrize(
+    ("dtype", "offset", "scale", "refused"),
+    [
+        (torch.float32, 3.0e38, 1.0e37, True),  # 255 x 1e37 already overflows float32
+        (torch.float32, 1.0e38, 1.0e36, True),  # the product is finite, the sum is not
+        (torch.float32, -3.0e38, 1.3e36, False),  # a product of 3.3e38: finite, near the limit
+        (torch.float32, 1.0e30, 1.0e30, False),
+        (torch.float16, 6.0e4, 100.0, True),  # 85,500 rounds to inf in float16
+        (torch.float16, -7.0e4, 0.0, True),  # code 0 already decodes to -inf in float16
+        (torch.float16, -6.5e4, 1.0, False),
+        (torch.bfloat16, 3.0e38, 1.57e35, True),  # 3.4004e38: float32, past the largest bf16
+        (torch.bfloat16, 1.0e38, 1.0e35, False),
+    ],
+)
+def test_frames_whose_scales_overflow_on_decode_are_refused(dtype, offset, scale, refused):
+    """Issue 15, item 9: a frame whose scale and offset would make a value decode to +-inf (in
+    float32 or in its dtype) is refused by both decoders (before: both returned inf); the same
+    frame with a range that stays finite decodes, to the same bits in both."""
+    frame = ActivationCodec(CodecConfig("q8", quant=QuantConfig(8))).encode(
+        torch.randn(2, 16).to(dtype)
+    )
+    h, shape, _ = unpack(frame)
+    assert h["aux_len"] == 8  # one group: its scale, then its offset
+    aux = struct.pack("<ff", scale, offset)
+    payload = bytes([0, 255]) * (h["payload_len"] // 2)  # both ends of the code range
+    frame = pack(h, shape, aux + payload)
+    if refused:
+        with pytest.raises(CodecError, match="scales: group 0 decodes to inf"):
+            decode(frame)
+        with pytest.raises(CodecError, match="decodes to inf"):
+            ref.decode_bits(frame)
+    else:
+        bits = assert_same(frame, f"{dtype} {offset} {scale}")
+        assert np.isfinite(ref._to_float32(bits, str(dtype).removeprefix("torch."))).all()
 
 
 # -- invalid frames -----------------------------------------------------------------------------

@@ -110,6 +110,16 @@ def test_folder_rules(tmp_path):
     (tmp_path / "x" / "manifest.json").write_text(json.dumps({"preset": {"name": "quick"}}))
     with pytest.raises(ConfigError, match="holds preset 'quick'"):
         experiments.prepare_folder(tmp_path / "x", SMOKE, overwrite=False, resume=True)
+    # --overwrite deletes only a results folder (issue 15): not this one, with a stray file
+    with pytest.raises(ConfigError, match="not a hierbench manifest"):
+        experiments.prepare_folder(tmp_path / "x", SMOKE, overwrite=True, resume=False)
+    manifest = {"manifest_version": 1, "preset": {"name": "quick"}}
+    (tmp_path / "x" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"holds files a results folder does not \(something\)"):
+        experiments.prepare_folder(tmp_path / "x", SMOKE, overwrite=True, resume=False)
+    assert (tmp_path / "x" / "something").read_text() == "keep me"
+    (tmp_path / "x" / "something").unlink()
+    (tmp_path / "x" / "runs").mkdir()
     assert experiments.prepare_folder(tmp_path / "x", SMOKE, overwrite=True, resume=False) is None
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="valid choices: smoke, quick"):

@@ -336,6 +336,7 @@ void bind(py::module_& parent) {
       .def("now_ns", &Endpoint::now)
       .def_property_readonly("epoch_ns", &Endpoint::epoch)
       .def_property_readonly("peer_max_frame", &Endpoint::peer_max_frame)
+      .def("set_recv_limit", &Endpoint::set_recv_limit, py::arg("nbytes"))
       .def_property_readonly("describe", &Endpoint::describe)
       .def_property_readonly("virtual", [](const Endpoint& e) { return e.clock()->is_virtual(); });
 

@@ -51,6 +51,17 @@ int RecvRing::begin(const FrameMeta& m, const std::atomic<bool>* cancel, bool* w
     return local_closed_ || (cancel && cancel->load()) || free_slot() >= 0;
   });
   if (local_closed_ || (cancel && cancel->load())) return -1;
+  if (m.bytes > limit_.load()) {
+    // The receiving side fails too (its recv() raises this), whichever thread brought the
+    // message: over TCP our own receiver thread, in process the peer's sender thread.
+    const auto e = std::make_exception_ptr(TransferError(
+        "message " + std::to_string(m.seq) + " announces " + std::to_string(m.bytes) +
+        " bytes, over this endpoint's receive limit of " + std::to_string(limit_.load()) +
+        " (set_recv_limit): refused"));
+    if (!error_) error_ = e;
+    clock->notify(*sync);
+    std::rethrow_exception(e);
+  }
   if (m.seq != next_seq_) {
     throw TransferError("frame out of order: got seq " + std::to_string(m.seq) + ", expected " +
                         std::to_string(next_seq_));
@@ -409,7 +420,6 @@ void Endpoint::transmit(SendSlot& s) {
   const bool waited = transport_->begin(m);
   Nanos ready = std::max(m.enqueued, link_free_ == kNoTime ? m.enqueued : link_free_);
   if (waited) ready = std::max(ready, clock_->now());
-  bool begun = true;
   try {
     const Nanos start = link_.begin(ready);  // after any outage
     m.tx_start = start;
@@ -438,15 +448,20 @@ void Endpoint::transmit(SendSlot& s) {
     // never earlier; the sender thread's own wake-up latency is not counted.
     m.tx_end = std::max(scheduled_end, written);
     link_.finish(m.tx_end, m.bytes);
-    begun = false;
-    transport_->end(m);
+  } catch (const Aborted&) {
+    transport_->cancel_frame_for_close(opts_.linger);  // throws if it cannot
+    throw;
   } catch (...) {
-    if (begun) transport_->cancel_frame();
+    transport_->cancel_frame();
     throw;
   }
-  std::shared_ptr<void> keep;
-  {
+  // The record (and the count) is made before the frame's last bytes go out: a message the
+  // receiver holds is always in the sender's records() and stats() already (they never lag the
+  // peer). If the end fails, both are taken back and the message counts as dropped.
+  const Nanos busy = link_.up_time(m.tx_end) - link_.up_time(m.tx_start);
+  const Stats before = [&] {
     std::lock_guard<std::mutex> lk(sync_->m);
+    const Stats old = stats_;
     Nanos delivered = add_sat(m.tx_end, m.delay);
     if (prev_delivered_ != kNoTime) delivered = std::max(delivered, prev_delivered_);
     prev_delivered_ = delivered;
@@ -456,7 +471,29 @@ void Endpoint::transmit(SendSlot& s) {
     stats_.bytes_sent += m.bytes;
     if (stats_.first_tx_start == kNoTime) stats_.first_tx_start = m.tx_start;
     stats_.last_tx_end = m.tx_end;
-    stats_.link_busy += link_.up_time(m.tx_end) - link_.up_time(m.tx_start);
+    stats_.link_busy += busy;
+    return old;
+  }();
+  try {
+    transport_->end(m);
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lk(sync_->m);
+      if (!records_.empty() && records_.back().sent && records_.back().seq == m.seq) {
+        records_.pop_back();
+      }
+      stats_.messages_sent = before.messages_sent;
+      stats_.bytes_sent = before.bytes_sent;
+      stats_.first_tx_start = before.first_tx_start;
+      stats_.last_tx_end = before.last_tx_end;
+      stats_.link_busy = before.link_busy;
+    }
+    transport_->cancel_frame();
+    throw;
+  }
+  std::shared_ptr<void> keep;
+  {
+    std::lock_guard<std::mutex> lk(sync_->m);
     link_free_ = m.tx_end;
     keep = std::move(s.keep);
     s.ext = nullptr;
@@ -469,52 +506,82 @@ void Endpoint::transmit(SendSlot& s) {
 void Endpoint::sender_main() {
   VirtualClock::mark_engine_thread();
   bool graceful = false;
+  bool cut_short = false;  // close(timeout) expired: what is left is dropped, CLOSE still sent
   uint64_t frames_sent = 0;
   std::vector<std::shared_ptr<void>> dropped;
+  const Nanos keepalive = transport_->keepalive_interval();
+  Nanos last_sent = clock_->now();
   for (;;) {
     int i = -1;
+    bool ping = false;
     {
       std::unique_lock<std::mutex> lk(sync_->m);
-      clock_->wait_until(*sync_, lk, kNever, [&] {
+      auto wake = [&] {
         return !queue_.empty() || closing_ || aborting_ || error_ || ring_->peer_closed_;
-      });
+      };
+      clock_->wait_until(*sync_, lk, add_sat(last_sent, keepalive), wake);
       frames_sent = stats_.messages_sent;
-      if (aborting_ || error_) break;
-      if (ring_->peer_closed_) {  // nobody will read what is queued
-        for (int q : queue_) {
-          SendSlot& s = slots_[static_cast<size_t>(q)];
-          dropped.push_back(std::move(s.keep));
-          s.ext = nullptr;
-          s.state = SendSlot::kFree;
-          stats_.dropped += 1;
-        }
-        queue_.clear();
-        clock_->notify(*sync_);
-        graceful = true;
+      if (aborting_) {
+        cut_short = !error_;
         break;
       }
-      if (queue_.empty()) {  // closing, and everything has been sent
+      if (error_) break;
+      if (!wake()) {
+        ping = true;  // idle for a keepalive interval: tell the peer we are alive
+      } else if (ring_->peer_closed_) {  // nobody will read what is queued
         graceful = true;
         break;
+      } else if (queue_.empty()) {  // closing, and everything has been sent
+        graceful = true;
+        break;
+      } else {
+        i = queue_.front();
+        queue_.pop_front();
+        slots_[static_cast<size_t>(i)].state = SendSlot::kSending;
       }
-      i = queue_.front();
-      queue_.pop_front();
-      slots_[static_cast<size_t>(i)].state = SendSlot::kSending;
     }
     try {
-      transmit(slots_[static_cast<size_t>(i)]);
+      if (ping) {
+        transport_->send_keepalive();
+      } else {
+        transmit(slots_[static_cast<size_t>(i)]);
+      }
+      last_sent = clock_->now();
     } catch (const Aborted&) {
+      cut_short = true;
       break;
     } catch (...) {
       std::lock_guard<std::mutex> lk(sync_->m);
-      if (!aborting_) fail_locked(std::current_exception());
+      if (aborting_) {
+        cut_short = !error_;  // CLOSE if the transport can still send one (it checks)
+      } else {
+        fail_locked(std::current_exception());
+      }
       break;
     }
   }
+  {
+    // Every message committed but not sent whole is lost: count it, whatever stopped us (the
+    // peer closed, close() expired, or the transport failed).
+    std::lock_guard<std::mutex> lk(sync_->m);
+    frames_sent = stats_.messages_sent;
+    for (auto& s : slots_) {
+      if (s.state == SendSlot::kQueued || s.state == SendSlot::kSending) {
+        dropped.push_back(std::move(s.keep));
+        s.ext = nullptr;
+        s.state = SendSlot::kFree;
+        stats_.dropped += 1;
+      }
+    }
+    queue_.clear();
+    clock_->notify(*sync_);
+  }
   dropped.clear();
-  if (graceful) {
+  if (graceful || cut_short) {
     try {
       transport_->send_close(frames_sent);
+      std::lock_guard<std::mutex> lk(sync_->m);
+      close_sent_ = true;
     } catch (...) {  // the peer is already gone: nothing to tell it
     }
   }
@@ -540,20 +607,38 @@ void Endpoint::close(Nanos timeout) {
     const Nanos deadline = add_sat(clock_->now(), timeout);
     clock_->wait_until(*sync_, lk, deadline, [&] { return sender_done_; });
     if (!sender_done_) {
+      // Out of time: the sender stops pacing, ends a part-sent frame as cancelled, counts what
+      // it did not send as dropped and still sends CLOSE, so the peer sees a clean close.
       aborting_ = true;
-      stats_.dropped += queue_.size();
-      for (const auto& s : slots_) stats_.dropped += s.state == SendSlot::kSending ? 1 : 0;
       clock_->notify(*sync_);
     }
   }
-  if (aborting_) transport_->abort();  // wakes a sender blocked in a socket or the peer's ring
+  if (aborting_) {
+    transport_->interrupt();
+    bool done;
+    {
+      std::unique_lock<std::mutex> lk(sync_->m);
+      const Nanos grace = clock_->is_virtual() ? kNever : add_sat(clock_->now(), opts_.linger);
+      clock_->wait_until(*sync_, lk, grace, [&] { return sender_done_; });
+      done = sender_done_;
+    }
+    // A sender still blocked (in a socket the peer does not drain): cut the connection.
+    if (!done) transport_->abort();
+  }
   {
     std::unique_lock<std::mutex> lk(sync_->m);
     clock_->wait_until(*sync_, lk, kNever, [&] { return sender_done_; });
   }
   if (sender_.joinable()) sender_.join();
-  transport_->finish(clock_->is_virtual() ? clock_->now()
-                                          : add_sat(clock_->now(), aborting_ ? 0 : opts_.linger));
+  bool told;
+  {
+    std::lock_guard<std::mutex> lk(sync_->m);
+    told = close_sent_;
+  }
+  // After our CLOSE, wait (up to linger) for the peer's, so no unread data resets the connection.
+  transport_->finish(clock_->is_virtual()
+                         ? clock_->now()
+                         : add_sat(clock_->now(), aborting_ && !told ? 0 : opts_.linger));
   std::vector<std::shared_ptr<void>> keeps;
   {
     std::lock_guard<std::mutex> lk(sync_->m);
@@ -630,6 +715,7 @@ class InprocTransport final : public Transport {
     aborted_ = true;
     peer_->wake();
   }
+  void interrupt() override { abort(); }  // CLOSE is a flag on the peer's ring: still possible
   void finish(Nanos) override {}
   std::string describe() const override { return "in-process"; }
 

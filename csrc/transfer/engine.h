@@ -73,7 +73,7 @@ struct Record {
 struct Stats {
   uint64_t messages_sent = 0, bytes_sent = 0;
   uint64_t messages_received = 0, bytes_received = 0;
-  uint64_t dropped = 0;  // committed but never sent (closed or peer gone)
+  uint64_t dropped = 0;  // committed but never sent whole (closed, peer gone, or send failed)
   Nanos first_tx_start = kNoTime, last_tx_end = kNoTime;
   Nanos link_busy = 0;        // time the link spent transmitting this endpoint's bytes
   Nanos producer_stall = 0;   // time acquire()/send() waited for a free slot
@@ -118,6 +118,9 @@ class RecvRing {
   Nanos prev_ready_ = kNoTime;
   bool peer_closed_ = false;
   bool local_closed_ = false;
+  // Largest message accepted from now on (set_recv_limit; the transport's own max_frame_bytes
+  // still applies): the owner narrows it once it knows what the peer may send.
+  std::atomic<uint64_t> limit_{UINT64_MAX};
   std::exception_ptr error_;
   std::vector<Record> records_;
   Stats stats_;  // the receive half of the endpoint's stats
@@ -161,7 +164,18 @@ class Transport {
   virtual void end(const FrameMeta& m) = 0;
   // The frame begun last will not be completed (abort or error mid-frame).
   virtual void cancel_frame() {}
+  // close(timeout) expired mid-frame: end the frame begun last so that the peer discards it and
+  // the stream stays in sync for CLOSE (TCP: the rest as filler, a trailer flagged "cancelled";
+  // each write may stall for at most `stall`). Throws if the stream cannot be kept in sync.
+  virtual void cancel_frame_for_close(Nanos stall) { (void)stall; cancel_frame(); }
   virtual void send_close(uint64_t frames_sent) = 0;
+  // Liveness: the sender thread sends a KEEPALIVE after this long without sending anything, so
+  // that a peer whose writes stall because our consumer pauses knows that we are alive.
+  virtual Nanos keepalive_interval() const { return kNever; }
+  virtual void send_keepalive() {}
+  // Wakes the sender thread out of a blocking transport call without making CLOSE impossible
+  // (in process: the peer's full ring; TCP: nothing, its socket writes are bounded by io_timeout).
+  virtual void interrupt() {}
   virtual void abort() = 0;
   // After the sender thread stopped: wait (until `deadline`) for the peer to finish, release.
   virtual void finish(Nanos deadline) = 0;
@@ -204,6 +218,8 @@ class Endpoint : private Transport::Host {
   const EndpointOptions& options() const { return opts_; }
   std::string describe() const { return transport_->describe(); }
   uint64_t peer_max_frame() const { return peer_max_frame_; }
+  // Refuse any later message over `nbytes` (a TransferError that fails the connection).
+  void set_recv_limit(uint64_t nbytes) { ring_->limit_ = nbytes; }
   const std::shared_ptr<Clock>& clock() const { return clock_; }
 
  private:
@@ -247,6 +263,7 @@ class Endpoint : private Transport::Host {
   bool closed_ = false;
   bool sender_done_ = false;
   std::atomic<bool> aborting_{false};
+  bool close_sent_ = false;  // the sender thread told the peer (CLOSE)
   std::exception_ptr error_;
   std::vector<Record> records_;
   Stats stats_;

@@ -107,8 +107,20 @@ void Listener::close() {
     const uint64_t one = 1;
     [[maybe_unused]] const auto r = ::write(wake_fd_, &one, sizeof one);
   }
-  { std::lock_guard<std::mutex> lk(m_); }  // an accept() between its check and its wait
+  {
+    std::lock_guard<std::mutex> lk(m_);  // (also: an accept() between its check and its wait)
+    ready_.clear();                      // authenticated connections nobody will accept
+  }
   cv_.notify_all();
+  // Release the port now, not when the object is destroyed: a closed listener's port can be
+  // bound again at once (a cloud restarted in the same process, a test's stand-in).
+  if (acceptor_.joinable() && acceptor_.get_id() != std::this_thread::get_id()) {
+    acceptor_.join();
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
 }
 
 Connection Listener::accept(Nanos timeout) {

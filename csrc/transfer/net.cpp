@@ -59,9 +59,8 @@ std::string socket_error(const char* call, int e) {
   return std::string(call) + "() failed: " + errstr(e);
 }
 
-// Writes all of iov (blocking in poll, `stall` per lack of progress). MSG_MORE asks the kernel
-// to hold a partial segment because more of the same frame follows at once.
-void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::string& what) {
+void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::string& what,
+              const std::atomic<Nanos>* heard) {
   msghdr msg{};
   while (cnt > 0 && iov[0].iov_len == 0) {
     ++iov;
@@ -75,8 +74,11 @@ void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::st
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         if (!wait_fd(fd, POLLOUT, add_sat(real_now(), stall))) {
+          if (heard && real_now() - heard->load() < stall) continue;  // alive, only not reading
           throw TransferError(what + ": no progress for " + secs(stall) +
-                              " (the peer stopped reading)");
+                              (heard ? " and nothing heard from the peer (it stopped reading and "
+                                       "sends no keepalives: hung or unreachable)"
+                                     : " (the peer stopped reading)"));
         }
         continue;
       }

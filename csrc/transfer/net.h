@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -28,8 +29,11 @@ bool wait_fd(int fd, short events, Nanos deadline);
 std::string socket_error(const char* call, int e);
 
 // Writes all of iov (blocking in poll, `stall` per lack of progress). MSG_MORE asks the kernel
-// to hold a partial segment because more of the same frame follows at once.
-void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::string& what);
+// to hold a partial segment because more of the same frame follows at once. `heard` (optional):
+// when the peer last showed it is alive (real clock); a stall is an error only if the peer was not
+// heard from within `stall` either (a live peer that does not read is backpressure, not a failure).
+void send_all(int fd, iovec* iov, int cnt, bool more, Nanos stall, const std::string& what,
+              const std::atomic<Nanos>* heard = nullptr);
 void send_bytes(int fd, const void* p, size_t n, Nanos stall, const std::string& what);
 // recv() of up to n bytes into p: >0 bytes, 0 at EOF. Waits until `deadline` (TimeoutError).
 ssize_t recv_some(int fd, uint8_t* p, size_t n, Nanos deadline, const std::string& what);

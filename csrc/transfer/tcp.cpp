@@ -91,6 +91,7 @@ class TcpTransport final : public Transport {
   void start(Host* host, std::shared_ptr<RecvRing> ring) override {
     host_ = host;
     ring_ = std::move(ring);
+    heard_ = real_now();
     clock_->attach();
     rx_ = std::thread([this] { rx_main(); });
   }
@@ -124,6 +125,7 @@ class TcpTransport final : public Transport {
     header_pending_ = true;
     crc_ = 0;
     frame_bytes_ = m.bytes;
+    sent_ = 0;
     what_ = "sending frame " + std::to_string(m.seq) + " to " + conn_.peer;
     return false;  // the header goes out with the first chunk
   }
@@ -132,9 +134,11 @@ class TcpTransport final : public Transport {
     iovec iov[2] = {{header_, header_pending_ ? kHeaderBytes : 0},
                     {const_cast<uint8_t*>(p), n}};
     if (macs_) tx_mac_->update(p, n);
-    send_all(conn_.fd, iov, 2, offset + n == frame_bytes_, opts_.io_timeout, what_);
+    mid_frame_ = true;  // until end() or a cancellation completes it
+    send_all(conn_.fd, iov, 2, offset + n == frame_bytes_, opts_.io_timeout, what_, &heard_);
     header_pending_ = false;
     crc_ = crc32c(p, n, crc_);
+    sent_ = offset + n;
   }
 
   void end(const FrameMeta& m) override {
@@ -150,17 +154,67 @@ class TcpTransport final : public Transport {
     iovec iov[3] = {{header_, header_pending_ ? kHeaderBytes : 0},
                     {t, sizeof t},
                     {tag.data(), macs_ ? kTagBytes : 0}};
-    send_all(conn_.fd, iov, 3, false, opts_.io_timeout, what_);
+    mid_frame_ = true;
+    send_all(conn_.fd, iov, 3, false, opts_.io_timeout, what_, &heard_);
     header_pending_ = false;
+    mid_frame_ = false;
+  }
+
+  void cancel_frame_for_close(Nanos stall) override {
+    if (header_pending_) {  // nothing of the frame is on the wire: CLOSE can follow
+      if (macs_) {  // take back the frame counter and the tag begin() started
+        --tx_frames_;
+        tx_mac_->reset();
+      }
+      header_pending_ = false;
+      return;
+    }
+    // The peer expects frame_bytes_ payload bytes: send filler for the rest, then a trailer
+    // flagged cancelled (the peer discards the frame), unpaced. With MACs the tag covers the
+    // filler and the whole trailer, flag included, like any frame's.
+    static const uint8_t zeros[64 * 1024] = {};
+    const std::string what = what_ + " (cancelling it)";
+    while (sent_ < frame_bytes_) {
+      const uint64_t n = std::min<uint64_t>(sizeof zeros, frame_bytes_ - sent_);
+      if (macs_) tx_mac_->update(zeros, n);
+      send_bytes(conn_.fd, zeros, n, stall, what);
+      crc_ = crc32c(zeros, n, crc_);
+      sent_ += n;
+    }
+    uint8_t t[kTrailerBytes] = {};
+    put_u32(t + 16, crc32c(t, 16, crc_));
+    put_u32(t + 20, kTrailerCancelled);
+    Digest tag{};
+    if (macs_) {
+      tx_mac_->update(t, sizeof t);
+      tag = tx_mac_->finish();
+      tx_mac_->reset();
+    }
+    iovec iov[2] = {{t, sizeof t}, {tag.data(), macs_ ? kTagBytes : 0}};
+    send_all(conn_.fd, iov, 2, false, stall, what);
+    mid_frame_ = false;
+  }
+
+  Nanos keepalive_interval() const override {
+    return opts_.io_timeout == kNever ? kNever : std::max<Nanos>(opts_.io_timeout / 4, 1'000'000);
+  }
+
+  void send_keepalive() override {
+    uint8_t h[kHeaderBytes] = {};
+    std::memcpy(h, kFrameMagic, 4);
+    put_u16(h + 4, kKeepalive);
+    seal_header(h);  // with MACs: authenticated and counted like any frame
+    send_all_header(h, "sending a keepalive to " + conn_.peer);
   }
 
   void send_close(uint64_t frames_sent) override {
+    if (mid_frame_) throw TransferError("a frame is part-sent: CLOSE cannot follow it");
     uint8_t h[kHeaderBytes] = {};
     std::memcpy(h, kFrameMagic, 4);
     put_u16(h + 4, kClose);
     put_u64(h + 8, frames_sent);
     seal_header(h);
-    send_bytes(conn_.fd, h, sizeof h, opts_.io_timeout, "sending CLOSE to " + conn_.peer);
+    send_all_header(h, "sending CLOSE to " + conn_.peer);
     ::shutdown(conn_.fd, SHUT_WR);
   }
 
@@ -187,6 +241,10 @@ class TcpTransport final : public Transport {
 
  private:
   void rx_main();
+  void send_all_header(uint8_t* h, const std::string& what) {
+    iovec iov{h, kHeaderBytes};
+    send_all(conn_.fd, &iov, 1, false, opts_.io_timeout, what, &heard_);
+  }
 
   // Flags, header MAC (with MACs: under the send key and this side's frame counter) and CRC.
   void seal_header(uint8_t* h) {
@@ -223,7 +281,10 @@ class TcpTransport final : public Transport {
   std::mutex done_m_;
   std::condition_variable done_cv_;
   bool rx_done_ = false;
+  std::atomic<Nanos> heard_{0};  // real time the receiver last got a frame header
   // sender thread only
+  uint64_t sent_ = 0;       // payload bytes of the current frame written
+  bool mid_frame_ = false;  // bytes of a frame are on the wire, its trailer is not
   uint8_t header_[kHeaderBytes];
   bool header_pending_ = false;
   uint32_t crc_ = 0;
@@ -236,6 +297,7 @@ void TcpTransport::rx_main() {
   Reader rd(conn_.fd);
   uint64_t frames = 0;
   uint64_t rx_frames = 0;  // all frames, for the MACs' counter
+  uint64_t cancelled = 0;  // DATA frames the peer's close() cancelled (0 or 1: only CLOSE follows)
   bool saw_close = false;
   std::unique_ptr<uint8_t[]> scratch;
   const Nanos io = opts_.io_timeout;
@@ -282,8 +344,29 @@ void TcpTransport::rx_main() {
                             ", frame says " + hex32(get_u32(h + 52)) +
                             "): corrupted in transit");
       }
+      heard_ = real_now();
       const uint16_t kind = get_u16(h + 4);
+      if ((kind == kKeepalive || kind == kClose) && get_u64(h + 16) != 0) {
+        throw TransferError(where + ": a " + (kind == kClose ? "CLOSE" : "KEEPALIVE") +
+                            " frame with a payload length (protocol violation)");
+      }
+      if (kind == kKeepalive) {
+        if (saw_close || cancelled) {
+          throw TransferError(where + ": a KEEPALIVE after " +
+                              (saw_close ? "CLOSE" : "a cancelled frame") +
+                              " (protocol violation)");
+        }
+        continue;  // the peer is alive (it may not be reading)
+      }
       if (kind == kClose) {
+        if (saw_close) throw TransferError(where + ": a second CLOSE (protocol violation)");
+        // CLOSE counts the DATA frames the peer sent whole: any other number means frames
+        // were lost (or a cancelled flag was flipped in transit), which must not pass silently.
+        if (get_u64(h + 8) != frames - cancelled) {
+          throw TransferError(where + ": CLOSE says " + std::to_string(get_u64(h + 8)) +
+                              " frame(s) were sent, " + std::to_string(frames - cancelled) +
+                              " arrived whole: frames were lost or altered in transit");
+        }
         saw_close = true;
         host_->transport_peer_closed();
         continue;  // keep reading until EOF, so nothing we have not read triggers a reset
@@ -292,6 +375,10 @@ void TcpTransport::rx_main() {
         throw TransferError(where + ": unknown frame kind " + std::to_string(kind));
       }
       if (saw_close) throw TransferError(where + ": a DATA frame after CLOSE (protocol violation)");
+      if (cancelled) {
+        throw TransferError(where + ": a DATA frame after a cancelled one (only CLOSE may "
+                                    "follow it: protocol violation)");
+      }
       FrameMeta m;
       m.seq = get_u64(h + 8);
       m.bytes = get_u64(h + 16);
@@ -311,6 +398,7 @@ void TcpTransport::rx_main() {
       constexpr uint64_t kPiece = 1 << 20;  // CRC while the bytes are still in cache
       if (!dst && !scratch) scratch.reset(new uint8_t[kPiece]);
       uint32_t crc = 0;
+      uint32_t tflags = 0;
       if (macs_) {
         uint8_t nb[8];
         put_u64(nb, n);
@@ -369,17 +457,33 @@ void TcpTransport::rx_main() {
         }
         m.tx_start = static_cast<Nanos>(get_u64(t));
         m.tx_end = static_cast<Nanos>(get_u64(t + 8));
+        tflags = get_u32(t + 20);
+        if (tflags != 0 && tflags != kTrailerCancelled) {
+          throw TransferError(where + " (seq " + std::to_string(m.seq) +
+                              "): unknown trailer flags " + hex32(tflags) +
+                              " (protocol violation)");
+        }
+        heard_ = real_now();
       } catch (...) {
         if (slot >= 0) ring_->abandon(slot);
         throw;
+      }
+      if (tflags == kTrailerCancelled) {  // the peer's close() ran out of time: filler
+        if (slot >= 0) ring_->abandon(slot);
+        ++frames;
+        ++cancelled;
+        continue;
       }
       if (slot >= 0) ring_->complete(slot, m, rx_start, clock_->now());
       ++frames;
     }
   } catch (...) {
     if (!stop_) {
-      ::shutdown(conn_.fd, SHUT_RDWR);  // the connection is unusable: make both sides notice
+      // The cause first (the first failure recorded is the one every call reports), then cut
+      // the connection: the unusable socket makes both sides notice (our sender thread's next
+      // write fails too, but that is a consequence, not the cause).
       host_->transport_failed(std::current_exception());
+      ::shutdown(conn_.fd, SHUT_RDWR);
     }
   }
   {

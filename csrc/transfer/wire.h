@@ -21,14 +21,21 @@
 //   header (56 B): "HBF1" | u16 kind | u16 flags | u64 seq | u64 length | u64 delay_ns
 //                  | i64 enqueued_ns | 12 B header MAC or zero | u32 CRC32C(header[0:52])
 //   DATA: header, `length` payload bytes, trailer (24 B): i64 tx_start_ns | i64 tx_end_ns
-//                  | u32 CRC32C(payload || trailer[0:16]) | 4 B zero
+//                  | u32 CRC32C(payload || trailer[0:16]) | u32 flags
 //         with MACs, then a 32 B tag = HMAC-SHA256(k_dir, "F" || u64 n || header[0:52]
 //                  || payload || trailer)
 //   CLOSE: header only (length 0, seq = number of DATA frames sent); the sender then shuts down
 //          its write side and sends nothing more.
+//          The receiver checks that seq equals the DATA frames it got whole (not cancelled).
+//   KEEPALIVE: header only (length 0, seq 0), between frames, after io_timeout/4 without sending:
+//          the peer is alive even when it does not read (its consumer pauses).
+//   DATA trailer flags (u32 at offset 20): 0, or 1 = cancelled by a close() that ran out of time:
+//          the payload is filler, the receiver discards the frame, and only CLOSE may follow.
+//          Any other value is refused.
 //   With MACs: flags = 1 and header[40:52] = HMAC-SHA256(k_dir, "H" || u64 n || header[0:40])
-//   truncated to 12 bytes, where n counts the frames (DATA and CLOSE) this side sent on this
-//   connection, from 0: a frame replayed, reordered, dropped or from another connection fails.
+//   truncated to 12 bytes, where n counts the frames (DATA, CLOSE and KEEPALIVE) this side sent
+//   on this connection, from 0: a frame replayed, reordered, dropped, injected or from another
+//   connection fails. The DATA tag covers the whole trailer, its flags included.
 #pragma once
 
 #include <cstdint>
@@ -65,7 +72,8 @@ constexpr size_t kRejectBytes = 16;
 constexpr size_t kNonceBytes = 32;
 constexpr uint32_t kHelloMacFrames = 1;  // hello flags bit 0
 
-enum FrameKind : uint16_t { kData = 1, kClose = 2 };
+enum FrameKind : uint16_t { kData = 1, kClose = 2, kKeepalive = 3 };
+constexpr uint32_t kTrailerCancelled = 1;
 constexpr size_t kHeaderBytes = 56;
 constexpr size_t kTrailerBytes = 24;
 constexpr uint16_t kFrameFlagMac = 1;

@@ -56,6 +56,24 @@ def _validate_names(cfg) -> None:
         Link.parse(cfg.link)
 
 
+def _check_out(out: Path | None) -> None:
+    """Refuse an ``--out`` the record could not be written to, before anything trains."""
+    from hierbench.errors import ConfigError
+
+    if out is None:
+        return
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder: give the run record's file name (e.g. {out / 'run.json'})"
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+            break
+
+
 def _finish_record(record: dict, out: Path | None) -> None:
     from hierbench.methods import write_record
 
@@ -79,6 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     _validate_names(cfg)
+    _check_out(args.out)
     ckpt = dict(checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     if args.processes == 1:
         record = runner.run(cfg, progress=not args.quiet, **ckpt)
@@ -95,6 +114,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     _validate_names(cfg)
+    _check_out(args.out)
     host, port = _host_port(args.connect)
     record = runner.run_edge(
         cfg,

@@ -3,13 +3,17 @@ counting what it did (:class:`CodecStats`); the one-shot :func:`encode` / :func:
 
 Thread safety: an :class:`ActivationCodec` is **not** thread-safe. Its ``ZstdCompressor`` /
 ``ZstdDecompressor`` contexts (created once, reused by every call) and its counters must not be
-used by two threads at once: use one codec per thread. Frames themselves are plain bytes.
+used by two threads at once: use one codec per thread. A codec that is nevertheless entered by a
+second thread while a call is running raises ``RuntimeError`` in that thread (before: zstd's
+shared context could crash the process). Frames themselves are plain bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -42,7 +46,13 @@ from hierbench.codec.frame import (
     _parse,
     quant_fields,
 )
-from hierbench.codec.sections import _decode_quantized, _decode_raw, _encode_raw, _le_buffer
+from hierbench.codec.sections import (
+    _decode_quantized,
+    _decode_raw,
+    _encode_raw,
+    _le_buffer,
+    decoded_range_problem,
+)
 from hierbench.codec.stages import (
     StageSpeed,
     choose_stage,
@@ -135,6 +145,21 @@ class ActivationCodec:
         self.stage_choice: str | None = None
         self.stage_speeds: dict[str, StageSpeed] | None = None
         self._frames_since_measure = 0
+        self._busy = threading.Lock()  # held by the one call running (not for waiting)
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str):
+        """One call at a time: a second thread entering while another runs fails cleanly."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                f"ActivationCodec.{what}() called while another thread is using this codec: an "
+                "ActivationCodec is not thread-safe (its zstd contexts are shared); use one codec "
+                "per thread"
+            )
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def __repr__(self) -> str:
         return f"ActivationCodec({self._config.name!r})"
@@ -175,12 +200,13 @@ class ActivationCodec:
             CodecError: ``x`` cannot be encoded: more than 8 dims, over ``max_frame_size``,
                 or non-finite values on a quantized wire.
         """
-        enc = self._encode(x, seed)
-        crc = _crc32(enc.header)
-        for piece in enc.pieces:
-            crc = _crc32(piece, crc)
-        frame = b"".join([enc.header, *enc.pieces, _CRC.pack(crc)])
-        self._count_encoded(enc)
+        with self._exclusive("encode"):
+            enc = self._encode(x, seed)
+            crc = _crc32(enc.header)
+            for piece in enc.pieces:
+                crc = _crc32(piece, crc)
+            frame = b"".join([enc.header, *enc.pieces, _CRC.pack(crc)])
+            self._count_encoded(enc)
         return frame
 
     def encode_into(self, x: torch.Tensor, buffer, *, seed: int = 0) -> int:
@@ -198,6 +224,10 @@ class ActivationCodec:
         if out.readonly:
             raise TypeError("buffer must be writable")
         out = out.cast("B") if out.format != "B" or out.ndim != 1 else out
+        with self._exclusive("encode_into"):
+            return self._encode_into(x, out, seed)
+
+    def _encode_into(self, x: torch.Tensor, out: memoryview, seed: int) -> int:
         enc = self._encode(x, seed)
         n = enc.frame_len
         if out.nbytes < n:
@@ -329,6 +359,10 @@ class ActivationCodec:
         scale = q.scale.cpu()
         offset = q.offset.cpu()
         payload = q.payload.cpu()
+        if scale.numel():  # a range at the float32 limit: its frame would decode to inf
+            problem = decoded_range_problem(scale, offset, qc.bits, x.dtype)
+            if problem is not None:
+                raise CodecError(f"cannot encode: {problem}; decoders refuse such a frame")
         groups = _num_groups(tuple(x.shape), qc.granularity, qc.group_size, qc.channel_dim)
         if scale.numel() != groups or payload.numel() != -(-x.numel() * qc.bits // 8):
             raise RuntimeError(  # an internal inconsistency between ops and codec, not input
@@ -372,6 +406,10 @@ class ActivationCodec:
                 or otherwise not a frame this encoder could have produced.
             TypeError: ``data`` is not a bytes-like object.
         """
+        with self._exclusive("decode"):
+            return self._decode(data, device)
+
+    def _decode(self, data, device) -> torch.Tensor:
         header, body = _parse(data, self._config.max_frame_size)
         content = header.aux_bytes + header.payload_bytes
         if header.coder == "zstd" and content:

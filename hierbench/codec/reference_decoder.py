@@ -368,6 +368,15 @@ def _dequantize(h: Header, aux: bytes, payload: bytes) -> np.ndarray:
         raise _bad("scales", "a scale or offset is NaN or infinite")
     if (scale < 0).any():
         raise _bad("scales", "a scale is negative")
+    # Decoding is monotone in the code: every value lies between what codes 0 and qmax give.
+    # A frame any of whose groups would decode to inf (in float32, or after the cast to its
+    # dtype) is refused; the encoder never writes one.
+    with np.errstate(over="ignore"):
+        qmax = np.float32((1 << h.bits) - 1)
+        top = np.add(offset, np.multiply(qmax, scale, dtype=np.float32), dtype=np.float32)
+    for ends in (offset, top):
+        if not np.isfinite(_to_float32(_from_float32(ends, h.dtype), h.dtype)).all():
+            raise _bad("scales", "a group decodes to inf (its offset + qmax x scale overflows)")
     code = _unpack_codes(payload, h.numel, h.bits).astype(np.float32)
     # Per element of group g: x = offset[g] + code * scale[g], in float32: the product rounded,
     # then the sum rounded (two operations, never one fused multiply-add). Each granularity
@@ -384,9 +393,8 @@ def _dequantize(h: Header, aux: bytes, payload: bytes) -> np.ndarray:
         c[: h.numel] = code
         c = c.reshape(groups, h.group_size)
         s, o = scale[:, None], offset[:, None]
-    with np.errstate(over="ignore"):  # a hostile frame may overflow to inf, as the codec does
-        product = np.multiply(c, s, dtype=np.float32)
-        x = np.add(o, product, dtype=np.float32)
+    product = np.multiply(c, s, dtype=np.float32)  # cannot overflow: checked above
+    x = np.add(o, product, dtype=np.float32)
     return _from_float32(x.reshape(-1)[: h.numel], h.dtype)
 
 

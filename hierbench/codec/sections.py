@@ -47,6 +47,32 @@ def _check_padding(codes: torch.Tensor, nbits: int, what: str) -> None:
         raise _bad(what, "unused high bits of the last byte are not 0")
 
 
+def decoded_range_problem(
+    scale: torch.Tensor, offset: torch.Tensor, bits: int, dtype: torch.dtype
+) -> str | None:
+    """Why a quantized frame with these (finite, non-negative) float32 ``scale`` and ``offset``
+    could decode to +-inf in ``dtype``, or None. Decoding is ``fl(offset + fl(code * scale))``
+    then a cast, monotone in the code: every value lies between what codes 0 and ``2^bits - 1``
+    decode to, so the frame decodes finitely iff those two do, per group."""
+    qmax = float((1 << bits) - 1)
+    hi = offset + scale * qmax  # float32: the product rounded, then the sum (never an FMA)
+    lo, hi = offset.to(dtype), hi.to(dtype)
+    bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+    if not bool(bad.any()):
+        return None
+    g = int(bad.nonzero()[0, 0])
+    return (
+        f"group {g} decodes to inf (offset {offset[g].item():.9g} + {int(qmax)} x scale "
+        f"{scale[g].item():.9g} overflows {str(dtype).removeprefix('torch.')})"
+    )
+
+
+def _check_decoded_range(scale, offset, bits: int, dtype: torch.dtype) -> None:
+    problem = decoded_range_problem(scale, offset, bits, dtype)
+    if problem is not None:
+        raise _bad("scales", problem)
+
+
 def _decode_quantized(header: FrameHeader, aux, payload):
     """The float32 scales and offsets and the uint8 codes of a quantized frame, checked."""
     groups = header.aux_bytes // 8
@@ -56,6 +82,8 @@ def _decode_quantized(header: FrameHeader, aux, payload):
         raise _bad("scales", "a scale or offset is NaN or infinite")
     if groups and bool((scale < 0).any()):
         raise _bad("scales", "a scale is negative")
+    if groups:
+        _check_decoded_range(scale, offset, header.quant.bits, header.dtype)
     codes = _tensor_from(payload, torch.uint8, header.payload_bytes)
     _check_padding(codes, header.numel * header.quant.bits, "payload")
     return scale, offset, codes

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from hierbench.errors import ConfigError
 from hierbench.experiments.converge import Campaign, Run, pick_lr
+from hierbench.spec import records
 from hierbench.spec.records import read_record, write_record
 
 CAMPAIGN_VERSION = 1
@@ -41,7 +42,7 @@ def _now() -> str:
 
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.write_text(records.dumps(obj, indent=1) + "\n")
     tmp.replace(path)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from hierbench.errors import ConfigError
 from hierbench.experiments.grid import Experiment, Preset
 from hierbench.experiments.presets import get_preset
+from hierbench.spec import records
 from hierbench.spec.profiles import profile_filename
 from hierbench.spec.provenance import git_state
 from hierbench.spec.records import CPU_SHARE_MIN, read_record
@@ -29,7 +30,7 @@ MANIFEST_VERSION = 1
 
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.write_text(records.dumps(obj, indent=1) + "\n")
     tmp.replace(path)
 
 
@@ -230,6 +231,55 @@ def edge_calibration(exp: Experiment, cpu: int | None) -> dict:
     return cal
 
 
+def _check_results_folder(out: Path) -> None:
+    """ConfigError unless ``out`` is a results folder that this code made (``--overwrite``
+    deletes it): a ``manifest.json`` with a manifest version and a preset, and nothing in it
+    but what :func:`run_preset` and the report write. Any other folder (a home directory, a
+    source tree) is never deleted."""
+    manifest_path = out / "manifest.json"
+    why = None
+    if out.is_symlink() or not out.is_dir():
+        why = "it is not a folder"
+    elif not manifest_path.is_file():
+        why = "it has no manifest.json"
+    else:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            manifest, why = None, f"its manifest.json is unreadable ({exc})"
+        if manifest is not None and (
+            not isinstance(manifest, dict)
+            or "manifest_version" not in manifest
+            or not isinstance(manifest.get("preset"), dict)
+        ):
+            why = "its manifest.json is not a hierbench manifest"
+    if why is None:
+        extra = sorted(p.name for p in out.iterdir() if p.name not in RESULTS_ENTRIES)
+        if extra:
+            why = f"it holds files a results folder does not ({', '.join(extra[:5])})"
+    if why is not None:
+        raise ConfigError(
+            f"--overwrite refuses to delete {out}: {why}, so it is not a hierbench results "
+            "folder; delete it yourself if that is what you want, or choose another --out"
+        )
+
+
+#: What a results folder holds (:func:`run_preset`, ``hierbench reproduce``, the report).
+RESULTS_ENTRIES = frozenset(
+    {
+        "manifest.json",
+        "manifest.json.tmp",
+        "foundation.json",
+        "runs",
+        "profiles",
+        "tables",
+        "plots",
+        "README.md",
+        "checkpoints",
+    }
+)
+
+
 def prepare_folder(out: Path, preset: Preset, *, overwrite: bool, resume: bool) -> dict | None:
     """Check the output folder against the flags; return the previous manifest when resuming.
 
@@ -242,6 +292,7 @@ def prepare_folder(out: Path, preset: Preset, *, overwrite: bool, resume: bool) 
     if out.exists() and any(out.iterdir()):
         manifest_path = out / "manifest.json"
         if overwrite:
+            _check_results_folder(out)
             shutil.rmtree(out)
             return None
         if not resume:

@@ -85,17 +85,19 @@ class Sender:
         """Queue ``data``; a message with a step (>= 0) that a :meth:`reset` already queued is
         dropped (the reset replayed it), so each step goes out once per connection."""
         t0 = now()
-        with self._cv:
-            while self._bytes and self._bytes + len(data) > self._max and self._error is None:
-                self._cv.wait()
-            self._raise()
-            if 0 <= step <= self._last_step:
-                return
-            self._last_step = max(self._last_step, step)
-            self._queue.append((step, data))
-            self._bytes += len(data)
-            self._cv.notify_all()
-        self.stall_s += now() - t0
+        try:
+            with self._cv:
+                while self._bytes and self._bytes + len(data) > self._max and self._error is None:
+                    self._cv.wait()
+                self._raise()
+                if 0 <= step <= self._last_step:
+                    return
+                self._last_step = max(self._last_step, step)
+                self._queue.append((step, data))
+                self._bytes += len(data)
+                self._cv.notify_all()
+        finally:  # a wait counts however it ended (also when a reset had queued this step)
+            self.stall_s += now() - t0
 
     def reset(self, channel: Channel, entries, generation: int) -> None:
         """Send ``entries`` ((step, bytes), in order) on ``channel`` instead of what is queued."""

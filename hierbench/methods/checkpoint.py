@@ -37,6 +37,16 @@ only those the cloud still needs: kept ones from ``next_step`` on, recomputed on
 ``max(e, next_step)`` on. Training is deterministic, so the edge's recomputed state equals the
 one it lost, and the run equals an uninterrupted one.
 
+*The edge goes away before its first checkpoint* (restarted with ``--resume``): the edge made
+its checkpoint folder before its first hello, so the folder exists without ``edge.pt``; the edge
+starts again from step 0 (``e = 0``, nothing kept) and the rule above applies: it recomputes every
+step and uploads from ``next_step`` on. ``--resume`` with no such folder is an error (a mistyped
+path); without ``--resume``, a cloud already past step 0 refuses the edge and says to resume.
+
+*The cloud goes away* does not stop the edge: the reconnect runs on the background thread that
+saw the failure; the edge keeps training and queueing uploads until its backlog is full, then
+waits (``uplink_stall_s`` in the record; ``cloud_away_s``: time spent reconnecting).
+
 *Evaluation* requests the edge has sent but got no result for are resent after a reconnect;
 ``evals_done`` in hello tells the cloud which results the edge already holds, and the cloud
 redoes any other evaluation of an epoch it has trained.

@@ -15,8 +15,14 @@ import torch.nn.functional as F
 
 from hierbench import data as hdata
 from hierbench import models
-from hierbench.codec import ActivationCodec
-from hierbench.errors import ConfigError, ProtocolError, TransferError, TransferTimeout
+from hierbench.codec import ActivationCodec, CodecConfig
+from hierbench.errors import (
+    ConfigError,
+    NonFiniteError,
+    ProtocolError,
+    TransferError,
+    TransferTimeout,
+)
 from hierbench.methods import messages
 from hierbench.methods.background import Channel, cpu_now, now
 from hierbench.methods.checkpoint import CLOUD_CHECKPOINT, atomic_save, load_checkpoint
@@ -29,6 +35,7 @@ from hierbench.methods.parts import (
     as_wire,
     autocast,
     build_parts,
+    check_finite,
     make_optimizer,
     mean_loss,
     optimizer_step,
@@ -129,10 +136,32 @@ class CloudRole:
             and e not in done
         ]
 
+    def _first_hello(self) -> dict:
+        """The first edge's hello. An edge that goes away before it has sent one (killed while
+        starting, or a connection that fails) costs nothing: with ``reaccept`` the cloud closes
+        those channels and waits for the next edge instead of exiting."""
+        while True:
+            try:
+                hello = self._control_json()
+            except TransferError as exc:
+                if self.reaccept is None:
+                    raise
+                self._say(f"lost the edge before its hello ({exc}); waiting for an edge")
+                self._drop(self.data, self.control)
+                self.data, self.control = self._reaccept("before its hello")
+                continue
+            if hello.get("type") != "hello":
+                raise ProtocolError(f"expected hello, got {hello.get('type')!r}")
+            return hello
+
+    def _may_wait_for_the_edge(self, expected: int) -> bool:
+        """Whether a lost edge is waited for (else its TransferError ends the run): with
+        ``reaccept``, when the run checkpoints (the edge resumes), or when no step has been
+        trained yet (a new edge starts the same run from step 0: nothing is lost)."""
+        return self.reaccept is not None and (self.cfg.checkpoint_every > 0 or expected == 0)
+
     def run(self) -> dict:
-        hello = self._control_json()
-        if hello.get("type") != "hello":
-            raise ProtocolError(f"expected hello, got {hello.get('type')!r}")
+        hello = self._first_hello()
         cfg = RunConfig.from_dict(hello["config"])
         expected_link = getattr(self, "expected_link", cfg.link)
         if expected_link != cfg.link:
@@ -161,7 +190,19 @@ class CloudRole:
         warm_up([self.net], synthetic_input(shape), None, cfg.num_classes, cfg)
         if self.aux is not None:  # and the exit head, on the layers before the cut
             warm_up([self.aux[0]], synthetic_input(shape), self.head, cfg.num_classes, cfg)
-        self.codec = ActivationCodec(cfg.codec)
+        # Receive limits from the config, not the engine's and codec's 1 GiB defaults: an
+        # activation has a known shape, so nothing bigger is accepted or allocated.
+        from hierbench.methods.channels import receive_limits
+
+        if cfg.method == "cloud_only":
+            self.cut_shape = (3, cfg.input_size, cfg.input_size)
+        else:
+            self.cut_shape = tuple(model.cut_shape(cfg.cut))
+        self.limits = receive_limits(cfg, self.cut_shape)
+        self._limit_channels(self.data, self.control)
+        self.codec = ActivationCodec(
+            CodecConfig.parse(cfg.codec, max_frame_size=self.limits["codec"])
+        )
         self.grad_codec = ActivationCodec(cfg.grad_codec)
         steps, epochs, losses = [], [], []
         expected = 0
@@ -170,9 +211,13 @@ class CloudRole:
             expected = int(state["next_step"])
             steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
             self._say(f"resumed from {self.checkpoint} at step {expected}")
-        self._welcome(self.control, hello, expected)
+        try:  # the edge may have gone while this cloud built and warmed up its part
+            self._welcome(self.control, hello, expected)
+        except TransferError as exc:
+            if not self._may_wait_for_the_edge(expected):
+                raise
+            self._accept_edge(exc, expected)
         every = cfg.checkpoint_every if self.checkpoint is not None else 0
-        resilient = self.reaccept is not None and cfg.checkpoint_every > 0
         while True:
             try:
                 if self._owed:  # evaluations owed to the edge come first (the model is ready)
@@ -211,31 +256,24 @@ class CloudRole:
                 boundary = cfg.eval == "epoch" and expected % spe == 0  # before its evaluation
                 if every and (expected % every == 0 or boundary) and expected < total:
                     self._save(expected, steps, epochs, losses)
-            except ProtocolError as exc:  # tell the edge, so that it does not wait to reconnect
+            except (ProtocolError, NonFiniteError) as exc:  # tell the edge: no reconnect helps
+                kind = "non_finite" if isinstance(exc, NonFiniteError) else "protocol"
+                abort = {"type": "abort", "error": str(exc), "kind": kind}
                 with contextlib.suppress(BaseException):
-                    self.control.send(messages.pack_control({"type": "abort", "error": str(exc)}))
+                    self.control.send(messages.pack_control(abort))
+                    self.control.close(timeout=5.0)  # deliver it before this process exits
                 raise
             except TransferError as exc:
-                if not resilient:
+                if not self._may_wait_for_the_edge(expected):
                     raise
                 self._accept_edge(exc, expected)
 
     def _accept_edge(self, why: BaseException, next_step: int) -> None:
         """The edge went away: wait for it (or its restart), check its hello, welcome it."""
         self._say(f"lost the edge at step {next_step} ({why}); waiting for it to reconnect")
-        for c in (self.data, self.control):
-            with contextlib.suppress(BaseException):
-                c.close(timeout=0)
+        self._drop(self.data, self.control)
         while True:
-            try:
-                data, control = self.reaccept()
-            except TransferTimeout as exc:
-                raise TransferTimeout(
-                    f"the edge went away at step {next_step} and did not come back: {exc}"
-                ) from exc
-            except TransferError as exc:  # a connection that failed its handshake
-                self._say(f"a reconnect attempt failed ({exc}); waiting again")
-                continue
+            data, control = self._reaccept(f"at step {next_step}")
             try:
                 hello = self._control_json(control, timeout=30.0)
                 problem = None
@@ -246,6 +284,7 @@ class CloudRole:
                 elif int(hello.get("steps_per_epoch", -1)) != self.spe:
                     problem = f"steps_per_epoch {hello.get('steps_per_epoch')}, not {self.spe}"
                 if problem is None:
+                    self._limit_channels(data, control)
                     self._welcome(control, hello, next_step)
                     self.data, self.control = data, control
                     self.reconnects += 1
@@ -256,17 +295,46 @@ class CloudRole:
                 data.close(timeout=0)
                 self._say(f"refused an edge: {problem}")
             except (TransferError, OSError) as exc:  # a stale or half-made connection
-                for c in (data, control):
-                    with contextlib.suppress(BaseException):
-                        c.close(timeout=0)
+                self._drop(data, control)
                 self._say(f"a reconnect attempt failed ({exc}); waiting again")
+
+    def _reaccept(self, when: str) -> tuple[Channel, Channel]:
+        """The next edge's channels; a connection that fails is logged and waited past."""
+        while True:
+            try:
+                return self.reaccept()
+            except TransferTimeout as exc:
+                raise TransferTimeout(
+                    f"the edge went away {when} and did not come back: {exc}"
+                ) from exc
+            except TransferError as exc:  # a connection that failed its handshake
+                self._say(f"a reconnect attempt failed ({exc}); waiting again")
+
+    @staticmethod
+    def _drop(*channels: Channel) -> None:
+        """Close channels whose peer is gone, dropping what is queued."""
+        for c in channels:
+            with contextlib.suppress(BaseException):
+                c.close(timeout=0)
+
+    def _limit_channels(self, data: Channel, control: Channel) -> None:
+        for channel, key in ((data, "data"), (control, "control")):
+            if hasattr(channel, "limit"):
+                channel.limit(self.limits[key])
 
     def _forward_input(self, msg: RoleMessage) -> torch.Tensor:
         if msg.kind == Kind.RAW:
             images = messages.unpack_raw_images(msg.payload, msg.labels.numel())
             return as_input(hdata.normalize(images, self.mean, self.std), self.cfg)
         if msg.kind == Kind.ACT:
-            return as_input(self.codec.decode(msg.payload), self.cfg)
+            x = self.codec.decode(msg.payload)
+            n = 0 if msg.labels is None else msg.labels.numel()
+            if tuple(x.shape[1:]) != self.cut_shape or x.shape[0] != n:
+                raise ProtocolError(
+                    f"an activation of shape {tuple(x.shape)} for {n} labels; this run's cut "
+                    f"{self.cfg.cut} gives (n, {', '.join(map(str, self.cut_shape))})"
+                )
+            return as_input(x, self.cfg)
         raise TransferError(f"unexpected {msg.kind.name} message on the data channel")
 
     def _outputs(self, x: torch.Tensor):
@@ -289,6 +357,7 @@ class CloudRole:
             if out_exit is not None:
                 loss_exit = F.cross_entropy(out_exit, msg.labels)
                 total = loss + self.cfg.aux_exit_weight * loss_exit
+        check_finite(total.detach(), "loss", msg.step, "cloud")
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         optimizer_step(self.opt, self.sched)

@@ -8,18 +8,34 @@ and across methods.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from hierbench.errors import ConfigError
 from hierbench.spec.datasets import INPUT_SHAPES
+from hierbench.spec.records import METHODS
 
-METHODS = ("cloud_only", "split", "hierarchical")
 EVAL_MODES = ("epoch", "end", "none")
 #: Numeric settings of training and evaluation (both roles and the oracle apply the same one):
 #: ``fp32``; ``bf16`` = ``torch.autocast("cpu", torch.bfloat16)`` around forward passes and
 #: losses (fp32 master weights, optimizer and codec input); ``-cl`` = channels_last memory format
 #: for the model and its inputs.
 PRECISIONS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
+
+
+def _number(name: str, value, lo: float, *, above: bool = False, integer: bool = False) -> None:
+    """A finite number >= ``lo`` (> ``lo`` with ``above``), or a ConfigError naming the setting:
+    NaN and infinities are refused here, before they reach training."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and integer:
+        ok = isinstance(value, numbers.Integral)
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v) and (v > lo if above else v >= lo)
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{name} must be {kind} {'>' if above else '>='} {lo:g}, got {value!r}")
 
 
 def _choice(name: str, value, choices) -> None:
@@ -110,6 +126,21 @@ class RunConfig:
         _choice("dataset", self.dataset, tuple(INPUT_SHAPES))
         _choice("exit head", self.exit_head, EXIT_HEADS)
         _choice("eval mode", self.eval, EVAL_MODES)
+        _number("lr", self.lr, 0.0, above=True)
+        _number("momentum", self.momentum, 0.0)
+        _number("weight_decay", self.weight_decay, 0.0)
+        _number("edge_slowdown", self.edge_slowdown, 1.0)
+        _number("backlog_bytes", self.backlog_bytes, 1, integer=True)
+        _number("seed", self.seed, 0, integer=True)
+        for name in ("batch_size", "epochs", "slots", "threads_edge", "threads_cloud"):
+            _number(name, getattr(self, name), 1, integer=True)
+        if self.batches_per_epoch is not None:
+            _number("batches_per_epoch", self.batches_per_epoch, 1, integer=True)
+        if self.eval_samples is not None:
+            _number("eval_samples", self.eval_samples, 1, integer=True)
+        if self.limit_per_class is not None:
+            _number("limit_per_class", self.limit_per_class, 1, integer=True)
+        _number("checkpoint_every", self.checkpoint_every, 0, integer=True)
         for name in ("batch_size", "epochs", "slots", "threads_edge", "threads_cloud"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -140,7 +171,7 @@ class RunConfig:
             raise ValueError(f"edge_slowdown must be >= 1, got {self.edge_slowdown}")
         outages = tuple((float(a), float(b)) for a, b in self.outages)
         for a, b in outages:
-            if not 0 <= a < b:
+            if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b):
                 raise ValueError(f"outage ({a}, {b}) must satisfy 0 <= start < end")
         object.__setattr__(self, "outages", outages)
 

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from hierbench import data as hdata
 from hierbench.codec import ActivationCodec
-from hierbench.errors import ConfigError, ProtocolError, TransferError, TransferTimeout
+from hierbench.errors import (
+    ConfigError,
+    NonFiniteError,
+    ProtocolError,
+    TransferError,
+    TransferTimeout,
+)
 from hierbench.methods import messages
 from hierbench.methods.background import Channel, Receiver, Sender, cpu_now, now
 from hierbench.methods.checkpoint import EDGE_CHECKPOINT, atomic_save, load_checkpoint
@@ -30,6 +36,7 @@ from hierbench.methods.parts import (
     as_wire,
     autocast,
     build_parts,
+    check_finite,
     idle,
     make_optimizer,
     mean_loss,
@@ -82,12 +89,15 @@ class EdgeRole:
         self.retained: collections.deque[tuple[int, bytes]] | None = (
             collections.deque() if cfg.checkpoint_every else None
         )
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # retained uploads, pending evaluations, the channels
+        self._reconnecting = threading.Lock()  # one reconnect at a time (never held by training)
+        self.cloud_away_s = 0.0  # time spent reconnecting (the edge trains on meanwhile)
         self._gen = 0
         self._floor = 0  # uploads below this step are not sent: the cloud already has them
         self._eval_pending: dict[int, list[bytes]] = {}  # evaluations sent, no result yet
         self._evals_done: set[int] = set()
         self._abort: str | None = None  # why the cloud stopped, if it said so
+        self._abort_kind: str | None = None
         self.reconnects = 0
         self.resumed_from: int | None = None
 
@@ -138,12 +148,18 @@ class EdgeRole:
         steps, epochs, losses = [], [], []
         first = 0
         t_start = None
-        if self.resume:
+        if self.resume and self._checkpoint_missing():
+            self.resumed_from = 0  # killed before its first checkpoint: recompute from step 0
+        elif self.resume:
             state = self._load()
             first, t_start = int(state["next_step"]), float(state["t_start"])
             steps, epochs, losses = state["steps"], state["epochs"], state["losses"]
             self.resumed_from = first
-        start = self._handshake(self.control)
+        elif self.checkpoint is not None:
+            # The folder marks that this edge started: a restart with --resume finds it even
+            # when it was killed before its first checkpoint.
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        start = self._first_handshake()
         if t_start is None:
             # The training clock starts once the cloud has built (and warmed up) its part and
             # welcomed the edge: set-up on either side is not training time.
@@ -225,6 +241,7 @@ class EdgeRole:
             "steps": steps,
             "epochs": epochs,
             "uplink_stall_s": self.uplink.stall_s,
+            "cloud_away_s": self.cloud_away_s,
             "reconnects": self.reconnects,
             "resumed_from": self.resumed_from,
             "cloud": cloud,
@@ -259,6 +276,14 @@ class EdgeRole:
             "kept": [torch.frombuffer(bytearray(m), dtype=torch.uint8) for _, m in kept],
         }
         atomic_save(state, self.checkpoint)
+
+    def _checkpoint_missing(self) -> bool:
+        """--resume of an edge killed before its first checkpoint: its folder exists (made when
+        it started) but holds no ``edge.pt`` yet. Then it starts again from step 0 and, training
+        being deterministic, recomputes what it lost; the cloud's welcome says from which step
+        it needs uploads. A folder that does not exist is an error (a mistyped path)."""
+        folder = self.checkpoint.parent
+        return folder.is_dir() and not self.checkpoint.exists()
 
     def _load(self) -> dict:
         state = load_checkpoint(self.checkpoint, self.cfg, "edge")
@@ -305,7 +330,11 @@ class EdgeRole:
             with self._lock:
                 self.retained.append((step, msg))
         if step >= self._floor:
-            self.uplink.put(msg, step)
+            try:
+                self.uplink.put(msg, step)
+            except TransferError:
+                self._raise_abort(wait=2.0)
+                raise
 
     def _on_control(self, msg: RoleMessage) -> bool:
         """Consume the cloud's checkpoint acknowledgements (forget what it no longer needs) and
@@ -314,6 +343,7 @@ class EdgeRole:
             return False
         obj = messages.unpack_json(msg.payload)
         if obj.get("type") == "abort":
+            self._abort_kind = obj.get("kind")
             self._abort = str(obj.get("error"))
             return False
         if obj.get("type") == "eval_result":
@@ -329,41 +359,85 @@ class EdgeRole:
         return True
 
     def _recover(self, generation: int) -> None:
-        """The cloud went away: reconnect (it restarts from its checkpoint) and replay."""
-        with self._lock:
+        """The cloud went away: reconnect (it restarts from its checkpoint) and replay.
+
+        Only one thread reconnects (``_reconnecting``); the training thread never waits for it:
+        ``_lock`` is held only to swap the channels at the end, so the edge goes on training and
+        queues its uploads (kept in ``retained``) until the backlog is full, and then waits in
+        ``Sender.put``, where the run record counts the wait (``uplink_stall_s``).
+        """
+        with self._reconnecting:
             if generation < self._gen:
                 return  # another thread already reconnected
+            t0 = now()
             for c in (self.data, self.control):
                 with contextlib.suppress(BaseException):
                     c.close(timeout=0)  # the peer is gone: drop what is queued (it is retained)
-            deadline = now() + self.reconnect_timeout
-            while True:
-                if self._abort is not None:
-                    raise ProtocolError(f"the cloud stopped the run: {self._abort}")
+            data, control, start = self._reconnect()
+            with self._lock:
+                kept = list(self.retained)
+                if kept and kept[0][0] > start:
+                    raise TransferError(
+                        f"the cloud resumed at step {start}, but the edge only kept steps from "
+                        f"{kept[0][0]} on: its checkpoint is older than its last acknowledgement"
+                    )
+                self.data, self.control = data, control
+                self._gen += 1
+                self.reconnects += 1
+                self.cloud_away_s += now() - t0
+                self.uplink.reset(data, [(st, m) for st, m in kept if st >= start], self._gen)
+                # (step, bytes) entries like every Sender queue; evaluations carry no step
+                resend = [
+                    (-1, m) for e in sorted(self._eval_pending) for m in self._eval_pending[e]
+                ]
+                self.ctrl_out.reset(control, resend, self._gen)
+
+    def _reconnect(self) -> tuple[Channel, Channel, int]:
+        """New channels to the cloud and its welcome (the step it needs next), retried for up to
+        ``reconnect_timeout`` seconds while the cloud is away (restarting, or not listening yet)."""
+        deadline = now() + self.reconnect_timeout
+        while True:
+            if self._abort is not None:
+                raise ProtocolError(f"the cloud stopped the run: {self._abort}")
+            try:
+                data, control = self.reconnect()
+            except (TransferError, OSError) as exc:
+                last = exc
+            else:
                 try:
-                    data, control = self.reconnect()
-                    start = self._handshake(control)
-                    break
+                    return data, control, self._handshake(control)
                 except ProtocolError:
                     raise
                 except (TransferError, OSError) as exc:
-                    if now() > deadline:
-                        raise TransferTimeout(
-                            f"the cloud did not come back within {self.reconnect_timeout} s: {exc}"
-                        ) from exc
-                    time.sleep(0.5)
-            kept = list(self.retained)
-            if kept and kept[0][0] > start:
-                raise TransferError(
-                    f"the cloud resumed at step {start}, but the edge only kept steps from "
-                    f"{kept[0][0]} on: its checkpoint is older than its last acknowledgement"
-                )
-            self.data, self.control = data, control
-            self._gen += 1
-            self.reconnects += 1
-            self.uplink.reset(data, [(st, m) for st, m in kept if st >= start], self._gen)
-            resend = [m for epoch in sorted(self._eval_pending) for m in self._eval_pending[epoch]]
-            self.ctrl_out.reset(control, resend, self._gen)
+                    for c in (data, control):
+                        with contextlib.suppress(BaseException):
+                            c.close(timeout=0)
+                    last = exc
+            if now() > deadline:
+                raise TransferTimeout(
+                    f"the cloud did not come back within {self.reconnect_timeout} s: {last}"
+                ) from last
+            time.sleep(0.5)
+
+    def _first_handshake(self) -> int:
+        """The first hello and welcome. If the cloud goes away meanwhile (killed while it builds
+        its part, or before this edge connected), a resumable edge reconnects like after any
+        other failure instead of giving up."""
+        try:
+            return self._handshake(self.control)
+        except ProtocolError:
+            raise
+        except (TransferError, OSError):
+            if self.reconnect is None:
+                raise
+        for c in (self.data, self.control):
+            with contextlib.suppress(BaseException):
+                c.close(timeout=0)
+        t0 = now()
+        self.data, self.control, start = self._reconnect()
+        self.reconnects += 1
+        self.cloud_away_s += now() - t0
+        return start
 
     def _recover_control(self, generation: int) -> tuple[Channel, int]:
         self._recover(generation)
@@ -372,7 +446,21 @@ class EdgeRole:
 
     # -- one training step per method -------------------------------------------------------
 
+    def _raise_abort(self, wait: float = 0.0) -> None:
+        """Raise the error the cloud stopped the run with, if it did (after a failed transfer,
+        ``wait`` up to this long for its abort message: it comes just before the connection
+        goes)."""
+        deadline = now() + wait
+        while self._abort is None and now() < deadline:
+            time.sleep(0.02)
+        if self._abort is None:
+            return
+        if self._abort_kind == "non_finite":
+            raise NonFiniteError(self._abort)
+        raise ProtocolError(f"the cloud stopped the run: {self._abort}")
+
     def _train_step(self, step: int, epoch: int, x: torch.Tensor, y: torch.Tensor) -> dict:
+        self._raise_abort()  # the cloud stopped the run: do not train on
         cfg = self.cfg
         t0, c0 = now(), cpu_now()
         rec: dict = {"step": step, "epoch": epoch, "t0": t0}
@@ -386,14 +474,19 @@ class EdgeRole:
         xf = as_input(hdata.normalize(x, self.mean, self.std), cfg)
         with autocast(cfg):
             act = self.edge(xf)
+        check_finite(act.detach(), "cut activation", step, "edge")
         frame = self.codec.encode(as_wire(act.detach()), seed=step)
         msg = messages.pack(RoleMessage(Kind.ACT, step, epoch, y, frame))
         rec["bytes_up"] = len(msg)
         if cfg.method == "split":
             compute, cpu = now() - t0, cpu_now() - c0
             rec["t_sent"] = now()
-            self.data.send(msg)
-            reply = messages.unpack(self.data.recv())
+            try:
+                self.data.send(msg)
+                reply = messages.unpack(self.data.recv())
+            except TransferError:
+                self._raise_abort(wait=2.0)
+                raise
             if reply.kind != Kind.GRAD or reply.step != step:
                 raise TransferError(
                     f"expected the gradient of step {step}, got {reply.kind.name} "
@@ -415,6 +508,7 @@ class EdgeRole:
             t_b, c_b = now(), cpu_now()
             with autocast(cfg):
                 loss = F.cross_entropy(self.head(act), y)
+            check_finite(loss.detach(), "exit loss", step, "edge")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             optimizer_step(self.opt, self.sched)
@@ -484,7 +578,8 @@ class EdgeRole:
         while True:
             obj = messages.unpack_json(self.inbox.get().payload)
             if obj.get("type") == "abort":
-                raise ProtocolError(f"the cloud stopped the run: {obj.get('error')}")
+                self._abort, self._abort_kind = str(obj.get("error")), obj.get("kind")
+                self._raise_abort()
             if obj.get("type") != "eval_result":
                 raise ProtocolError(f"expected an evaluation result, got {obj.get('type')!r}")
             self._merge_eval(by_epoch, obj)
@@ -499,7 +594,8 @@ class EdgeRole:
             if obj.get("type") == "eval_result":
                 self._merge_eval(by_epoch, obj)
             elif obj.get("type") == "abort":
-                raise ProtocolError(f"the cloud stopped the run: {obj.get('error')}")
+                self._abort, self._abort_kind = str(obj.get("error")), obj.get("kind")
+                self._raise_abort()
             elif obj.get("type") == "records":
                 for e in obj.get("epochs", []):
                     by_epoch[e["epoch"]]["cloud_train_loss"] = e["cloud_train_loss"]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from hierbench import data as hdata
 from hierbench import models
+from hierbench.errors import NonFiniteError
 from hierbench.methods.config import RunConfig
 
 NORMALIZATION = {
@@ -148,3 +149,16 @@ def mean_loss(xs: list) -> float | None:
     """The mean of the losses that are not None (None if there are none)."""
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
+
+
+def check_finite(value: torch.Tensor | float, what: str, step: int, side: str) -> None:
+    """Stop the run on a non-finite loss or activation (training diverged): a
+    :class:`~hierbench.errors.NonFiniteError` naming the step and the side. Every method and
+    codec checks, so a lossless codec cannot carry NaN into a record."""
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise NonFiniteError(
+            f"step {step} ({side}): the {what} is not finite ({bad} of {t.numel()} values NaN or "
+            "infinite): training diverged; lower --lr, or check the data and the codec"
+        )

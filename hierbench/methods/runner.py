@@ -155,6 +155,7 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
         "bytes_up": sum(r["bytes_up"] for r in steps_e),
         "bytes_down": sum(r.get("bytes_down", 0) for r in steps_e),
         "uplink_stall_s": edge["uplink_stall_s"],
+        "cloud_away_s": edge.get("cloud_away_s", 0.0),
         "reconnects": edge.get("reconnects", 0),
         "eval_in_window_s": sum(
             max(
@@ -377,8 +378,24 @@ def run_edge(
             raise
         return EngineChannel(data), EngineChannel(control)
 
+    def first_connection():
+        """A resumable edge (``cfg.checkpoint_every``) retries for up to ``connect_timeout``
+        seconds while the cloud is not listening (restarting after a crash, or not started
+        yet); a wrong secret fails at once."""
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return connect_both(max(left, 0.1) if cfg.checkpoint_every else connect_timeout)
+            except TransferError as exc:
+                if not cfg.checkpoint_every or "authentication failed" in str(exc):
+                    raise
+                if time.monotonic() + 0.5 >= deadline:
+                    raise
+            time.sleep(0.5)
+
     with _pinned(cpu):
-        data, control = connect_both()
+        data, control = first_connection()
         edge = EdgeRole(
             cfg,
             data,

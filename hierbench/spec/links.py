@@ -96,6 +96,12 @@ PRESETS: dict[str, LinkSpec] = {
 _RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 _UNSHAPED = ("inf", "infinite", "infinity", "unlimited", "unshaped")
+#: The range of a written rate (bit/s): from 1 bit/s (the engine's least) to 10 Tbit/s (faster
+#: is unshaped in effect: write ``inf``). Issue 15 item 8: a 400-digit rate was unshaped silently.
+MIN_RATE_BPS, MAX_RATE_BPS = 1.0, 1e13
+#: The largest one-way latency a link string may give (a latency of 10^23 s hung the run).
+MAX_LATENCY_S = 60.0
+_MAX_NUMBER_CHARS = 32
 _NUM = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?)"
 
 
@@ -130,19 +136,32 @@ def parse_rate(text: str, spec: str | None = None) -> float:
         if m and not m.group(2):
             raise _bad(where, f"the rate {text!r} has no unit")
         raise _bad(where, f"cannot read the rate {text!r}")
+    if len(m.group(1)) > _MAX_NUMBER_CHARS:
+        raise _bad(where, f"the rate {text[:40]!r}... has more than {_MAX_NUMBER_CHARS} digits")
     value = float(m.group(1)) * _RATE_UNITS[m.group(2)]
     if not value > 0:
         raise _bad(where, "the rate must be > 0")
+    if not MIN_RATE_BPS <= value <= MAX_RATE_BPS:
+        raise _bad(
+            where,
+            f"the rate {text!r} is {value:g} bit/s, outside {MIN_RATE_BPS:g} bit/s to "
+            f"{format_rate(MAX_RATE_BPS)} (write 'inf' for an unshaped link)",
+        )
     return value
 
 
 def parse_latency(text: str, spec: str | None = None) -> float:
     """``"25ms"`` → ``0.025`` s. Raises ConfigError."""
     m = re.fullmatch(_NUM + r"\s*(s|ms|us)", text.strip().lower())
+    where = spec if spec is not None else text
     if not m:
-        where = spec if spec is not None else text
         raise _bad(where, f"cannot read the latency {text!r} (units: s, ms, us)")
-    return float(m.group(1)) * _TIME_UNITS[m.group(2)]
+    if len(m.group(1)) > _MAX_NUMBER_CHARS:
+        raise _bad(where, f"the latency {text[:40]!r}... has more than {_MAX_NUMBER_CHARS} digits")
+    value = float(m.group(1)) * _TIME_UNITS[m.group(2)]
+    if not value <= MAX_LATENCY_S:
+        raise _bad(where, f"the latency {text!r} is over {MAX_LATENCY_S:g} s")
+    return value
 
 
 def parse_link(spec: str | LinkSpec) -> LinkSpec:

@@ -38,6 +38,7 @@ disturbed by other load: tables flag it (:func:`disturbed`) and never average it
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from pathlib import Path
 from typing import Any, TypedDict
@@ -61,6 +62,9 @@ __all__ = [
     "require_clock",
     "write_record",
 ]
+
+#: The training methods a record can hold (``hierbench.methods.config`` uses this tuple).
+METHODS = ("cloud_only", "split", "hierarchical")
 
 #: The version a record written by this code carries.
 RECORD_VERSION = 2
@@ -171,7 +175,45 @@ def check_record(rec: object, where: str = "run record") -> RunRecord:
         bad += [k for k in TOTALS_V2 if k not in totals or not _number_or_none(totals[k])]
     if bad:
         raise ConfigError(f"{where}: totals {', '.join(bad)} missing or not numbers")
+    problem = _shape_problem(rec)
+    if problem:
+        raise ConfigError(f"{where} is not a valid run record: {problem}")
     return rec  # type: ignore[return-value]
+
+
+def _shape_problem(rec: dict) -> str | None:
+    """What in ``rec`` has the wrong shape for the readers (report, validation), or None."""
+    cfg = rec["config"]
+    if not isinstance(cfg.get("method"), str):
+        return "config.method missing or not a string"
+    for key in ("model", "dataset", "cut", "codec", "link"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            return f"config.{key} is not a string"
+    if cfg["method"] not in METHODS:
+        return f"config.method {cfg['method']!r} is none of {', '.join(METHODS)}"
+    if not _number_or_none(rec["steps_per_epoch"]) or rec["steps_per_epoch"] is None:
+        return "steps_per_epoch is not a number"
+    for key in ("edge_steps", "cloud_steps", "epochs"):
+        if not isinstance(rec[key], list) or not all(isinstance(x, dict) for x in rec[key]):
+            return f"{key} is not a list of objects"
+    for key in ("edge_steps", "cloud_steps"):
+        for r in rec[key]:
+            bad = [k for k in ("step", "t0", "t1") if not _number_or_none(r.get(k))]
+            if bad or any(r.get(k) is None for k in ("t0", "t1")):
+                return f"a {key} entry has no numeric {', '.join(bad) or 't0/t1'}"
+    for e in rec["epochs"]:
+        if isinstance(e.get("epoch"), bool) or not isinstance(e.get("epoch"), int):
+            return "an epoch entry has no integer 'epoch'"
+    link = rec.get("link")
+    if link is not None and (
+        not isinstance(link, dict)
+        or not isinstance(link.get("messages", []), list)
+        or not all(isinstance(m, dict) for m in link.get("messages", []))
+    ):
+        return "link is not null or an object with a list of messages"
+    if not isinstance(rec["environment"], dict):
+        return "environment is not an object"
+    return None
 
 
 def _number_or_none(v: object) -> bool:
@@ -224,11 +266,29 @@ def read_record(path: str | Path) -> RunRecord:
     return check_record(rec, str(path))
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``: JSON has no NaN, and
+    a record must stay readable by any JSON parser."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON text of ``obj`` (``allow_nan=False``, after :func:`json_safe`)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
+
+
 def write_record(record: dict, path: str | Path) -> Path:
-    """Write ``record`` to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``record`` to ``path`` atomically (a temporary file, then a rename), as strict JSON:
+    a non-finite number is written as ``null`` (:func:`json_safe`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.write_text(dumps(record, indent=1) + "\n")
     tmp.replace(path)
     return path

@@ -28,6 +28,7 @@ __all__ = ["MIN_SECRET_BYTES", "Endpoint", "Listener", "connect", "inprocess_pai
 
 DEFAULT_HOST = "127.0.0.1"
 _ACCEPT_SLICE = 0.25  # seconds per native wait inside Listener.accept
+_WAIT_SLICE = 0.25  # seconds per native wait of a long send/acquire/recv/flush (real clock)
 _LOG = logging.getLogger("hierbench.transfer")
 
 
@@ -119,8 +120,27 @@ class Endpoint:
         self._native = native
         self.link = link
         self.direction = direction
+        self._virtual = bool(native.virtual)
         with _LIVE_LOCK:
             _LIVE.add(self)
+
+    def _wait(self, call, timeout: float | None):
+        """``call(timeout)``, a blocking native call: on the real clock a long wait is made of
+        short ones, so that Ctrl-C (KeyboardInterrupt) and other signal handlers get in between
+        (a native wait holds no GIL, but Python runs handlers only between bytecodes). On a
+        virtual clock one wait: its time only passes when every participant waits."""
+        if self._virtual or (timeout is not None and timeout <= _WAIT_SLICE):
+            return call(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            try:
+                return call(max(0.0, min(left, _WAIT_SLICE)))
+            except TransferTimeout as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TransferTimeout(
+                        f"{exc} (the last slice of a {timeout:g} s wait)"
+                    ) from None
 
     # -- producer -------------------------------------------------------------------------------
 
@@ -134,25 +154,25 @@ class Endpoint:
         """
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(data, torch.Tensor):
-            return self._native.send_tensor(data, timeout)
-        return self._native.send(data, timeout)
+            return self._wait(lambda t: self._native.send_tensor(data, t), timeout)
+        return self._wait(lambda t: self._native.send(data, t), timeout)
 
     def acquire(self, nbytes: int, *, timeout: float | None = None) -> SendSlot:
         """A free send slot of ``nbytes`` to fill in place (blocks while all are in flight)."""
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        return SendSlot(self._native.acquire(nbytes, timeout))
+        return SendSlot(self._wait(lambda t: self._native.acquire(nbytes, t), timeout))
 
     def flush(self, *, timeout: float | None = None) -> None:
         """Waits until every queued message has left the link."""
-        self._native.flush(timeout)
+        self._wait(self._native.flush, timeout)
 
     # -- consumer -------------------------------------------------------------------------------
 
     def recv(self, *, timeout: float | None = None, copy: bool = True) -> Message:
         """The next message, in order. ``TransferClosed`` once the peer closed and all its
         messages were taken; ``TransferTimeout`` after ``timeout`` seconds."""
-        lease = self._native.recv(timeout)
+        lease = self._wait(self._native.recv, timeout)
         record = Record._from(lease.record)
         if copy:
             data = lease.tobytes()
@@ -173,8 +193,10 @@ class Endpoint:
     def close(self, *, timeout: float | None = None) -> None:
         """Sends what is queued (up to ``timeout`` seconds; None: all), tells the peer, stops.
 
-        Messages not sent by then are dropped (``stats().dropped``). Idempotent; never raises
-        for engine errors (they were raised by earlier calls).
+        Messages not sent by then are dropped (``stats().dropped``: queued ones and a part-sent
+        one, which TCP ends with a "cancelled" trailer) and CLOSE is still sent, so the peer
+        sees :class:`~hierbench.errors.TransferClosed`. Idempotent; never raises for engine
+        errors (they were raised by earlier calls).
         """
         self._native.close(timeout)
         with _LIVE_LOCK:
@@ -187,7 +209,10 @@ class Endpoint:
         self.close()
 
     def records(self, *, clear: bool = False) -> list[Record]:
-        """Per-message timelines (sent ones first, each in sequence order)."""
+        """Per-message timelines (sent ones first, each in sequence order).
+
+        A sent message is recorded before its last bytes leave: any message the peer has
+        received is already in the sender's records (they never lag the peer)."""
         return [Record._from(t) for t in self._native.records(clear)]
 
     def stats(self) -> Stats:
@@ -208,6 +233,14 @@ class Endpoint:
     @property
     def peer_max_frame(self) -> int:
         return self._native.peer_max_frame
+
+    def set_recv_limit(self, nbytes: int) -> None:
+        """Refuse every later message over ``nbytes`` (below ``max_frame_bytes``, which the
+        handshake fixed before anyone knew what the run sends): such a message fails the
+        connection with a :class:`~hierbench.errors.TransferError` before its slot is sized."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
+        self._native.set_recv_limit(nbytes)
 
     def __repr__(self) -> str:
         return f"Endpoint({self._native.describe}, {self.direction}: {self.link})"

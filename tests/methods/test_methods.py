@@ -385,7 +385,7 @@ def test_resume_errors_say_what_to_do(cifar10_root, tmp_path):
 
     cfg = small(cifar10_root, method="hierarchical", checkpoint_every=2, batches_per_epoch=2)
     with pytest.raises(ConfigError, match=r"no edge checkpoint.*start without --resume"):
-        run(cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
+        run(cfg, progress=False, checkpoint_dir=tmp_path / "missing", resume=True)
     with pytest.raises(ConfigError, match="--resume needs --checkpoint-dir"):
         run(cfg, progress=False, resume=True)
     with pytest.raises(ConfigError, match="checkpoint_every is 0"):

@@ -16,7 +16,8 @@ HANDSHAKE_MAGIC = b"HBTH"
 FRAME_MAGIC = b"HBF1"
 VERSION = 2
 CLIENT_HELLO, SERVER_HELLO, CLIENT_AUTH, SERVER_AUTH, REJECT = 1, 2, 3, 4, 5
-DATA, CLOSE = 1, 2
+DATA, CLOSE, KEEPALIVE = 1, 2, 3
+TRAILER_CANCELLED = 1  # trailer flag: a close() that ran out of time ended the frame early
 SERVER_LABEL = b"hierbench-transfer/2 server"
 CLIENT_LABEL = b"hierbench-transfer/2 client"
 C2S_LABEL = b"hierbench-transfer/2 c2s"
@@ -47,20 +48,23 @@ class Session:
     def header_mac(self, key: bytes, n: int, header40: bytes) -> bytes:
         return _mac(key, b"H", struct.pack("<Q", n), header40)[:12]
 
-    def frame(self, kind: int, seq: int, payload: bytes = b"", **kw) -> bytes:
-        """A DATA (or CLOSE) frame as this side sends it next (counts it)."""
+    def frame(self, kind: int, seq: int, payload: bytes = b"", *, flags: int = 0, **kw) -> bytes:
+        """A DATA, CLOSE or KEEPALIVE frame as this side sends it next (counts it). ``flags``:
+        the DATA trailer's flags (TRAILER_CANCELLED)."""
         n = self.sent
         self.sent += 1
         if not self.macs:
-            return data_frame(seq, payload, **kw) if kind == DATA else close_frame(seq)
+            if kind == DATA:
+                return data_frame(seq, payload, flags=flags, **kw)
+            return header(seq, 0, kind=kind)
         h40 = FRAME_MAGIC + struct.pack(
             "<HHQQQq", kind, 1, seq, len(payload), kw.get("delay_ns", 0), kw.get("enqueued_ns", 0)
         )
         h52 = h40 + self.header_mac(self.send_key, n, h40)
         h = h52 + struct.pack("<I", crc32c(h52))
-        if kind == CLOSE:
+        if kind != DATA:
             return h
-        t = trailer(payload)
+        t = trailer(payload, flags=flags)
         return h + payload + t + _mac(self.send_key, b"F", struct.pack("<Q", n), h52, payload, t)
 
 
@@ -169,42 +173,61 @@ def header(
     return h + struct.pack("<I", crc32c(h))
 
 
-def trailer(payload: bytes, tx_start_ns: int = 0, tx_end_ns: int = 0) -> bytes:
+def trailer(payload: bytes, tx_start_ns: int = 0, tx_end_ns: int = 0, flags: int = 0) -> bytes:
     t = struct.pack("<qq", tx_start_ns, tx_end_ns)
-    return t + struct.pack("<I", crc32c(t, crc32c(payload))) + bytes(4)
+    return t + struct.pack("<II", crc32c(t, crc32c(payload)), flags)
 
 
-def data_frame(seq: int, payload: bytes, **kw) -> bytes:
-    return header(seq, len(payload), **kw) + payload + trailer(payload)
+def data_frame(seq: int, payload: bytes, *, flags: int = 0, **kw) -> bytes:
+    return header(seq, len(payload), **kw) + payload + trailer(payload, flags=flags)
 
 
 def close_frame(frames_sent: int) -> bytes:
     return header(frames_sent, 0, kind=CLOSE)
 
 
-def read_frame(sock: socket.socket, session: Session | None = None) -> tuple[int, int, bytes]:
-    """Reads one frame: (kind, seq, payload); checks both CRCs (and, when the session
-    authenticates frames, both MACs)."""
-    h = recv_exact(sock, 56)
-    assert h[:4] == FRAME_MAGIC, h[:4]
-    assert struct.unpack("<I", h[52:56])[0] == crc32c(h[:52]), "header CRC"
-    kind, flags, seq, length = struct.unpack("<HHQQ", h[4:24])
+def keepalive_frame() -> bytes:
+    return header(0, 0, kind=KEEPALIVE)
+
+
+def read_frame_flags(
+    sock: socket.socket, session: Session | None = None
+) -> tuple[int, int, bytes, int]:
+    """Reads one frame: (kind, seq, payload, trailer flags); checks both CRCs (and, when the
+    session authenticates frames, both MACs); checks and skips KEEPALIVEs (they count for the
+    MACs' frame counter like any frame)."""
     macs = session is not None and session.macs
-    assert flags == int(macs), flags
-    if macs:
-        n = session.received
-        session.received += 1
-        assert h[40:52] == session.header_mac(session.recv_key, n, h[:40]), "header MAC"
+    while True:
+        h = recv_exact(sock, 56)
+        assert h[:4] == FRAME_MAGIC, h[:4]
+        kind, hflags, seq, length = struct.unpack("<HHQQ", h[4:24])
+        assert hflags == int(macs), hflags
+        if macs:
+            n = session.received
+            session.received += 1
+            assert h[40:52] == session.header_mac(session.recv_key, n, h[:40]), "header MAC"
+        assert struct.unpack("<I", h[52:56])[0] == crc32c(h[:52]), "header CRC"
+        if kind != KEEPALIVE:
+            break
+        assert length == 0, length
     if kind == CLOSE:
-        return kind, seq, b""
+        return kind, seq, b"", 0
+    assert kind == DATA, kind
     payload = recv_exact(sock, length)
     t = recv_exact(sock, 24)
-    assert struct.unpack("<I", t[16:20])[0] == crc32c(t[:16], crc32c(payload)), "payload CRC"
     if macs:
         tag = recv_exact(sock, 32)
         expect = _mac(session.recv_key, b"F", struct.pack("<Q", n), h[:52], payload, t)
         assert hmac.compare_digest(tag, expect), "frame MAC"
-    return kind, seq, payload
+    assert struct.unpack("<I", t[16:20])[0] == crc32c(t[:16], crc32c(payload)), "payload CRC"
+    (tflags,) = struct.unpack("<I", t[20:24])
+    assert tflags in (0, TRAILER_CANCELLED), tflags
+    return kind, seq, payload, tflags
+
+
+def read_frame(sock: socket.socket, session: Session | None = None) -> tuple[int, int, bytes]:
+    """Reads one frame: (kind, seq, payload); see read_frame_flags."""
+    return read_frame_flags(sock, session)[:3]
 
 
 def connect(port: int, secret: bytes, host: str = "127.0.0.1") -> socket.socket:

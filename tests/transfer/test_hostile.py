@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import re
 import socket
 import struct
 import threading
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from hierbench import _ext
-from hierbench.errors import TransferError
+from hierbench.errors import TransferClosed, TransferError
 from hierbench.transfer import MIN_SECRET_BYTES, connect, listen
 from tests.transfer import reference_peer as peer
 
@@ -308,7 +309,7 @@ class Tamperer:
             while True:
                 h = peer.recv_exact(a, 56)
                 kind, _, _, length = struct.unpack("<HHQQ", h[4:24])
-                body = b"" if kind == peer.CLOSE else peer.recv_exact(a, length + 24 + extra)
+                body = b"" if kind != peer.DATA else peer.recv_exact(a, length + 24 + extra)
                 b.sendall(self.edit(kind, h + body))
         except (ConnectionError, OSError):
             pass
@@ -328,17 +329,22 @@ def flip_and_fix_crc(frame: bytes) -> bytes:
     return bytes(f)
 
 
-def tampered_run(lst, pool, edit, macs: bool) -> list:
-    """Sends three messages through a Tamperer; returns what the server received (or the
-    error it raised)."""
+def tampered_run(lst, pool, edit, macs: bool, *, pause: float = 0.0, **options) -> list:
+    """Sends three messages through a Tamperer (`pause` seconds apart); returns what the server
+    received (or the error it raised)."""
     mitm = Tamperer(lst.port, edit, macs)
     fut = pool.submit(lst.accept, timeout=T)
-    client = connect("127.0.0.1", mitm.port, SECRET, timeout=T, frame_macs=macs)
+    client = connect("127.0.0.1", mitm.port, SECRET, timeout=T, frame_macs=macs, **options)
     out: list = []
     with client, fut.result(T) as server:
         assert ("frames authenticated" in repr(server)) == macs
         for i in range(3):
-            client.send(f"message {i}".encode())
+            if i:
+                time.sleep(pause)
+            try:
+                client.send(f"message {i}".encode())
+            except TransferError:  # the server found an attack and cut the connection
+                break
         try:
             for _ in range(3):
                 out.append(server.recv(timeout=T).data)
@@ -421,3 +427,120 @@ def test_frames_are_authenticated_off_loopback(pool):
             roundtrip(client, server)
             client.send(bytes(3_000_000))
             assert server.recv(timeout=T).nbytes == 3_000_000
+
+
+# ---- KEEPALIVE frames and the trailer's "cancelled" flag are authenticated too ----------------
+
+
+def forged_keepalive(macs: bool) -> bytes:
+    """What a man in the middle can make without the key: a KEEPALIVE header with the MAC flag
+    and a made-up header MAC (or, without MACs, a perfectly valid one)."""
+    if not macs:
+        return peer.keepalive_frame()
+    h = bytearray(peer.keepalive_frame())
+    h[6:8] = struct.pack("<H", 1)
+    h[40:52] = hashlib.sha256(b"a guess").digest()[:12]
+    h[52:56] = struct.pack("<I", peer.crc32c(bytes(h[:52])))
+    return bytes(h)
+
+
+def set_cancelled(frame: bytes) -> bytes:
+    """Set the trailer's cancelled flag of a DATA frame (the CRCs do not cover it; the tag does)."""
+    f = bytearray(frame)
+    (length,) = struct.unpack("<Q", f[16:24])
+    f[56 + length + 20 : 56 + length + 24] = struct.pack("<I", peer.TRAILER_CANCELLED)
+    return bytes(f)
+
+
+def keepalive_and_flag_attack(attack: str, macs: bool):
+    state = {"data": 0, "done": False}
+
+    def edit(kind, frame):
+        if kind == peer.DATA:
+            state["data"] += 1
+            if attack == "cancel-second" and state["data"] == 2:
+                return set_cancelled(frame)
+            if attack == "cancel-last" and state["data"] == 3:
+                return set_cancelled(frame)
+            return frame
+        if kind != peer.KEEPALIVE or state["data"] == 0 or state["done"]:
+            return frame
+        state["done"] = True  # the first keepalive after message 0
+        if attack == "forge-keepalive":
+            return frame + forged_keepalive(macs)
+        if attack == "replay-keepalive":
+            return frame + frame
+        if attack == "keepalive-as-close":  # the genuine KEEPALIVE, rewritten into CLOSE(1)
+            f = bytearray(frame)
+            f[4:6] = struct.pack("<H", peer.CLOSE)
+            f[8:16] = struct.pack("<Q", 1)
+            f[52:56] = struct.pack("<I", peer.crc32c(bytes(f[:52])))
+            return bytes(f)
+        return frame
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["forge-keepalive", "replay-keepalive", "keepalive-as-close", "cancel-second", "cancel-last"],
+)
+def test_frame_macs_cover_keepalives_and_the_cancelled_flag(pool, attack):
+    """A man in the middle injects, replays or rewrites a KEEPALIVE (a fake sign of life keeps a
+    stalled writer waiting; one turned into CLOSE ends the channel early), or sets the cancelled
+    flag of a DATA trailer (the receiver would discard a genuine message). Without MACs the
+    injected KEEPALIVEs pass and the early CLOSE is believed; the flipped flag is at least
+    refused as a protocol violation (only CLOSE may follow a cancelled frame, and CLOSE's count
+    must match). With MACs every one fails as forged or altered."""
+    opts = dict(io_timeout=0.8, pause=0.6)  # a keepalive every 0.2 s, two or more per pause
+    with listen(port=0, secret=SECRET, io_timeout=0.8) as lst:
+        plain = tampered_run(lst, pool, keepalive_and_flag_attack(attack, False), False, **opts)
+        authed = tampered_run(lst, pool, keepalive_and_flag_attack(attack, True), True, **opts)
+    messages = [f"message {i}".encode() for i in range(3)]
+    if attack in ("forge-keepalive", "replay-keepalive"):
+        assert plain == messages  # the threat: nobody notices
+    elif attack == "keepalive-as-close":  # believed: the channel ends after message 0
+        assert plain[0] == messages[0] and isinstance(plain[1], TransferError), plain
+        assert len(plain) == 2, plain
+    elif attack == "cancel-second":  # the next frame after the "cancelled" one gives it away
+        assert plain[0] == messages[0] and isinstance(plain[1], TransferError), plain
+        assert not isinstance(plain[1], TransferClosed), plain
+        assert re.search(r"a (KEEPALIVE|DATA frame) after a cancelled", str(plain[1])), plain[1]
+    else:  # the sender's next frame (an idle KEEPALIVE or its CLOSE) gives it away
+        assert plain[:2] == messages[:2] and isinstance(plain[2], TransferError), plain
+        assert not isinstance(plain[2], TransferClosed), plain
+        assert re.search(
+            r"a KEEPALIVE after a cancelled frame|CLOSE says 3 frame\(s\) were sent, 2 arrived",
+            str(plain[2]),
+        ), plain[2]
+    at = 2 if attack == "cancel-last" else 1  # the first message the attack touches
+    assert authed[:at] == messages[:at] and isinstance(authed[at], TransferError), authed
+    assert not isinstance(authed[at], TransferClosed), authed
+    expect = "header MAC mismatch" if "keepalive" in attack else "MAC mismatch: the frame was"
+    assert expect in str(authed[at]), authed[at]
+
+
+def test_reference_peer_keepalives_and_cancelled_frames_with_macs(pool):
+    """Authenticated KEEPALIVEs count for the frame counter both ways, and an authenticated
+    cancelled frame is discarded, CLOSE counting only the frames sent whole: the engine and the
+    reference peer agree byte for byte."""
+    with listen(port=0, secret=SECRET, io_timeout=0.4) as lst:
+        fut = pool.submit(lst.accept, timeout=T)
+        sock = socket.create_connection(("127.0.0.1", lst.port), timeout=T)
+        session = peer.client_handshake(sock, SECRET, macs=True)
+        with fut.result(T) as ep:
+            sock.sendall(session.frame(peer.DATA, 0, b"zero"))
+            sock.sendall(session.frame(peer.KEEPALIVE, 0))
+            sock.sendall(session.frame(peer.DATA, 1, b"one"))
+            sock.sendall(session.frame(peer.DATA, 2, bytes(1000), flags=peer.TRAILER_CANCELLED))
+            assert ep.recv(timeout=T).data == b"zero"
+            assert ep.recv(timeout=T).data == b"one"
+            time.sleep(0.5)  # the engine sends keepalives (every 0.1 s); the peer checks each MAC
+            ep.send(b"reply")
+            assert peer.read_frame_flags(sock, session) == (peer.DATA, 0, b"reply", 0)
+            assert session.received > 2  # keepalives came first, each authenticated
+            sock.sendall(session.frame(peer.CLOSE, 2))
+            with pytest.raises(TransferClosed):
+                ep.recv(timeout=T)
+            assert peer.read_frame(sock, session) == (peer.CLOSE, 1, b"")
+        sock.close()
