@@ -163,8 +163,12 @@ def test_ctrl_c_interrupts_a_long_native_wait(call):
     """SIGINT while the main thread waits in the engine (accept, recv, send): KeyboardInterrupt
     within a second or so (before: Python ran the handler only once the native call returned,
     after up to 300 s or never)."""
+    # A child of a non-interactive shell's background job inherits SIGINT ignored (POSIX), and
+    # Python then keeps it ignored: CI started that way would test the shell, not the engine.
+    # The child restores Python's own handler, as an interactive process has it.
+    restore = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKED[call]],
+        [sys.executable, "-c", restore + _BLOCKED[call]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

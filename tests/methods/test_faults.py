@@ -87,7 +87,10 @@ def test_edge_killed_before_its_first_checkpoint_resumes(cifar10_root, tmp_path)
     training is deterministic), uploads only what the cloud lacks, and the run equals an
     uninterrupted one (before: --resume said there was no checkpoint, and without it the cloud
     said to resume)."""
-    cfg = chaos_config(cifar10_root, epochs=3).replace(checkpoint_every=9)
+    # The edge runs ahead of the cloud (it never waits for it): its first checkpoint is late
+    # enough (step 13 of 15) that the cloud has trained past step 2 well before it. With 9, a
+    # clean-clone CI run once saw the edge checkpoint before the cloud reported step 3.
+    cfg = chaos_config(cifar10_root, epochs=3).replace(checkpoint_every=13)
     reference = run(cfg.replace(checkpoint_every=0), progress=False)
     port, ckpt, out = _free_port(), tmp_path / "ckpt", tmp_path / "edge.json"
     cloud = _cloud(port, ckpt, progress=True)
