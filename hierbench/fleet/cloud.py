@@ -140,15 +140,10 @@ class _Worker:
                 hello = conn.recv_json(timeout=30.0)
                 problem, edge = self._check_hello(hello, conns)
             except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
-                self.log(f"dropped a connection: {exc}")
-                with contextlib.suppress(BaseException):
-                    conn.close(timeout=0)
+                _hang_up(conn, f"dropped a connection: {exc}", self.log)
                 continue
             if problem is not None:
-                self.log(f"refused an edge: {problem}")
-                with contextlib.suppress(BaseException):
-                    conn.send(messages.pack_control({"type": "welcome", "error": problem}))
-                    conn.close(timeout=2.0)
+                _refuse(conn, problem, self.log, "refused an edge")
                 continue
             conns[edge] = conn
             hellos[edge] = hello
@@ -380,15 +375,10 @@ class _Worker:
                 hello = conn.recv_json(timeout=min(30.0, max(left, 1.0)))
                 problem = self._check_rejoin(hello, edge, next_step)
             except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
-                self.log(f"dropped a connection while edge {edge} is away: {exc}")
-                with contextlib.suppress(BaseException):
-                    conn.close(timeout=0)
+                _hang_up(conn, f"dropped a connection while edge {edge} is away: {exc}", self.log)
                 continue
             if problem is not None:
-                self.log(f"refused a rejoin: {problem}")
-                with contextlib.suppress(BaseException):
-                    conn.send(messages.pack_control({"type": "welcome", "error": problem}))
-                    conn.close(timeout=2.0)
+                _refuse(conn, problem, self.log, "refused a rejoin")
                 continue
             last = self.last_avg
             welcome = {
@@ -597,3 +587,18 @@ def launch_cloud(
         first = failures[min(failures)] if failures else None
         why = first.message if first is not None else str(exc)
         raise ProcessError(f"a cloud worker failed: {why}") from None
+
+
+def _hang_up(conn, why: str, log) -> None:
+    """Log why a connection is dropped and close it at once (it may already be broken)."""
+    log(why)
+    with contextlib.suppress(BaseException):
+        conn.close(timeout=0)
+
+
+def _refuse(conn, problem: str, log, what: str) -> None:
+    """Log and tell a connection why it is refused (a welcome carrying the error), then close."""
+    log(f"{what}: {problem}")
+    with contextlib.suppress(BaseException):
+        conn.send(messages.pack_control({"type": "welcome", "error": problem}))
+        conn.close(timeout=2.0)

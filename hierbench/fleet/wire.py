@@ -32,6 +32,7 @@ from hierbench.errors import ConfigError, ProtocolError, TransferError
 from hierbench.fleet.config import FleetConfig, edge_seed
 from hierbench.fleet.partition import Partition, partition
 from hierbench.methods import messages
+from hierbench.methods.channels import EngineChannel
 from hierbench.methods.messages import Kind, RoleMessage
 
 __all__ = [
@@ -47,17 +48,9 @@ __all__ = [
 _PARAMS_CODEC = ActivationCodec("fp32")
 
 
-class Conn:
-    """One engine endpoint as a role sees it: bytes in, bytes out, in order."""
-
-    def __init__(self, endpoint: transfer.Endpoint) -> None:
-        self.endpoint = endpoint
-
-    def send(self, data: bytes, timeout: float | None = None) -> None:
-        self.endpoint.send(data, timeout=timeout)
-
-    def recv(self, timeout: float | None = None) -> bytes:
-        return self.endpoint.recv(timeout=timeout).data
+class Conn(EngineChannel):
+    """One engine endpoint as a fleet role sees it: :class:`EngineChannel` (bytes in, bytes
+    out, in order) plus role messages and control JSON."""
 
     def recv_msg(self, timeout: float | None = None) -> RoleMessage:
         return messages.unpack(self.recv(timeout))
@@ -67,9 +60,6 @@ class Conn:
         if msg.kind != Kind.CONTROL:
             raise ProtocolError(f"expected a control message, got {msg.kind.name}")
         return messages.unpack_json(msg.payload)
-
-    def close(self, timeout: float | None = None) -> None:
-        self.endpoint.close(timeout=timeout)
 
 
 def connect_retry(host: str, port: int, secret: bytes, *, link, slots: int, timeout: float):
