@@ -185,10 +185,11 @@ def edge_calibration(exp: Experiment, cpu: int | None) -> dict:
     as in the run (at most :data:`CALIBRATION_GAP_MAX_S`). Measured again, up to
     :data:`CALIBRATION_ATTEMPTS` times, while it got under :data:`CPU_SHARE_MIN` of its core.
 
-    Why per run: the CPUs here drift by several per cent within minutes (on a quiet machine, the
-    same edge step timed 4 times over 2 minutes ranged over 8 %), and the edge's compute is most
-    of a prediction wherever the edge is the bottleneck; profiles taken once before all runs
-    cannot follow that.
+    Why per run: the CPUs here drift by several per cent within minutes (results/quick at commit
+    98d8a0d, the slowed-edge runs ``runs/*-k10-*.json``: in-run edge compute 2.5 % above the
+    profile in the first repeat, right after calibration, and 5.5-6.7 % above it in the later
+    ones), and the edge's compute is most of a prediction wherever the edge is the bottleneck;
+    profiles taken once before all runs cannot follow that.
     """
     from hierbench import profiling
     from hierbench.methods.parts import idle
