@@ -186,10 +186,10 @@ def edge_calibration(exp: Experiment, cpu: int | None) -> dict:
     :data:`CALIBRATION_ATTEMPTS` times, while it got under :data:`CPU_SHARE_MIN` of its core.
 
     Why per run: the CPUs here drift by several per cent within minutes (results/quick at commit
-    98d8a0d, the slowed-edge runs ``runs/*-k10-*.json``: in-run edge compute 2.5 % above the
-    profile in the first repeat, right after calibration, and 5.5-6.7 % above it in the later
-    ones), and the edge's compute is most of a prediction wherever the edge is the bottleneck;
-    profiles taken once before all runs cannot follow that.
+    98d8a0d, three of the four slowed-edge points, ``runs/*-k10-*.json``: in-run edge compute
+    2.5 % above the profile in the first repeat, right after calibration, and 5.5-6.7 % above it
+    in the later ones), and the edge's compute is most of a prediction wherever the edge is the
+    bottleneck; profiles taken once before all runs cannot follow that.
     """
     from hierbench import profiling
     from hierbench.methods.parts import idle
