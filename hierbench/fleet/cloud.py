@@ -11,7 +11,10 @@ Worker w listens on its own TCP port (``PORT + w``; or a free port when PORT is 
 gathered to rank 0, which writes them to a ready file), accepts exactly the edges
 ``{i : i % W == w}`` (a connection that fails the handshake, says something else than a valid
 hello, or claims an edge this worker does not serve is refused and waiting goes on), and trains
-its replica of the cloud model under ``DistributedDataParallel``.
+its replica of the cloud model under ``DistributedDataParallel``. **The run starts together**:
+a worker welcomes its edges only once every worker has all of its edges (the all-reduce of the
+edges' steps per epoch is the barrier), so no edge trains while another is still starting and a
+fleet's measured throughput does not include its slowest process start.
 
 **The exact math** (policy ``lockstep``). Cloud step s: worker w receives the message of step s
 from each served edge, decodes it and concatenates the batches in edge-id order (``n_w = |served
@@ -147,11 +150,16 @@ class _Worker:
                 continue
             conns[edge] = conn
             hellos[edge] = hello
-            conn.send(
-                messages.pack_control({"type": "welcome", "worker": self.rank, "next_step": 0})
-            )
         self.conns = conns
         return hellos
+
+    def welcome_all(self) -> None:
+        """Welcome every served edge (in edge-id order): called once every worker has all its
+        edges, so that no edge trains while another is still starting."""
+        for edge in self.served:
+            self.conns[edge].send(
+                messages.pack_control({"type": "welcome", "worker": self.rank, "next_step": 0})
+            )
 
     def _check_hello(self, hello: dict, conns: dict) -> tuple[str | None, int]:
         if hello.get("type") != "hello":
@@ -219,6 +227,9 @@ class _Worker:
         if len(spes) != 1 or int(bounds[0]) != -int(bounds[1]):
             raise ProtocolError(f"the edges disagree on steps per epoch ({sorted(spes)}, ...)")
         spe = self.spe = min(spes)
+        # The all-reduce above is the start barrier: every worker has all its edges now.
+        self.welcome_all()
+        t_welcomed = now()
         total = spe * cfg.epochs
         opt, sched = make_optimizer(cfg, net.parameters(), total)
         codec = ActivationCodec(cfg.codec)
@@ -285,6 +296,7 @@ class _Worker:
             "t_listen": t_listen,
             "t_built": t_built,
             "t_connected": t_connected,
+            "t_welcomed": t_welcomed,
             "steps_per_epoch": spe,
             "total_steps": total,
             "rejoin_timeout": fcfg.rejoin_timeout,

@@ -180,7 +180,8 @@ def run_edge(
     if resume:
         hello["resume"] = {"step": start, "acked": acked}
     conn.send(messages.pack_control(hello))
-    welcome = conn.recv_json(timeout=60.0)
+    # A first welcome comes once every edge of the fleet has connected (the start barrier).
+    welcome = conn.recv_json(timeout=max(60.0, connect_timeout))
     if welcome.get("type") != "welcome":
         raise ProtocolError(f"expected the worker's welcome, got {welcome.get('type')!r}")
     if "error" in welcome:
