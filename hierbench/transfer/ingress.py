@@ -17,8 +17,9 @@ Two kinds of state, the same arithmetic (csrc/transfer/ingress.h, in integer nan
   :class:`~hierbench.transfer.VirtualClock` included, for exact tests);
 * in a file (``path``, e.g. under ``/dev/shm``) mapped by every process of one machine: the edge
   processes of a fleet. The file holds the rate and depth; attaching checks them. Real clock only
-  (the machine's monotonic clock is what its processes share). The file is not removed when the
-  processes end: remove it between runs, or a new run refuses to create it.
+  (the machine's monotonic clock is what its processes share). The file (128 bytes, mode 0600:
+  the processes must run as one user) is not removed when they end: remove it between runs, or a
+  new run refuses to create it.
 
 The bucket (rate ``R`` bit/s, depth ``b`` bytes) starts full; a chunk of ``n`` bytes costs
 ``ceil(8 n 1e9 / R)`` ns of credit, the depth is ``ceil(8 b 1e9 / R)`` ns. That is the link
