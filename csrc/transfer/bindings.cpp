@@ -17,6 +17,7 @@
 #include "../common/py_buffer.h"
 #include "crypto.h"
 #include "engine.h"
+#include "ingress.h"
 #include "tcp.h"
 #include "wire.h"
 
@@ -86,8 +87,10 @@ struct PySendSlot {
 };
 
 LinkSpec make_link(uint64_t rate_bps, uint64_t burst_bytes, double latency_s, double jitter_s,
-                   uint64_t seed, const std::vector<std::pair<double, double>>& outages) {
+                   uint64_t seed, const std::vector<std::pair<double, double>>& outages,
+                   std::shared_ptr<Ingress> ingress) {
   LinkSpec l;
+  l.ingress = std::move(ingress);
   l.rate_bps = rate_bps;
   l.burst_bytes = burst_bytes;
   l.latency = seconds_to_ns(latency_s, "latency");
@@ -115,6 +118,7 @@ py::dict stats_dict(const Stats& s) {
   d["first_tx_start_ns"] = time_or_none(s.first_tx_start);
   d["last_tx_end_ns"] = time_or_none(s.last_tx_end);
   d["link_busy_ns"] = s.link_busy;
+  d["ingress_wait_ns"] = s.ingress_wait;
   d["producer_stall_ns"] = s.producer_stall;
   d["consumer_wait_ns"] = s.consumer_wait;
   d["first_rx_start_ns"] = time_or_none(s.first_rx_start);
@@ -168,10 +172,29 @@ void bind(py::module_& parent) {
       .def("leave", &VirtualClock::leave, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("running", &VirtualClock::running);
 
+  py::class_<Ingress, std::shared_ptr<Ingress>>(m, "Ingress")
+      .def(py::init<uint64_t, uint64_t>(), "rate_bps"_a, "burst_bytes"_a = 0)
+      .def_static("create", &Ingress::create, "path"_a, "rate_bps"_a, "burst_bytes"_a = 0)
+      .def_static("attach", &Ingress::attach, "path"_a)
+      .def_property_readonly("rate_bps", &Ingress::rate_bps)
+      .def_property_readonly("burst_bytes", &Ingress::burst_bytes)
+      .def_property_readonly("tolerance_ns", &Ingress::tolerance)
+      .def_property_readonly("path", &Ingress::path)
+      .def_property_readonly("shared", &Ingress::shared)
+      .def_property_readonly("tat_ns", &Ingress::tat)
+      .def(
+          "reserve",
+          [](Ingress& g, uint64_t nbytes, Nanos t_ns) {
+            const IngressGrant r = g.reserve(nbytes, t_ns);
+            return py::make_tuple(r.start, r.end);
+          },
+          "nbytes"_a, "t_ns"_a)
+      .def_property_readonly("describe", &Ingress::describe);
+
   py::class_<LinkSpec>(m, "LinkSpec")
       .def(py::init(&make_link), "rate_bps"_a = 0, "burst_bytes"_a = 0, "latency_s"_a = 0.0,
            "jitter_s"_a = 0.0, "seed"_a = 0,
-           "outages"_a = std::vector<std::pair<double, double>>{})
+           "outages"_a = std::vector<std::pair<double, double>>{}, "ingress"_a = nullptr)
       .def_readonly("rate_bps", &LinkSpec::rate_bps)
       .def_readonly("burst_bytes", &LinkSpec::burst_bytes)
       .def_readonly("latency_ns", &LinkSpec::latency)

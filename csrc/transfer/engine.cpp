@@ -153,6 +153,7 @@ Endpoint::Endpoint(std::shared_ptr<Clock> clock, const LinkSpec& link, const End
       sync_(ring->sync),
       opts_(opts),
       link_(link, epoch),
+      ingress_(link.ingress),
       ring_(std::move(ring)),
       transport_(std::move(transport)),
       epoch_(epoch),
@@ -163,6 +164,7 @@ Endpoint::Endpoint(std::shared_ptr<Clock> clock, const LinkSpec& link, const End
                                 " cannot run on a VirtualClock (sockets block in real time); use "
                                 "the in-process transport for virtual-time runs");
   }
+  if (ingress_) ingress_->bind(clock_);
   slots_.resize(static_cast<size_t>(opts.send_slots));
   if (opts.slot_bytes) {
     for (auto& s : slots_) {
@@ -420,34 +422,39 @@ void Endpoint::transmit(SendSlot& s) {
   const bool waited = transport_->begin(m);
   Nanos ready = std::max(m.enqueued, link_free_ == kNoTime ? m.enqueued : link_free_);
   if (waited) ready = std::max(ready, clock_->now());
+  Nanos ingress_wait = 0;
   try {
-    const Nanos start = link_.begin(ready);  // after any outage
-    m.tx_start = start;
     const uint8_t* p = s.ext ? s.ext : s.buf.get();
-    Nanos written = start;  // when the transport accepted the last byte
-    if (link_.unshaped()) {
-      pace_until(start);
-      if (m.bytes) transport_->write(p, m.bytes, 0);
-      written = clock_->now();
+    if (ingress_ && m.bytes) {
+      ingress_wait = transmit_through_ingress(m, p, ready);
     } else {
-      // Each chunk is handed over when its first byte enters the link; the message ends when its
-      // last byte has left it (the receiver cannot complete it earlier: the trailer / the ready
-      // mark is sent at the end).
-      const uint64_t chunk = std::max<uint64_t>(1, transport_->pacing_chunk(link_.spec()));
-      for (uint64_t off = 0; off < m.bytes;) {
-        const uint64_t len = std::min(chunk, m.bytes - off);
-        pace_until(link_.time_after(off));
-        transport_->write(p + off, len, off);
+      const Nanos start = link_.begin(ready);  // after any outage
+      m.tx_start = start;
+      Nanos written = start;  // when the transport accepted the last byte
+      if (link_.unshaped()) {
+        pace_until(start);
+        if (m.bytes) transport_->write(p, m.bytes, 0);
         written = clock_->now();
-        off += len;
+      } else {
+        // Each chunk is handed over when its first byte enters the link; the message ends when its
+        // last byte has left it (the receiver cannot complete it earlier: the trailer / the ready
+        // mark is sent at the end).
+        const uint64_t chunk = std::max<uint64_t>(1, transport_->pacing_chunk(link_.spec()));
+        for (uint64_t off = 0; off < m.bytes;) {
+          const uint64_t len = std::min(chunk, m.bytes - off);
+          pace_until(link_.time_after(off));
+          transport_->write(p + off, len, off);
+          written = clock_->now();
+          off += len;
+        }
       }
+      const Nanos scheduled_end = link_.time_after(m.bytes);
+      pace_until(scheduled_end);
+      // A transport slower than the emulated link (or an overloaded host) ends the message later,
+      // never earlier; the sender thread's own wake-up latency is not counted.
+      m.tx_end = std::max(scheduled_end, written);
+      link_.finish(m.tx_end, m.bytes);
     }
-    const Nanos scheduled_end = link_.time_after(m.bytes);
-    pace_until(scheduled_end);
-    // A transport slower than the emulated link (or an overloaded host) ends the message later,
-    // never earlier; the sender thread's own wake-up latency is not counted.
-    m.tx_end = std::max(scheduled_end, written);
-    link_.finish(m.tx_end, m.bytes);
   } catch (const Aborted&) {
     transport_->cancel_frame_for_close(opts_.linger);  // throws if it cannot
     throw;
@@ -472,6 +479,7 @@ void Endpoint::transmit(SendSlot& s) {
     if (stats_.first_tx_start == kNoTime) stats_.first_tx_start = m.tx_start;
     stats_.last_tx_end = m.tx_end;
     stats_.link_busy += busy;
+    stats_.ingress_wait += ingress_wait;
     return old;
   }();
   try {
@@ -487,6 +495,7 @@ void Endpoint::transmit(SendSlot& s) {
       stats_.first_tx_start = before.first_tx_start;
       stats_.last_tx_end = before.last_tx_end;
       stats_.link_busy = before.link_busy;
+      stats_.ingress_wait = before.ingress_wait;
     }
     transport_->cancel_frame();
     throw;
@@ -501,6 +510,45 @@ void Endpoint::transmit(SendSlot& s) {
     clock_->notify(*sync_);
   }
   keep.reset();  // outside the lock: dropping a tensor's last reference may take the GIL
+}
+
+Nanos Endpoint::transmit_through_ingress(FrameMeta& m, const uint8_t* p, Nanos ready) {
+  // Each chunk crosses the own link and the shared ingress as a transmission of its own on each:
+  // it enters when both let it (the own link's start, after any outage; the ingress's start,
+  // once the chunks reserved before it have drained) and has left once both have passed its last
+  // byte. It is reserved when the own link would start it, so endpoints are served first come,
+  // first served. Chunks are sized for the slower of the two rates (TCP: ~1 ms of it).
+  LinkSpec pace;
+  pace.rate_bps = link_.unshaped() ? ingress_->rate_bps()
+                                   : std::min(link_.spec().rate_bps, ingress_->rate_bps());
+  const uint64_t chunk = std::max<uint64_t>(1, transport_->pacing_chunk(pace));
+  Nanos t = ready;
+  Nanos wait = 0;
+  for (uint64_t off = 0; off < m.bytes;) {
+    const uint64_t len = std::min(chunk, m.bytes - off);
+    const Nanos own_start = link_.begin(t);
+    pace_until(own_start);
+    const Nanos own_end = link_.time_after(len);
+    const IngressGrant g = ingress_->reserve(len, own_start);
+    const Nanos start = std::max(own_start, g.start);
+    Nanos end = std::max(own_end, g.end);
+    wait += end - own_end;
+    if (off == 0) m.tx_start = start;
+    pace_until(start);
+    transport_->write(p + off, len, off);
+    off += len;
+    if (off == m.bytes) {
+      // As in transmit(): a transport slower than the emulation ends the message later (when it
+      // accepted the last byte), never earlier.
+      const Nanos written = clock_->now();
+      pace_until(end);
+      end = std::max(end, written);
+    }
+    link_.finish(end, len);
+    t = end;
+  }
+  m.tx_end = t;
+  return wait;
 }
 
 void Endpoint::sender_main() {

@@ -28,6 +28,7 @@
 
 #include "clock.h"
 #include "errors.h"
+#include "ingress.h"
 #include "link.h"
 
 namespace hierbench::transfer {
@@ -76,6 +77,8 @@ struct Stats {
   uint64_t dropped = 0;  // committed but never sent whole (closed, peer gone, or send failed)
   Nanos first_tx_start = kNoTime, last_tx_end = kNoTime;
   Nanos link_busy = 0;        // time the link spent transmitting this endpoint's bytes
+  Nanos ingress_wait = 0;     // how much later the shared ingress let this endpoint's chunks
+                              // finish than its own link would have (0 without an ingress)
   Nanos producer_stall = 0;   // time acquire()/send() waited for a free slot
   Nanos consumer_wait = 0;    // time recv() waited for a message
   Nanos first_rx_start = kNoTime, last_arrived = kNoTime, last_delivered = kNoTime;
@@ -239,6 +242,7 @@ class Endpoint : private Transport::Host {
   void transport_peer_closed() override;
   void sender_main();
   void transmit(SendSlot& s);
+  Nanos transmit_through_ingress(FrameMeta& m, const uint8_t* p, Nanos ready);
   void pace_until(Nanos t);
   void throw_if_broken_locked() const;
   void fail_locked(std::exception_ptr e);
@@ -250,6 +254,7 @@ class Endpoint : private Transport::Host {
   std::shared_ptr<Sync> sync_;
   EndpointOptions opts_;
   LinkEmulator link_;  // touched by the sender thread only (after construction)
+  std::shared_ptr<Ingress> ingress_;  // link.ingress: nullptr, or drawn from by every chunk
   std::shared_ptr<RecvRing> ring_;
   std::unique_ptr<Transport> transport_;
   Nanos epoch_;

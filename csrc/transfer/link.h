@@ -11,9 +11,13 @@
 //  * One-way latency + jitter: each message gets delay = latency + j, j uniform in [0, jitter]
 //    from a counter-based hash of (seed, seq), so the draw does not depend on timing. The receiver
 //    makes the message available at max(arrival + delay, previous availability): order is kept.
+//  * Shared ingress (optional, ingress.h): a second token bucket that this direction draws from
+//    together with other endpoints. The engine (Endpoint::transmit) combines the two per chunk;
+//    LinkEmulator itself knows nothing of it.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "clock.h"
@@ -25,6 +29,8 @@ struct Outage {
   Nanos end;
 };
 
+class Ingress;
+
 struct LinkSpec {
   uint64_t rate_bps = 0;     // 0: unshaped
   uint64_t burst_bytes = 0;  // token bucket depth
@@ -32,6 +38,7 @@ struct LinkSpec {
   Nanos jitter = 0;          // extra delay, uniform in [0, jitter]
   uint64_t seed = 0;         // jitter seed
   std::vector<Outage> outages;
+  std::shared_ptr<Ingress> ingress;  // shared bucket also drawn from (nullptr: none)
 };
 
 class LinkEmulator {

@@ -6,6 +6,7 @@ A :class:`Link` describes the emulated link (rates, latency, jitter, outages; pr
     a, b = inprocess_pair(Link.preset("3g"))          # a: edge (sends up), b: cloud
     with listen(port=0, secret=key) as lst: ...       # cloud: lst.accept() -> Endpoint
     ep = connect(host, port, key, link="4g")          # edge
+    ep = connect(host, port, key, link="4g", ingress=Ingress("20mbit", path="/dev/shm/tower"))
     ep.send(tensor_or_bytes); msg = ep.recv(); ep.records(); ep.stats(); ep.close()
 
 Pass ``clock=VirtualClock()`` to :func:`inprocess_pair` to run in virtual time (tests).
@@ -26,6 +27,7 @@ from hierbench.transfer.endpoint import (
     inprocess_pair,
     listen,
 )
+from hierbench.transfer.ingress import Ingress
 from hierbench.transfer.link import PRESETS, Link
 from hierbench.transfer.messages import Message, Record, SendSlot, Stats
 
@@ -33,6 +35,7 @@ __all__ = [
     "MIN_SECRET_BYTES",
     "PRESETS",
     "Endpoint",
+    "Ingress",
     "Link",
     "Listener",
     "Message",

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from hierbench import _ext
 from hierbench.errors import TransferClosed, TransferTimeout
 from hierbench.transfer.clock import VirtualClock
+from hierbench.transfer.ingress import Ingress
 from hierbench.transfer.link import Link
 from hierbench.transfer.messages import Message, Record, SendSlot, Stats
 
@@ -30,6 +31,7 @@ DEFAULT_HOST = "127.0.0.1"
 _ACCEPT_SLICE = 0.25  # seconds per native wait inside Listener.accept
 _WAIT_SLICE = 0.25  # seconds per native wait of a long send/acquire/recv/flush (real clock)
 _LOG = logging.getLogger("hierbench.transfer")
+_LISTENERS = object()  # Listener.accept(ingress=...) default: the listener's ingress
 
 
 def _log_rejection(message: str) -> None:
@@ -40,8 +42,12 @@ def _native():
     return _ext.load().transfer
 
 
-def _spec(link: Link, direction: str):
+def _spec(link: Link, direction: str, ingress: Ingress | None = None):
+    """The engine's spec of ``link``'s ``direction``; ``ingress``: the shared bucket its sends also
+    draw from."""
     rate = link.rate_bps(direction)
+    if ingress is not None and not isinstance(ingress, Ingress):
+        raise TypeError(f"ingress must be a hierbench.transfer.Ingress or None, got {ingress!r}")
     return _native().LinkSpec(
         rate_bps=0 if math.isinf(rate) else max(1, round(rate)),
         burst_bytes=link.burst_bytes,
@@ -49,6 +55,7 @@ def _spec(link: Link, direction: str):
         jitter_s=link.jitter_s,
         seed=link.seed,
         outages=list(link.outages),
+        ingress=None if ingress is None else ingress._native,
     )
 
 
@@ -116,10 +123,11 @@ class Endpoint:
     time has come. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, native, link: Link, direction: str):
+    def __init__(self, native, link: Link, direction: str, ingress: Ingress | None = None):
         self._native = native
         self.link = link
         self.direction = direction
+        self.ingress = ingress  # the shared bucket this endpoint's sends also draw from
         self._virtual = bool(native.virtual)
         with _LIVE_LOCK:
             _LIVE.add(self)
@@ -243,7 +251,8 @@ class Endpoint:
         self._native.set_recv_limit(nbytes)
 
     def __repr__(self) -> str:
-        return f"Endpoint({self._native.describe}, {self.direction}: {self.link})"
+        via = "" if self.ingress is None else f", via {self.ingress!r}"
+        return f"Endpoint({self._native.describe}, {self.direction}: {self.link}{via})"
 
 
 def inprocess_pair(
@@ -254,17 +263,23 @@ def inprocess_pair(
     slot_bytes: int = 0,
     max_frame_bytes: int = 1 << 30,
     clock: VirtualClock | None = None,
+    ingress: Ingress | None = None,
 ) -> tuple[Endpoint, Endpoint]:
     """Two endpoints joined in this process: ``a`` (edge) sends ``up``, ``b`` (cloud) ``down``.
 
     ``clock``: a :class:`VirtualClock` runs the pair in virtual time; default real time.
+    ``ingress``: a shared :class:`Ingress` that ``a``'s sends (up) also draw from; an in-process
+    one serves the endpoints of one clock.
     """
     link = Link() if link is None else Link.parse(link)
     opts = _options(slots, recv_slots, slot_bytes, max_frame_bytes)
     a, b = _native().inprocess_pair(
-        _spec(link, "up"), _spec(link, "down"), opts, None if clock is None else clock._native
+        _spec(link, "up", ingress),
+        _spec(link, "down"),
+        opts,
+        None if clock is None else clock._native,
     )
-    return Endpoint(a, link, "up"), Endpoint(b, link, "down")
+    return Endpoint(a, link, "up", ingress), Endpoint(b, link, "down")
 
 
 class Listener:
@@ -276,10 +291,13 @@ class Listener:
     reaches :meth:`accept` and never stops the listener.
     """
 
-    def __init__(self, native, link: Link, direction: str, on_reject=None):
+    def __init__(
+        self, native, link: Link, direction: str, on_reject=None, ingress: Ingress | None = None
+    ):
         self._native = native
         self.link = link
         self.direction = direction
+        self.ingress = ingress
         self.on_reject = on_reject if on_reject is not None else _log_rejection
 
     @property
@@ -307,15 +325,24 @@ class Listener:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    def accept(self, *, timeout: float | None = None, link: Link | str | None = None) -> Endpoint:
+    def accept(
+        self,
+        *,
+        timeout: float | None = None,
+        link: Link | str | None = None,
+        ingress: Ingress | object | None = _LISTENERS,
+    ) -> Endpoint:
         """The next peer that passed the handshake (``TransferTimeout`` if none within
         ``timeout`` seconds; None: wait forever). Peers that fail it are reported to
         ``on_reject`` meanwhile, and waiting goes on.
 
         ``link``: shape this connection's sends with another link than the listener's (for
-        example an unshaped control connection beside a shaped data connection)."""
+        example an unshaped control connection beside a shaped data connection). ``ingress``:
+        the shared :class:`Ingress` its sends also draw from (default: the listener's; None:
+        none)."""
         link = self.link if link is None else Link.parse(link)
-        spec = _spec(link, self.direction)
+        ingress = self.ingress if ingress is _LISTENERS else ingress
+        spec = _spec(link, self.direction, ingress)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:  # in short waits, to report rejections (and let Ctrl-C in) as they come
             self.report_rejections()
@@ -328,7 +355,7 @@ class Listener:
                     raise
                 continue
             self.report_rejections()
-            return Endpoint(native, link, self.direction)
+            return Endpoint(native, link, self.direction, ingress)
 
     def close(self) -> None:
         self._native.close()
@@ -354,6 +381,7 @@ def listen(
     max_pending: int = 64,
     frame_macs: bool = False,
     on_reject=None,
+    ingress: Ingress | None = None,
     **options,
 ) -> Listener:
     """Listens on ``host:port`` (default loopback; port 0 picks a free one).
@@ -364,6 +392,8 @@ def listen(
     the most). ``frame_macs``: authenticate
     every frame even on loopback (off loopback they always are). ``on_reject(message)``: called
     for every connection dropped (default: a warning on the ``hierbench.transfer`` logger).
+    ``ingress``: a shared :class:`Ingress` that the accepted endpoints' sends also draw from
+    (a listener that is an edge; the cloud's sends, the downlink, are normally not shared).
     ``options``: ``slots``, ``recv_slots``, ``slot_bytes``, ``max_frame_bytes``, ``io_timeout``,
     ``linger``, ``handshake_timeout``, ``pacing_chunk_bytes``, ``sndbuf``, ``rcvbuf`` (socket
     buffer sizes; small ones keep kernel buffers from hiding the pacing).
@@ -381,7 +411,7 @@ def listen(
     native = _native().Listener(
         host, port, key, _options(**options), backlog, max_pending, frame_macs
     )
-    return Listener(native, link, direction, on_reject)
+    return Listener(native, link, direction, on_reject, ingress)
 
 
 def connect(
@@ -393,15 +423,16 @@ def connect(
     direction: str = "up",
     timeout: float | None = 10.0,
     frame_macs: bool = False,
+    ingress: Ingress | None = None,
     **options,
 ) -> Endpoint:
     """Connects to a :func:`listen` endpoint and authenticates both ways (this side first);
-    sends ``up`` by default (the connecting side is the edge). ``frame_macs`` and ``options``
-    as for :func:`listen`."""
+    sends ``up`` by default (the connecting side is the edge). ``ingress``: a shared
+    :class:`Ingress` that this endpoint's sends also draw from (the cloud's ingress, shared with
+    the other edges). ``frame_macs`` and ``options`` as for :func:`listen`."""
     link = Link() if link is None else Link.parse(link)
     link.rate_bps(direction)
     key = _secret(secret)
-    native = _native().connect(
-        host, port, key, _spec(link, direction), _options(**options), timeout, frame_macs
-    )
-    return Endpoint(native, link, direction)
+    spec = _spec(link, direction, ingress)
+    native = _native().connect(host, port, key, spec, _options(**options), timeout, frame_macs)
+    return Endpoint(native, link, direction, ingress)

@@ -59,6 +59,9 @@ class Stats:
     consumer_wait_s: float  # time recv() blocked for a message
     send_span_s: float  # first transmission start -> last transmission end
     recv_span_s: float  # first byte received -> last message complete
+    # how much later a shared ingress let this endpoint's sends finish than its own link alone
+    # would have (0.0 without one, or while it never bound)
+    ingress_wait_s: float = 0.0
 
     @property
     def goodput_bps(self) -> float:
@@ -90,6 +93,7 @@ class Stats:
             consumer_wait_s=d["consumer_wait_ns"] * 1e-9,
             send_span_s=span(d["first_tx_start_ns"], d["last_tx_end_ns"]),
             recv_span_s=span(d["first_rx_start_ns"], d["last_arrived_ns"]),
+            ingress_wait_s=d["ingress_wait_ns"] * 1e-9,
         )
 
 
