@@ -44,6 +44,7 @@ def _fleet_config(args: argparse.Namespace):
         edge_sync=args.edge_sync,
         partition=args.partition,
         rejoin_timeout=args.rejoin_timeout,
+        ingress=None if args.ingress in (None, "none") else args.ingress,
     )
 
 
@@ -154,6 +155,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         save_state=args.save_state,
         checkpoint_dir=ckpt_dir,
         resume=args.resume,
+        ingress_file=args.ingress_file or run_dir / "ingress.bucket",
     )
     print(f"fleet edge {args.edge_id}: {part['total_steps']} steps; part in {run_dir}")
     return 0
@@ -182,6 +184,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="seconds the cloud waits for an edge that dropped to rejoin with --resume "
         "(0: a dropped edge stops the run); edges checkpoint with --checkpoint-every N into "
         "--checkpoint-dir (default <run-dir>/checkpoints)",
+    )
+    s.add_argument(
+        "--ingress",
+        default=None,
+        metavar="RATE",
+        help="a shared cloud ingress of RATE (e.g. 20mbit) that every edge's uplink draws from "
+        "besides its own link (edges on one machine; default none)",
+    )
+    s.add_argument(
+        "--ingress-file",
+        default=None,
+        help="edge: the shared ingress's bucket file, the same for every edge (default "
+        "<run-dir>/ingress.bucket)",
     )
     s.add_argument("--config", default=None, help="the fleet config as JSON (fleet.json)")
     s.add_argument("--run-dir", default=None, help="where the roles write their parts")

@@ -1,6 +1,7 @@
-"""``hierbench profile``, ``predict`` and ``predict-scale``: measure a device profile (the runtime
-model's input), the runtime model's table of methods x cuts x codecs for a link, and its
-many-edges predictions (saturation table, scaling plot) for the paper's configurations."""
+"""``hierbench profile``, ``predict``, ``predict-scale`` and ``scale``: measure a device profile
+(the runtime model's input), the runtime model's table of methods x cuts x codecs for a link,
+its many-edges predictions (saturation table, scaling plot) for the paper's configurations, and
+the measured fleet points those predictions are checked against."""
 
 from __future__ import annotations
 
@@ -175,6 +176,21 @@ def _cmd_predict_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scale(args: argparse.Namespace) -> int:
+    from hierbench.experiments.scale import POINTS, run_scale
+    from hierbench.report.scale_measured import write_measured_report
+
+    command = "hierbench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "hierbench scale"
+    if not args.report_only:
+        points = (
+            POINTS if args.max_edges is None else tuple(p for p in POINTS if p[0] <= args.max_edges)
+        )
+        run_scale(args.out, repeats=args.repeats, points=points)
+    for path in write_measured_report(args.out, command=command).values():
+        print(f"wrote {path}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to ``sub`` (the `hierbench` parser's subparsers)."""
     s = sub.add_parser("profile", help="measure a device profile (per-block costs) as CSV")
@@ -265,3 +281,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--edges", type=int, default=1000, help="largest E on the plot and table")
     s.add_argument("--e-max", type=int, default=10_000, help="saturation scan limit")
     s.set_defaults(func=_cmd_predict_scale)
+
+    s = sub.add_parser(
+        "scale",
+        help="the scale preset: local fleet runs at E in {1, 2, 4} x W in {1, 2} (+ a shared "
+        "ingress), >= 3 repeats, measured against the scale model",
+    )
+    s.add_argument("--out", type=Path, default=Path("results/scale/measured"))
+    s.add_argument("--repeats", type=int, default=3, help="runs per point (interleaved)")
+    s.add_argument("--max-edges", type=int, default=None, help="only the points with E <= this")
+    s.add_argument(
+        "--report-only", action="store_true", help="the report from the runs already in --out"
+    )
+    s.set_defaults(func=_cmd_scale)

@@ -93,6 +93,12 @@ class FleetConfig:
             drops stops the cloud (the default). The edge side: ``run.checkpoint_every = N``
             makes each edge checkpoint every N steps and after every FedAvg sync (protocol:
             :mod:`hierbench.fleet.edge`); required with ``fedavg:K`` when rejoining is on.
+        ingress: the shared cloud ingress, a rate (``"20mbit"``), or None: one token bucket
+            (:class:`hierbench.transfer.Ingress`) that every edge's uplink draws from besides its
+            own link (a cell tower, a datacentre link). The bucket lives in a file that the
+            edges share (``--ingress-file``; a local run: ``<run_dir>/ingress.bucket``), so the
+            edges that share it run on one machine; edges on other machines have the real
+            network between them and the cloud as their ingress.
     """
 
     run: RunConfig
@@ -102,6 +108,7 @@ class FleetConfig:
     partition: str = "iid"
     policy: str = "lockstep"
     rejoin_timeout: float = 0.0
+    ingress: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("edges", "workers"):
@@ -115,6 +122,16 @@ class FleetConfig:
             )
         parse_edge_sync(self.edge_sync)
         parse_scheme(self.partition)
+        if self.ingress is not None:
+            from hierbench.spec.links import parse_rate
+
+            if not isinstance(self.ingress, str):
+                raise ConfigError(
+                    f"ingress must be a rate string such as '20mbit', got {self.ingress!r}"
+                )
+            rate = parse_rate(self.ingress)
+            if not 0 < rate < float("inf"):
+                raise ConfigError(f"ingress {self.ingress!r}: the rate must be finite and > 0")
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
         run = self.run

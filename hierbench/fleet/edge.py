@@ -96,6 +96,7 @@ def run_edge(
     resume: bool = False,
     connect_timeout: float = 120.0,
     io_timeout: float = 600.0,
+    ingress_file: str | Path | None = None,
 ) -> dict:
     """Run edge ``edge`` against its worker at ``address`` (host, port), or at what
     ``address()`` returns once the edge has loaded its data and built its model (a local run
@@ -172,9 +173,26 @@ def run_edge(
         state["meta"] = json.dumps({"steps": steps, "resumes": resumes})
         atomic_save(state, ckpt)
 
+    ingress = None
+    if fcfg.ingress is not None:
+        from hierbench import transfer
+
+        if ingress_file is None:
+            raise ConfigError(
+                f"the fleet has a shared ingress ({fcfg.ingress}): give the edge the bucket's "
+                "file (--ingress-file; the same for every edge on this machine)"
+            )
+        # created by the first edge, attached by the others (same rate, else ConfigError)
+        ingress = transfer.Ingress(fcfg.ingress, path=ingress_file)
     host, port = address() if callable(address) else address
     conn = wire.connect_retry(
-        host, port, secret, link=_link(fcfg), slots=cfg.slots, timeout=connect_timeout
+        host,
+        port,
+        secret,
+        link=_link(fcfg),
+        slots=cfg.slots,
+        timeout=connect_timeout,
+        ingress=ingress,
     )
     hello = {"type": "hello", "edge": edge, "fleet": fcfg.to_dict(), "steps_per_epoch": spe}
     if resume:
@@ -284,6 +302,7 @@ def run_edge(
     uplink.flush()
     t_done = now()
     uplink.close()
+    ingress_wait = conn.endpoint.stats().ingress_wait_s if ingress is not None else None
     conn.close()
     part = {
         "edge": edge,
@@ -295,6 +314,7 @@ def run_edge(
         "t_start": t_start,
         "t_done": t_done,
         "uplink_stall_s": uplink.stall_s,
+        "ingress_wait_s": ingress_wait,
         "resumes": resumes,
         "steps": steps,
     }

@@ -58,7 +58,7 @@ def run_fleet(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("ready.json", "record.json"):
+    for stale in ("ready.json", "record.json", "ingress.bucket"):
         (run_dir / stale).unlink(missing_ok=True)
     write_json(run_dir / "fleet.json", fcfg.to_dict())
     secret = os.environ.get(SECRET_ENV) or secrets.token_hex(32)

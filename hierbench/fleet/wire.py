@@ -62,12 +62,19 @@ class Conn(EngineChannel):
         return messages.unpack_json(msg.payload)
 
 
-def connect_retry(host: str, port: int, secret: bytes, *, link, slots: int, timeout: float):
-    """Connect to a worker, retrying while it is not listening yet (up to ``timeout`` s)."""
+def connect_retry(
+    host: str, port: int, secret: bytes, *, link, slots: int, timeout: float, ingress=None
+):
+    """Connect to a worker, retrying while it is not listening yet (up to ``timeout`` s);
+    ``ingress``: the shared :class:`~hierbench.transfer.Ingress` the uplink also draws from."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Conn(transfer.connect(host, port, secret, link=link, slots=slots, timeout=5.0))
+            return Conn(
+                transfer.connect(
+                    host, port, secret, link=link, slots=slots, timeout=5.0, ingress=ingress
+                )
+            )
         except (TransferError, OSError) as exc:
             if time.monotonic() > deadline:
                 raise TransferError(
