@@ -60,7 +60,8 @@ def test_write_scale_report_matches_the_model(tmp_path):
     curves = _read(paths["throughput_csv"])
     assert len(curves) == 2 * 3 * len(edge_grid(50))
     readme = paths["readme"].read_text()
-    assert "predictions only" in readme.lower() and "hierbench predict-scale X" in readme
+    assert "these are predictions" in readme.lower() and "hierbench predict-scale X" in readme
+    assert "measured/README.md" in readme
     assert paths["saturation_md"].read_text().strip() in readme
 
 

@@ -68,6 +68,13 @@ def _summary(record: dict) -> None:
             f"  worker {w['worker']} ({w['backend']}) serves {w['served']}: "
             f"wait {wt['wait_s']:.2f} s, train {wt['train_s']:.2f} s"
         )
+    ev = record.get("eval")
+    if ev:
+        ex = "" if ev["exit_acc"] is None else f", exit {100 * ev['exit_acc']:.2f} %"
+        print(
+            f"  test accuracy ({ev['eval_samples']} images, mean over edges): final "
+            f"{100 * ev['final_acc']:.2f} %{ex}"
+        )
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
@@ -82,6 +89,10 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir)
         fcfg = FleetConfig.from_dict(json.loads((run_dir / "fleet.json").read_text()))
         record = assemble(fcfg, *read_parts(run_dir, fcfg.edges, fcfg.workers))
+        if fcfg.run.eval == "end":  # the roles must have run with --save-state
+            from hierbench.fleet.evaluate import evaluate_fleet
+
+            record["eval"] = evaluate_fleet(fcfg, run_dir, samples=fcfg.run.eval_samples)
         out = write_json(args.out or run_dir / "record.json", record)
         _summary(record)
         print(f"fleet record: {out}")
@@ -161,6 +172,18 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fleet_accuracy(args: argparse.Namespace) -> int:
+    from hierbench.experiments import fleet_accuracy as fa
+
+    command = shlex.join(["hierbench", *sys.argv[1:]])
+    if not args.report_only:
+        variants = tuple(args.variants or fa.VARIANTS)
+        run = {"data_root": args.data_root} if args.data_root else None
+        fa.run_fleet_accuracy(args.out, seeds=tuple(args.seeds), variants=variants, run=run)
+    print(f"wrote {fa.report(args.out, command)}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from hierbench.cli.train import _add_run_args
 
@@ -227,3 +250,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=300.0,
         help="seconds to wait for the edges (cloud) or the cloud (edge)",
     )
+
+    s = sub.add_parser(
+        "fleet-accuracy",
+        help="hierarchical on 4 edges vs 1 at the same samples (IID / Dirichlet, independent / "
+        "FedAvg edge models): test accuracy after a short budget",
+    )
+    s.add_argument("--out", type=Path, default=Path("results/fleet-accuracy"))
+    s.add_argument("--seeds", type=int, nargs="+", default=[0])
+    s.add_argument("--variants", nargs="+", default=None, help="default: all")
+    s.add_argument("--data-root", default=None, help="CIFAR-10 folder (default: the run default)")
+    s.add_argument("--report-only", action="store_true")
+    s.set_defaults(func=_cmd_fleet_accuracy)

@@ -129,7 +129,12 @@ class FleetConfig:
                 raise ConfigError(
                     f"ingress must be a rate string such as '20mbit', got {self.ingress!r}"
                 )
-            rate = parse_rate(self.ingress)
+            try:
+                rate = parse_rate(self.ingress)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"ingress {self.ingress!r} is not a rate such as '20mbit' ({exc})"
+                ) from None
             if not 0 < rate < float("inf"):
                 raise ConfigError(f"ingress {self.ingress!r}: the rate must be finite and > 0")
         if self.policy not in POLICIES:
@@ -153,10 +158,11 @@ class FleetConfig:
                 "a rejoining edge replays from its checkpoint, and the cloud keeps only the last "
                 "FedAvg average (edges checkpoint after every sync)"
             )
-        if run.outages or run.val_holdout or run.eval != "none":
+        if run.outages or run.val_holdout or run.eval not in ("none", "end"):
             raise ConfigError(
-                "a fleet run does not yet support outages, val_holdout or evaluation (eval "
-                "must be 'none'): planned for the fleet's next milestone"
+                "a fleet run does not yet support outages, val_holdout or per-epoch evaluation "
+                "(eval must be 'none' or 'end': the saved models on the test split after the "
+                "run, hierbench.fleet.evaluate)"
             )
 
     @property

@@ -48,16 +48,19 @@ def run_fleet(
     """Run the fleet locally; return (and write to ``<run_dir>/record.json``) the fleet record.
 
     Must be called from a process's main thread (the elastic agent installs signal handlers).
-    An edge that fails stops the cloud job (this process signals itself, the agent stops the
-    workers), also with ``rejoin_timeout`` > 0: this launcher does not restart edges (rejoining
-    is for edges started by hand, ``--role edge ... --resume``); a failed worker stops the
-    edges.
+    With ``run.eval == "end"`` the models are saved whatever ``save_state`` says and scored on
+    the test split after the run (:func:`hierbench.fleet.evaluate.evaluate_fleet`, the record's
+    ``eval``). An edge that fails stops the cloud job (this process signals itself, the agent
+    stops the workers), also with ``rejoin_timeout`` > 0: this launcher does not restart edges
+    (rejoining is for edges started by hand, ``--role edge ... --resume``); a failed worker
+    stops the edges.
 
     Raises:
         ProcessError: an edge or a worker failed (its log's tail: ``<run_dir>/edge-<i>.log``).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_state = save_state or fcfg.run.eval == "end"
     for stale in ("ready.json", "record.json", "ingress.bucket"):
         (run_dir / stale).unlink(missing_ok=True)
     write_json(run_dir / "fleet.json", fcfg.to_dict())
@@ -128,6 +131,10 @@ def run_fleet(
             os.environ[SECRET_ENV] = old_secret
     edge_parts, worker_parts = read_parts(run_dir, fcfg.edges, fcfg.workers)
     record = assemble(fcfg, edge_parts, worker_parts, command=command)
+    if fcfg.run.eval == "end":
+        from hierbench.fleet.evaluate import evaluate_fleet
+
+        record["eval"] = evaluate_fleet(fcfg, run_dir, samples=fcfg.run.eval_samples)
     write_json(run_dir / "record.json", record)
     return record
 

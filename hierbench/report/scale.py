@@ -230,8 +230,11 @@ def _readme(settings: dict, table_md: str, command: str) -> str:
         [
             "# Scaling to many edges: predictions (runtime model, not measured)",
             "",
-            "**These are predictions only.** No multi-edge run exists yet; measured points will",
-            "be added when the multi-edge runtime (issue 17) does.",
+            "**These are predictions** for the paper's configurations at E up to "
+            f"{e_plot:,}, which no",
+            "machine here can run. The model itself is checked against measured fleet runs on",
+            "this 2-core machine (E = 1, 2, 4 edge processes, W = 1, 2 gloo workers, a shared",
+            "ingress) in [`measured/`](measured/README.md) (`hierbench scale`).",
             "",
             f"Made by `{command}` from the committed 1-thread CPU profiles in",
             "`results/profiles/` with `hierbench.runtime.scale` (its docstring states every",

@@ -23,9 +23,6 @@ from typing import Any
 from hierbench.experiments.scale import (
     POINTS,
     SCALE_INGRESS,
-    SCALE_LINK,
-    SCALE_RUN,
-    fleet_config,
     read_runs,
 )
 from hierbench.runtime.validate_fleet import FleetCheck, check_fleet
@@ -34,14 +31,15 @@ from hierbench.runtime.validate_fleet import FleetCheck, check_fleet
 TOLERANCE_PCT = 10.0
 
 
-def _profile_dir(out: Path) -> Path:
-    return out / "profiles" / f"batch-{SCALE_RUN['batch_size']}"
+def _profile_dir(out: Path, rec: dict) -> Path:
+    """The profile the preset measured before ``rec``'s runs, at its batch."""
+    return out / "profiles" / f"batch-{rec['config']['run']['batch_size']}"
 
 
 def run_rows(out: Path) -> tuple[list[dict[str, Any]], list[FleetCheck]]:
     rows, checks = [], []
     for rec in read_runs(out):
-        c = check_fleet(rec, _profile_dir(out))
+        c = check_fleet(rec, _profile_dir(out, rec))
         checks.append(c)
         env = rec.get("environment") or {}
         rows.append(
@@ -139,9 +137,10 @@ def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:
         es = list(range(max(1, w), 9))
         ys = []
         for e in es:
-            rec = {**template, "config": fleet_config(e, w, bool(ing)).to_dict()}
-            pred = predict_fleet_record(rec, _profile_dir(out))
-            ys.append(e * SCALE_RUN["batch_size"] * template["totals"]["steps"] / pred.total_s)
+            rec = {**template, "config": {**template["config"], "edges": e}}
+            pred = predict_fleet_record(rec, _profile_dir(out, template))
+            batch = template["config"]["run"]["batch_size"]
+            ys.append(e * batch * template["totals"]["steps"] / pred.total_s)
         label = f"W={w}" + (f", ingress {ing}" if ing else "")
         ax.plot(es, ys, "-", color=color, label=f"model, {label}")
         ax.plot(
@@ -154,17 +153,21 @@ def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:
         )
     ax.set_xlabel("edges E")
     ax.set_ylabel("samples/s (whole fleet)")
-    ax.set_title(
-        f"Fleet throughput, ResNet-18 @layer3 q8, batch {SCALE_RUN['batch_size']}/edge, "
-        f"uplink {SCALE_LINK}",
-        fontsize=9,
-    )
+    ax.set_title(f"Fleet throughput, {_describe(next(iter(by_rec.values())))}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _describe(rec: dict) -> str:
+    r = rec["config"]["run"]
+    return (
+        f"{r['model']} ({r['stem']} stem) on {r['dataset']}, {r['method']}, cut {r['cut']}, "
+        f"{r['codec']} activations, batch {r['batch_size']} per edge, uplink {r['link']}"
+    )
 
 
 def write_measured_report(out: str | Path, *, command: str) -> dict[str, Path]:
@@ -189,6 +192,7 @@ def write_measured_report(out: str | Path, *, command: str) -> dict[str, Path]:
     cpus = sorted({r["cpu"] for r in rows if r["cpu"]})
     shas = sorted({r["git"] for r in rows if r["git"]})
     loads = [r["load_1min_after"] for r in rows]
+    first = read_runs(out)[0]
     runs_cmd = next(
         (str(r.get("command", "")).split(" (")[0] for r in read_runs(out) if r.get("command")),
         None,
@@ -212,11 +216,10 @@ def write_measured_report(out: str | Path, *, command: str) -> dict[str, Path]:
                 + f"; code at {', '.join(shas) or '?'}.",
                 "",
                 "Each point is a local fleet run (E edge processes, a W-worker gloo cloud job "
-                "under torch's elastic launcher, real TCP on loopback) of ResNet-18 (ImageNet "
-                f"stem) on CIFAR-10, hierarchical, cut layer3, q8 activations, batch "
-                f"{SCALE_RUN['batch_size']} per edge, {SCALE_RUN['batches_per_epoch']} lockstep "
-                f"steps; each edge's uplink {SCALE_LINK}; the `ingress` points add one shared "
-                f"{SCALE_INGRESS} bucket all uplinks draw from (`hierbench.transfer.Ingress`). "
+                "under torch's elastic launcher, real TCP on loopback): "
+                + _describe(first)
+                + f", {first['totals']['steps']} lockstep steps; the `ingress` points add one "
+                "shared bucket all uplinks draw from (`hierbench.transfer.Ingress`). "
                 "Measured: the fleet record's samples / train_wall_s (the first edge step's start "
                 "to the last cloud step's end: fill included, nothing subtracted). Predicted: "
                 "`hierbench.runtime.scale` from the one-thread profile taken before the runs "

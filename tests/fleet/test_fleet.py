@@ -131,6 +131,36 @@ def check_against_oracle(fcfg: FleetConfig, run_dir: Path, record: dict) -> None
     # The record's cloud loss: an all-reduced float32 sum vs the oracle's float64 sum of items.
     cloud_losses = [r["loss"] for r in record["workers"][0]["steps"]]
     assert cloud_losses == pytest.approx([loss[1] for loss in oracle["losses"]], rel=1e-6)
+    if cfg.eval == "end":
+        check_eval_against_oracle(fcfg, record, oracle)
+
+
+@torch.no_grad()
+def check_eval_against_oracle(fcfg: FleetConfig, record: dict, oracle: dict) -> None:
+    """The record's test accuracies are the oracle's models' on the same images (fp32 codec:
+    lossless), counted here by hand: per edge its layers then the cloud, and its exit."""
+    from hierbench.data import load_dataset, normalize
+    from hierbench.methods.parts import NORMALIZATION
+
+    cfg = fcfg.run
+    ev = record["eval"]
+    test = load_dataset(cfg.dataset, "test", cfg.data_root).subset(cfg.eval_samples, seed=cfg.seed)
+    x = normalize(test.images, *NORMALIZATION[cfg.dataset])
+    cloud = oracle["cloud"].eval()
+    assert ev["eval_samples"] == cfg.eval_samples and len(ev["per_edge"]) == fcfg.edges
+    for i, (edge, head) in enumerate(oracle["edges"]):
+        edge.eval()
+        head.eval()
+        act = edge(x)
+        final = float((cloud(act).argmax(1) == test.labels).float().mean())
+        exit_ = float((head(act).argmax(1) == test.labels).float().mean())
+        got = ev["per_edge"][i]
+        # one image's worth: a near-tie of two logits may round either way on other threads
+        assert got["final_acc"] == pytest.approx(final, abs=1.01 / len(test))
+        assert got["exit_acc"] == pytest.approx(exit_, abs=1.01 / len(test))
+    assert ev["final_acc"] == pytest.approx(
+        sum(p["final_acc"] for p in ev["per_edge"]) / fcfg.edges
+    )
 
 
 def check_record(record: dict, fcfg: FleetConfig) -> None:
@@ -170,7 +200,7 @@ def test_two_edges_two_workers_train_the_oracles_math(cifar10_root, tmp_path, ed
     replicas equal the oracle's cloud to rounding, the edges equal it bit for bit; with
     fedavg:2 the edges are averaged after steps 1 and 3 (the last) and so end identical."""
     fcfg = FleetConfig(
-        run=run_cfg(cifar10_root, batches_per_epoch=batches),
+        run=run_cfg(cifar10_root, batches_per_epoch=batches, eval="end", eval_samples=96),
         edges=2,
         workers=2,
         edge_sync=edge_sync,
@@ -257,6 +287,28 @@ def test_three_edges_two_workers_cloud_only(cifar10_root, tmp_path):
     assert record["workers"][0]["served"] == [0, 2] and record["workers"][1]["served"] == [1]
 
 
+@pytest.mark.slow
+def test_a_shared_ingress_paces_the_fleet_and_changes_no_math(cifar10_root, tmp_path):
+    """2 edges with unshaped uplinks share one 2 Mbit/s ingress (the bucket file in the run
+    folder): every uploaded byte passes it, so the run lasts at least all uploads' bytes at
+    that rate, the edges record the time the ingress held them back, and the math is still
+    the oracle's (the ingress only paces)."""
+    rate = 2e6
+    fcfg = FleetConfig(
+        run=run_cfg(cifar10_root, batches_per_epoch=3), edges=2, workers=1, ingress="2mbit"
+    )
+    record = run_fleet_cli(fcfg, tmp_path / "run")
+    check_record(record, fcfg)
+    check_against_oracle(fcfg, tmp_path / "run", record)
+    t = record["totals"]
+    # the bucket starts empty of credit (burst 0): its last byte passes >= 8 bytes / R after the
+    # first; the first upload starts after the first edge step began
+    assert t["train_wall_s"] >= 8 * t["bytes_up"] / rate
+    waits = [e["ingress_wait_s"] for e in record["edges"]]
+    assert all(w is not None and w >= 0 for w in waits) and max(waits) > 0
+    assert (tmp_path / "run" / "ingress.bucket").is_file()
+
+
 # -- bad settings ------------------------------------------------------------------------------
 
 
@@ -272,6 +324,10 @@ def test_three_edges_two_workers_cloud_only(cifar10_root, tmp_path):
         (dict(edge_sync="sometimes"), "unknown edge_sync"),
         (dict(partition="dirichlet:0"), "ALPHA must be"),
         (dict(policy="next-arrivals"), "unknown policy"),
+        (dict(ingress=5e6), "ingress must be a rate string"),
+        (dict(ingress="fast"), "ingress 'fast' is not a rate"),
+        (dict(ingress="0mbit"), "ingress '0mbit' is not a rate"),
+        (dict(ingress="inf"), "finite and > 0"),
     ],
 )
 def test_bad_fleet_settings(cifar10_root, kw, match):
@@ -284,8 +340,8 @@ def test_bad_method_combinations(cifar10_root):
         FleetConfig(run=run_cfg(cifar10_root, method="split"))
     with pytest.raises(ConfigError, match="cloud_only has none"):
         FleetConfig(run=run_cfg(cifar10_root, method="cloud_only"), edge_sync="fedavg:2")
-    with pytest.raises(ConfigError, match="evaluation"):
-        FleetConfig(run=run_cfg(cifar10_root, eval="end"))
+    with pytest.raises(ConfigError, match="per-epoch evaluation"):
+        FleetConfig(run=run_cfg(cifar10_root, eval="epoch"))
 
 
 def test_edge_sync_grammar_and_assignment(cifar10_root):
@@ -348,27 +404,33 @@ def test_a_worker_refuses_bad_edges_and_keeps_accepting(cifar10_root):
         t.start()
         with socket.create_connection((lst.host, lst.port)) as s:  # a stranger: no handshake
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        replies = []
-        for msg in (b"garbage", hello(0), hello(1, other), hello(1), hello(1), hello(3)):
+        replies, accepted = [], []
+        msgs = (b"garbage", hello(0), hello(1, other), hello(1), hello(1), hello(3))
+        for i, msg in enumerate(msgs):
             c = Conn(transfer.connect(lst.host, lst.port, secret))
             c.send(msg)
+            if i in (3, 5):  # accepted: no reply until every edge is in (the start barrier)
+                accepted.append(c)
+                replies.append(None)
+                continue
             try:
                 replies.append(c.recv_json(timeout=20))
             except TransferError as exc:
                 replies.append({"closed": str(exc)})
-            if replies[-1].get("error") is None:
-                continue
             c.close()
         t.join(timeout=30)
-    assert not t.is_alive()
+        assert not t.is_alive()
+        with pytest.raises(TransferError):  # not welcomed yet
+            accepted[0].recv_json(timeout=0.5)
+        worker.welcome_all()
+        welcomes = [c.recv_json(timeout=20) for c in accepted]
     assert "closed" in replies[0]
     assert "serves edges [1, 3], not edge 0" in replies[1]["error"]
     assert "another fleet config" in replies[2]["error"]
-    assert replies[3] == {"type": "welcome", "worker": 1, "next_step": 0}
     assert "already connected" in replies[4]["error"]
-    assert replies[5] == {"type": "welcome", "worker": 1, "next_step": 0}
+    assert welcomes == [{"type": "welcome", "worker": 1, "next_step": 0}] * 2
     assert sorted(out["hellos"]) == [1, 3]
-    for c in worker.conns.values():
+    for c in [*worker.conns.values(), *accepted]:
         c.close()
 
 

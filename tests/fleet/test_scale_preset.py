@@ -1,0 +1,74 @@
+"""The ``scale`` preset's machinery on a tiny budget (the real points: ``hierbench scale``,
+results/scale/measured): profile + per-run calibration + local fleet runs (real processes, real
+CIFAR-10, loopback TCP, the shared ingress file) + the report, with the model's prediction
+beside every run. Speed is not asserted here (a loaded 2-core CI machine); which resource the
+model names as the bottleneck is: it follows from the links alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from hierbench.errors import ConfigError
+from hierbench.experiments import scale
+from hierbench.fleet.record import check_fleet_record
+from hierbench.report.scale_measured import write_measured_report
+
+
+@pytest.mark.slow
+def test_scale_preset_runs_resumes_and_reports(cifar10_root, tmp_path):
+    out = tmp_path / "measured"
+    tiny = {
+        "data_root": str(cifar10_root),
+        "limit_per_class": 4,
+        "batch_size": 4,
+        "batches_per_epoch": 3,
+        "cut": "layer2",
+        "codec": "fp32",
+    }
+    points = ((1, 1, False), (2, 1, True))
+    said: list[str] = []
+    paths = scale.run_scale(out, repeats=1, points=points, run=tiny, say=said.append)
+    assert [p.name for p in paths] == ["e1-w1-r1.json", "e2-w1-ingress-r1.json"]
+    assert (out / "profiles" / "batch-4" / "resnet18-imagenet-cifar10-cpu-t1.csv").is_file()
+    for p in paths:
+        rec = check_fleet_record(json.loads(p.read_text()))
+        assert rec["calibration"]["edge_step_s"]  # timed right before the run
+        assert rec["config"]["run"]["link"] == scale.SCALE_LINK
+    rec = json.loads(paths[1].read_text())
+    assert rec["config"]["ingress"] == scale.SCALE_INGRESS
+    assert all(e["ingress_wait_s"] is not None for e in rec["edges"])
+
+    # resume: nothing is measured again
+    said.clear()
+    scale.run_scale(out, repeats=1, points=points, run=tiny, say=said.append)
+    assert sum("measured earlier, kept" in s for s in said) == 3  # the profile + 2 runs
+
+    files = write_measured_report(out, command="hierbench scale --report-only")
+    rows = list(csv.DictReader(files["points_csv"].open()))
+    assert [(r["edges"], r["workers"], r["ingress"]) for r in rows] == [
+        ("1", "1", ""),
+        ("2", "1", scale.SCALE_INGRESS),
+    ]
+    # 250 kbit/s uplinks; two of them into a 500 kbit/s ingress: a tie, named for the ingress
+    assert [r["bottleneck"] for r in rows] == ["link", "ingress"]
+    for r in rows:
+        assert float(r["measured_sps_median"]) > 0 and float(r["predicted_sps"]) > 0
+        err = 100 * (float(r["predicted_sps"]) / float(r["measured_sps_median"]) - 1)
+        assert float(r["error_pct"]) == pytest.approx(err, abs=0.2)  # from rounded columns
+    readme = files["readme"].read_text()
+    assert "hierbench scale --report-only" in readme and "| 2 | 1 | 500kbit | 1 |" in readme
+    assert files["plot"].stat().st_size > 10_000
+
+
+def test_scale_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="repeats"):
+        scale.run_scale(tmp_path, repeats=0)
+    with pytest.raises(FileNotFoundError, match="no fleet records"):
+        (tmp_path / "runs").mkdir()
+        write_measured_report(tmp_path, command="x")
+    assert scale.point_id(4, 2, True, 3) == "e4-w2-ingress-r3"
+    fcfg = scale.fleet_config(4, 2, True)
+    assert fcfg.ingress == scale.SCALE_INGRESS and fcfg.run.link == scale.SCALE_LINK
