@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"runtime"} | _BASE,  # torch-free: tables regenerate from records alone
     # many edges, one torch.distributed cloud: the roles' lower-level pieces, like methods
     "fleet": {"_ext", "ops", "codec", "transfer", "data", "models", "methods"} | _BASE,
-    "experiments": {"methods", "profiling", "runtime"} | _BASE,
+    "experiments": {"methods", "fleet", "profiling", "runtime"} | _BASE,
     "reproduce": {"data", "models", "methods", "experiments", "report", "runtime"} | _BASE,
     # the command line sits on top and may use anything
     "cli": {

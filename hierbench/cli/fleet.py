@@ -132,7 +132,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
             port=port,
             ready_file=run_dir / "ready.json",
             out_dir=run_dir,
-            save_state=args.save_state,
+            save_state=args.save_state or fcfg.run.eval == "end",  # --role merge scores them
             backend=args.backend,
             accept_timeout=args.accept_timeout,
         )
@@ -163,9 +163,10 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         address,
         _secret(args),
         out_dir=run_dir,
-        save_state=args.save_state,
+        save_state=args.save_state or fcfg.run.eval == "end",  # --role merge scores them
         checkpoint_dir=ckpt_dir,
         resume=args.resume,
+        connect_timeout=args.accept_timeout,  # also the wait for the start barrier's welcome
         ingress_file=args.ingress_file or run_dir / "ingress.bucket",
     )
     print(f"fleet edge {args.edge_id}: {part['total_steps']} steps; part in {run_dir}")

@@ -9,13 +9,13 @@ classifier and exit, and their means). **Same samples, same cloud batches**: E =
 so the cloud sees the same number of batches of the same size and every variant the same
 99,840 training samples; an edge of E = 4 sees a quarter of them. Steps come as
 ``EPOCHS`` x ``BATCHES_PER_EPOCH`` (each "epoch" a fresh seeded draw from the edge's shard), so
-every variant has exactly ``STEPS`` steps whatever its shard sizes (the run checks it).
+every variant has exactly ``STEPS`` steps whatever its shard sizes (checked before each run).
 
 Settings: SGD momentum 0.9, weight decay 5e-4, cosine decay over the run, lr 0.1 (hier-q8's pick
-in the converge sweep, results/converge/tuning.json), augmentation on, link unshaped (the math
-does not depend on it), ``fedavg:39`` (edge layers and exit averaged twice per 78 steps),
-Dirichlet(0.5) label shards for non-IID. One seed per variant: a short-budget comparison, not
-an accuracy at convergence (that is results/converge).
+in the converge sweep over 0.01-0.2, results/converge/tuning.json), augmentation on, link
+unshaped (the math does not depend on it), ``fedavg:39`` (edge layers and exit averaged twice
+per 78 steps), Dirichlet(0.5) label shards for non-IID. One seed per variant: a short-budget
+comparison, not an accuracy at convergence (that is results/converge).
 
 Run ids: the variant names of :data:`VARIANTS`, ``-s<seed>``; records in ``<out>/runs/`` (fleet
 records with ``eval``); a finished record is kept (resume at run granularity).
@@ -94,6 +94,7 @@ def run_fleet_accuracy(
     say: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run every missing variant x seed into ``<out>/runs``; return the records' paths."""
+    from hierbench.fleet import wire
     from hierbench.fleet.launcher import run_fleet
     from hierbench.fleet.record import write_json
 
@@ -109,6 +110,12 @@ def run_fleet_accuracy(
             say(f"[{i}/{len(todo)}] {rid}: done earlier, kept")
             continue
         fcfg = fleet_config(v, s, run)
+        _, _, spe = wire.shards(fcfg)  # before hours of training: every variant's steps agree
+        if spe != fcfg.run.batches_per_epoch:
+            raise ConfigError(
+                f"{rid}: the smallest shard holds {spe} batches of {fcfg.run.batch_size}, not "
+                f"{fcfg.run.batches_per_epoch}: this variant would train fewer samples"
+            )
         say(f"[{i}/{len(todo)}] {rid}: {fcfg.edges} edge(s) x batch {fcfg.run.batch_size} ...")
         t0 = time.perf_counter()
         run_dir = Path(tempfile.mkdtemp(prefix=f"hierbench-fleet-acc-{rid}-"))
@@ -116,16 +123,10 @@ def run_fleet_accuracy(
             rec = run_fleet(
                 fcfg, run_dir, timeout=7200.0, command=f"hierbench fleet-accuracy --out {out}"
             )
-        finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        want = (run or {}).get("epochs", EPOCHS) * (run or {}).get(
-            "batches_per_epoch", BATCHES_PER_EPOCH
-        )
-        if rec["totals"]["steps"] != want:
-            raise ConfigError(
-                f"{rid}: {rec['totals']['steps']} steps, not {want}: a shard is smaller than "
-                f"{fcfg.run.batches_per_epoch} x {fcfg.run.batch_size} images"
-            )
+        except BaseException:
+            say(f"[{i}/{len(todo)}] {rid} failed: its logs and parts are in {run_dir}")
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)
         rec["id"], rec["variant"], rec["seed"] = rid, v, s
         rec["elapsed_s"] = time.perf_counter() - t0
         for e in rec["edges"]:  # per-step timings are not this comparison's subject: keep totals

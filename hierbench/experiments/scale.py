@@ -123,8 +123,10 @@ def run_scale(
         run_dir = Path(tempfile.mkdtemp(prefix=f"hierbench-scale-{rid}-"))
         try:
             rec = run_fleet(fcfg, run_dir, command=f"hierbench scale --out {out} ({rid})")
-        finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        except BaseException:
+            say(f"[{i}/{len(todo)}] {rid} failed: its logs and parts are in {run_dir}")
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)
         rec["id"] = rid
         rec["repeat"] = r
         rec["calibration"] = cal

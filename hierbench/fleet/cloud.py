@@ -34,6 +34,13 @@ only), over the worker's ``n_w`` samples; the running
 statistics are rank 0's (DDP broadcasts rank 0's buffers before every forward). The oracle
 (:mod:`hierbench.fleet.oracle`) computes exactly that.
 
+**Split learning** (``method split``): the cloud step's input ``x`` (the decoded activations of
+the served edges) is a leaf; after the backward pass above, ``x.grad = W / (E * B) * dCE/dx``,
+and each served edge gets its rows times ``E / W`` (encoded with the run's ``grad_codec``):
+``(1 / B) * dCE_i/dx_i``, the gradient of *its own* mean loss (SplitFed's convention: an edge's
+step does not shrink as E grows; with E = 1 it is plain split learning). The edge waits for it
+before its next step. Scaling by E / W is exact for the tested W = 1, 2 with E = 2.
+
 **FedAvg of edge models** (``edge_sync fedavg:K``): after every K-th cloud step each worker
 reads each served edge's parameter message of that step, writes it into row i of a zero
 ``(E, P)`` tensor, all-reduces it (a sum in which every row has one non-zero contribution, so
@@ -85,10 +92,11 @@ from hierbench.fleet import wire
 from hierbench.fleet.config import FleetConfig
 from hierbench.fleet.record import cpu_now, now, write_json
 from hierbench.methods import messages
-from hierbench.methods.messages import Kind
+from hierbench.methods.messages import Kind, RoleMessage
 from hierbench.methods.parts import (
     NORMALIZATION,
     as_input,
+    as_wire,
     autocast,
     build_parts,
     make_optimizer,
@@ -155,11 +163,12 @@ class _Worker:
 
     def welcome_all(self) -> None:
         """Welcome every served edge (in edge-id order): called once every worker has all its
-        edges, so that no edge trains while another is still starting."""
+        edges, so that no edge trains while another is still starting. An edge that died
+        meanwhile is only logged here (:meth:`_send`): the first receive from it fails and waits
+        for it to rejoin (``rejoin_timeout``), or stops the job."""
         for edge in self.served:
-            self.conns[edge].send(
-                messages.pack_control({"type": "welcome", "worker": self.rank, "next_step": 0})
-            )
+            welcome = {"type": "welcome", "worker": self.rank, "next_step": 0}
+            self._send(edge, messages.pack_control(welcome))
 
     def _check_hello(self, hello: dict, conns: dict) -> tuple[str | None, int]:
         if hello.get("type") != "hello":
@@ -233,6 +242,8 @@ class _Worker:
         total = spe * cfg.epochs
         opt, sched = make_optimizer(cfg, net.parameters(), total)
         codec = ActivationCodec(cfg.codec)
+        grad_codec = ActivationCodec(cfg.grad_codec)
+        split = cfg.method == "split"
         mean, std = NORMALIZATION[cfg.dataset]
         e, b, w = fcfg.edges, cfg.batch_size, self.world
         scale = w / (e * b)
@@ -252,12 +263,20 @@ class _Worker:
                 xs.append(x)
                 ys.append(msg.labels)
             x = as_input(torch.cat(xs).to(self.device), cfg)
+            if split:
+                x = x.detach().requires_grad_(True)
             y = torch.cat(ys).to(self.device)
             with autocast(cfg):
                 loss_sum = F.cross_entropy(ddp(x), y, reduction="sum")
             opt.zero_grad(set_to_none=True)
             (loss_sum * scale).backward()
             optimizer_step(opt, sched)
+            if split:  # each served edge: the gradient of its own mean loss (x E / W, see above)
+                g = x.grad * (e / w)
+                for j, i in enumerate(self.served):
+                    frame = grad_codec.encode(as_wire(g[j * b : (j + 1) * b]).contiguous())
+                    grad_msg = RoleMessage(Kind.GRAD, step, step // spe, None, frame)
+                    self._send(i, messages.pack(grad_msg))
             t_trained = now()
             total_loss = loss_sum.detach().float().reshape(1).cpu()
             dist.all_reduce(total_loss)  # for the record: the mean loss over all E*B samples

@@ -25,8 +25,9 @@ __all__ = [
     "parse_edge_sync",
 ]
 
-#: Methods a fleet runs today (split learning: milestone 2).
-FLEET_METHODS = ("hierarchical", "cloud_only")
+#: Methods a fleet runs. Split learning: each edge waits for its gradient every step (the
+#: SplitFed convention: the gradient of the edge's own mean loss, see :mod:`~.cloud`).
+FLEET_METHODS = ("hierarchical", "split", "cloud_only")
 
 #: Cloud step policies. ``lockstep``: cloud step s consumes exactly the message of step s from
 #: every served edge, concatenated in edge-id order (the only one so far; "next arrivals" is
@@ -141,11 +142,13 @@ class FleetConfig:
             raise ConfigError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
         run = self.run
         if run.method not in FLEET_METHODS:
+            raise ConfigError(f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r}")
+        if run.method == "split" and (self.rejoin_timeout or run.checkpoint_every):
             raise ConfigError(
-                f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r} (split learning "
-                "across a fleet is planned)"
+                "split learning across a fleet does not yet checkpoint or rejoin "
+                "(rejoin_timeout and checkpoint_every must be 0)"
             )
-        if self.sync_every and run.method != "hierarchical":
+        if self.sync_every and run.method == "cloud_only":
             raise ConfigError(
                 f"edge_sync {self.edge_sync!r} averages edge models; {run.method} has none"
             )

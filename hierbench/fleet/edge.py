@@ -6,7 +6,9 @@ parameters), connects to worker ``i % W`` and trains as the paper's edge does: p
 encodes the cut activations and hands them to a byte-bounded background sender, then learns
 from its own early exit, never waiting for the cloud — except at a FedAvg sync step
 (``edge_sync fedavg:K``), where it sends its parameters and loads the average the cloud returns
-before its next step. Cloud-only: the edge uploads raw uint8 batches and trains nothing.
+before its next step. Split learning: the edge uploads its activations and waits for their
+gradient (the cloud's answer to the step) before it steps; it has no exit. Cloud-only: the edge
+uploads raw uint8 batches and trains nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +74,18 @@ class _Downlink:
             if not self._take(msg):
                 self.acked = max(self.acked, step + 1)
                 return wire.unpack_params(msg, step, numel)
+
+    def grad(self, step: int, codec: ActivationCodec, timeout: float) -> torch.Tensor:
+        """Split learning: the decoded gradient of step ``step`` (acks read on the way)."""
+        while True:
+            msg = self.conn.recv_msg(timeout=timeout)
+            if self._take(msg):
+                continue
+            if msg.kind != Kind.GRAD or msg.step != step:
+                raise ProtocolError(
+                    f"expected the gradient of step {step}, got {msg.kind.name} of step {msg.step}"
+                )
+            return codec.decode(msg.payload)
 
     def wait_ack(self, step: int, timeout: float) -> None:
         while self.acked < step:
@@ -141,12 +155,13 @@ def run_edge(
     _, edge_m, _, head = build_parts(cfg)
     if cfg.method == "cloud_only":
         edge_m = head = None
-    params = [] if edge_m is None else [*edge_m.parameters(), *head.parameters()]
+    params = [p for m in (edge_m, head) if m is not None for p in m.parameters()]
     opt, sched = make_optimizer(cfg, params, total)
     if edge_m is not None:
         shape = (cfg.batch_size, 3, cfg.input_size, cfg.input_size)
         warm_up([edge_m], synthetic_input(shape), head, cfg.num_classes, cfg)
     codec = ActivationCodec(cfg.codec)
+    grad_codec = ActivationCodec(cfg.grad_codec)
     n_params = wire.flat_state(edge_m, head).numel() if fcfg.sync_every else 0
 
     start, acked, kept, steps, resumes = 0, 0, {}, [], []
@@ -257,13 +272,21 @@ def run_edge(
                 rec["t_sent"] = now()
                 if send:
                     uplink.put(msg, step)
-                t_b = now()
-                with autocast(cfg):
-                    loss = F.cross_entropy(head(act), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if head is None:  # split learning: wait for this step's gradient
+                    grad = down.grad(step, grad_codec, io_timeout)
+                    t_b = now()
+                    rec["grad_wait_s"] = t_b - rec["t_sent"]
+                    opt.zero_grad(set_to_none=True)
+                    act.backward(grad.to(act.dtype).view_as(act))
+                    rec["loss"] = None
+                else:
+                    t_b = now()
+                    with autocast(cfg):
+                        loss = F.cross_entropy(head(act), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    rec["loss"] = loss.item()
                 optimizer_step(opt, sched)
-                rec["loss"] = loss.item()
                 rec["compute_s"] = (rec["t_sent"] - t0) + (now() - t_b)
             if send:
                 rec["bytes_up"] = len(msg)
@@ -324,7 +347,8 @@ def run_edge(
         write_json(out / f"edge-{edge}.json", part)
         if save_state and edge_m is not None:
             torch.save(
-                {"edge": edge_m.state_dict(), "head": head.state_dict()}, out / f"edge-{edge}.pt"
+                {"edge": edge_m.state_dict(), "head": None if head is None else head.state_dict()},
+                out / f"edge-{edge}.pt",
             )
     return part
 

@@ -32,7 +32,7 @@ EVAL_BATCH = 256
 def _load(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path} is missing: evaluate a fleet run made with --save-state")
-    return torch.load(path, weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @torch.no_grad()
@@ -56,9 +56,10 @@ def evaluate_fleet(fcfg: FleetConfig, run_dir: str | Path, *, samples: int | Non
         if i is not None:
             st = _load(run_dir / f"edge-{i}.pt")
             edge.load_state_dict(st["edge"])
-            head.load_state_dict(st["head"])
             edge.eval()
-            head.eval()
+            if head is not None:  # split learning has no exit
+                head.load_state_dict(st["head"])
+                head.eval()
         correct = correct_exit = 0
         for s in range(0, len(test), EVAL_BATCH):
             x, y = test.images[s : s + EVAL_BATCH], test.labels[s : s + EVAL_BATCH]
@@ -68,7 +69,8 @@ def evaluate_fleet(fcfg: FleetConfig, run_dir: str | Path, *, samples: int | Non
                     out = cloud(x)
                 else:
                     act = edge(x)
-                    correct_exit += int((head(act).argmax(1) == y).sum())
+                    if head is not None:
+                        correct_exit += int((head(act).argmax(1) == y).sum())
                     act = codec.decode(codec.encode(as_wire(act), seed=s))
                     out = cloud(as_input(act, cfg))
             correct += int((out.argmax(1) == y).sum())
@@ -76,7 +78,7 @@ def evaluate_fleet(fcfg: FleetConfig, run_dir: str | Path, *, samples: int | Non
             {
                 "edge": i,
                 "final_acc": correct / len(test),
-                "exit_acc": None if i is None else correct_exit / len(test),
+                "exit_acc": None if i is None or head is None else correct_exit / len(test),
             }
         )
     exits = [p["exit_acc"] for p in per_edge if p["exit_acc"] is not None]

@@ -50,7 +50,9 @@ def _model(cfg):
     model = models.build_model(cfg.model, cfg.num_classes, stem=cfg.stem, input_size=cfg.input_size)
     if cfg.method == "cloud_only":
         return model, None, model, None
-    head = models.exit_head(model.cut_channels(cfg.cut), cfg.num_classes, cfg.exit_head)
+    head = None
+    if cfg.has_exit:  # split learning trains no exit
+        head = models.exit_head(model.cut_channels(cfg.cut), cfg.num_classes, cfg.exit_head)
     edge, cloud = models.split(model, cfg.cut)
     return model, edge, cloud, head
 
@@ -59,8 +61,9 @@ def _averaged(edge_modules):
     """Every edge's parameters and floating buffers replaced by their mean over the edges."""
     per_edge = []
     for edge, head in edge_modules:
-        ts = [*edge.parameters(), *head.parameters()]
-        ts += [b for m in (edge, head) for b in m.buffers() if b.is_floating_point()]
+        mods = [m for m in (edge, head) if m is not None]
+        ts = [p for m in mods for p in m.parameters()]
+        ts += [b for m in mods for b in m.buffers() if b.is_floating_point()]
         per_edge.append(ts)
     with torch.no_grad():
         for group in zip(*per_edge, strict=True):
@@ -122,10 +125,13 @@ def _train(fcfg: FleetConfig) -> dict:
     for _ in range(e_count):
         edge, head = copy.deepcopy(edge0), copy.deepcopy(head0)
         edges.append((edge, head))
-        opts.append(_sgd(cfg, [*edge.parameters(), *head.parameters()], total) if edge else None)
+        params = [p for m in (edge, head) if m is not None for p in m.parameters()]
+        opts.append(_sgd(cfg, params, total) if edge else None)
     cloud_init = {n: t.detach().clone() for n, t in cloud.state_dict().items()}
     opt_c, sched_c = _sgd(cfg, cloud.parameters(), total)
     codec = ActivationCodec(cfg.codec)
+    grad_codec = ActivationCodec(cfg.grad_codec)
+    split = cfg.method == "split"
     mean, std = train.mean, train.std
     groups = [list(range(w, e_count, fcfg.workers)) for w in range(fcfg.workers)]
     k = fcfg.sync_every
@@ -137,13 +143,19 @@ def _train(fcfg: FleetConfig) -> dict:
             iters.append(iter(loader))
         for i_step in range(spe):
             step = epoch * spe + i_step
-            inputs, labels, exit_losses = [], [], []
+            inputs, labels, exit_losses, acts = [], [], [], []
             for i, it in enumerate(iters):
                 x, y = next(it)
                 xf = hdata.normalize(x, mean, std)
                 edge, head = edges[i]
                 if edge is None:
                     inputs.append(xf)
+                elif split:  # the edge steps once the cloud's gradient is back (below)
+                    act = edge(xf)
+                    acts.append(act)
+                    sent = act.detach().float().contiguous()
+                    seed = codec_seed(step, i, e_count)
+                    inputs.append(codec.decode(codec.encode(sent, seed=seed)).requires_grad_())
                 else:
                     act = edge(xf)
                     loss_e = F.cross_entropy(head(act), y)
@@ -172,6 +184,14 @@ def _train(fcfg: FleetConfig) -> dict:
                     t.copy_(kept[n])
             opt_c.step()
             sched_c.step()
+            for i, act in enumerate(acts):  # split: each edge's own mean loss's gradient
+                g = inputs[i].grad * e_count
+                g = grad_codec.decode(grad_codec.encode(g.contiguous()))
+                opt, sched = opts[i]
+                opt.zero_grad(set_to_none=True)
+                act.backward(g)
+                opt.step()
+                sched.step()
             losses.append((exit_losses, loss_total / (e_count * b)))
             if k and (step + 1) % k == 0:
                 _averaged(edges)

@@ -1,6 +1,7 @@
 """The ``scale`` preset's report: measured fleet throughput against :mod:`~hierbench.runtime.scale`.
 
-Reads the point records in ``<out>/runs`` (:func:`hierbench.experiments.scale.read_runs`),
+Reads the point records in ``<out>/runs`` (fleet records, as :mod:`hierbench.experiments.scale`
+writes them),
 predicts each from the profile the preset measured before its runs and the run's own edge
 calibration (:func:`hierbench.runtime.validate_fleet.check_fleet`), and writes into ``<out>``:
 
@@ -15,20 +16,29 @@ calibration (:func:`hierbench.runtime.validate_fleet.check_fleet`), and writes i
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hierbench.experiments.scale import (
-    POINTS,
-    SCALE_INGRESS,
-    read_runs,
-)
+from hierbench.errors import ConfigError
 from hierbench.runtime.validate_fleet import FleetCheck, check_fleet
 
 #: Predicted vs measured throughput must agree within this at every point (issue 17).
 TOLERANCE_PCT = 10.0
+
+
+def read_runs(out: Path) -> list[dict]:
+    """Every fleet record in ``<out>/runs`` (file-name order), its path as ``_path``."""
+    recs = []
+    for p in sorted((Path(out) / "runs").glob("*.json")):
+        rec = json.loads(p.read_text())
+        if not isinstance(rec, dict) or rec.get("record_kind") != "fleet":
+            raise ConfigError(f"{p} is not a fleet record")
+        rec["_path"] = str(p)
+        recs.append(rec)
+    return recs
 
 
 def _profile_dir(out: Path, rec: dict) -> Path:
@@ -67,9 +77,8 @@ def point_rows(checks: Sequence[FleetCheck]) -> list[dict[str, Any]]:
     by: dict[tuple, list[FleetCheck]] = {}
     for c in checks:
         by.setdefault((c.edges, c.workers, c.ingress or ""), []).append(c)
-    order = {(e, w, SCALE_INGRESS if i else ""): n for n, (e, w, i) in enumerate(POINTS)}
     rows = []
-    for key in sorted(by, key=lambda k: order.get(k, len(order))):
+    for key in sorted(by, key=lambda k: (k[2] != "", k[2], k[1], k[0])):  # ingress, W, E
         cs = by[key]
         meas = [c.measured_sps for c in cs]
         pred = statistics.median(c.predicted_sps for c in cs)
@@ -128,8 +137,9 @@ def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:
 
     by_rec = {r["_path"]: r for r in read_runs(out)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {(1, ""): "C0", (2, ""): "C1", (1, SCALE_INGRESS): "C2", (2, SCALE_INGRESS): "C3"}
-    for (w, ing), color in styles.items():
+    groups = sorted({(c.workers, c.ingress or "") for c in checks}, key=lambda k: (k[1], k[0]))
+    for n, (w, ing) in enumerate(groups):
+        color = f"C{n}"
         cs = [c for c in checks if c.workers == w and (c.ingress or "") == ing]
         if not cs:
             continue

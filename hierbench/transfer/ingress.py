@@ -5,11 +5,11 @@ cloud).
 Pass one :class:`Ingress` as ``ingress=`` to every endpoint whose sends it shapes
 (:func:`~hierbench.transfer.connect` on each edge, :func:`~hierbench.transfer.inprocess_pair`'s
 edge side). It shapes only what those endpoints send, edge -> cloud: the downlink is not shared
-(each direction of each connection keeps its own link). Each message goes chunk by chunk (TCP: ~1
-ms of the slower rate; in process: the whole message); a chunk enters when both its own link
-and the ingress let it, and the ingress serves chunks first come, first served. ``stats()``
-reports ``ingress_wait_s``: how much later the ingress let this endpoint's chunks finish than its
-own link alone would have (0: the ingress never bound).
+(each direction of each connection keeps its own link). Each message goes chunk by chunk (TCP:
+~1 ms of the slower rate, at least 4 KiB; in process: the whole message); a chunk enters when
+both its own link and the ingress let it, and the ingress serves chunks first come, first
+served. ``stats()`` reports ``ingress_wait_s``: how much later the ingress let this endpoint's
+chunks finish than its own link alone would have (0: the ingress never bound).
 
 Two kinds of state, the same arithmetic (csrc/transfer/ingress.h, in integer nanoseconds):
 
@@ -18,8 +18,11 @@ Two kinds of state, the same arithmetic (csrc/transfer/ingress.h, in integer nan
 * in a file (``path``, e.g. under ``/dev/shm``) mapped by every process of one machine: the edge
   processes of a fleet. The file holds the rate and depth; attaching checks them. Real clock only
   (the machine's monotonic clock is what its processes share). The file (128 bytes, mode 0600:
-  the processes must run as one user) is not removed when they end: remove it between runs, or a
-  new run refuses to create it.
+  the processes must run as one user) is not removed when they end. ``Ingress.create`` refuses an
+  existing file; ``Ingress(rate, path=...)`` attaches to one of the same rate and depth, *with
+  its state*: remove the file between runs (the fleet's local launcher does), since a state left
+  by an earlier run (worse, from before a reboot: the monotonic clock restarts) delays the new
+  run's chunks.
 
 The bucket (rate ``R`` bit/s, depth ``b`` bytes) starts full; a chunk of ``n`` bytes costs
 ``ceil(8 n 1e9 / R)`` ns of credit, the depth is ``ceil(8 b 1e9 / R)`` ns. That is the link

@@ -250,8 +250,14 @@ HAMMER = """
 import sys
 from hierbench.transfer import Ingress
 g = Ingress.attach(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # go: both processes reserve at the same time
+last, gaps = None, 0
 for _ in range(int(sys.argv[2])):
-    g.reserve(1000, 0)
+    end = g.reserve(1000, 0)[1]
+    gaps += last is not None and end - last > 1000 * 1000  # the other process reserved between
+    last = end
+print(gaps, flush=True)
 """
 
 
@@ -261,10 +267,19 @@ def test_processes_lose_no_reservation(tmp_path):
     path, n = tmp_path / "tower", 200_000
     Ingress.create(path, 8e6)
     procs = [_run(HAMMER, str(path), str(n)) for _ in range(2)]
+    for p in procs:  # both have imported and attached: then go at once
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
     for p in procs:
-        _, err = p.communicate(timeout=T)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    gaps = []
+    for p in procs:
+        out, err = p.communicate(timeout=T)
         assert p.returncode == 0, err
+        gaps.append(int(out.strip()))
     assert Ingress.attach(path).reserve(0, 0)[1] == 2 * n * 1000 * US
+    # they did contend: the reservations interleaved (else this test shows nothing)
+    assert sum(gaps) > 0, gaps
 
 
 SENDER = """
