@@ -306,6 +306,9 @@ class _Worker:
                 raise ProtocolError(
                     f"edge {i}: expected END after step {total - 1}, got {msg.kind.name}"
                 )
+            # every upload is in: the edge may close (it waits for this, so that closing with
+            # uploads in flight cannot reset the connection and lose them)
+            self._send(i, messages.pack_control({"type": "done"}))
         self.net = net
         return {
             "worker": self.rank,

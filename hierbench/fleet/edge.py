@@ -87,6 +87,17 @@ class _Downlink:
                 )
             return codec.decode(msg.payload)
 
+    def wait_done(self, timeout: float) -> None:
+        """Wait for the worker's ``done``: it has consumed this edge's END, so every upload is
+        in. Until then the edge keeps its connection open: closing it with uploads still in
+        flight (an edge far ahead of a slow cloud) would reset the connection and lose them."""
+        while True:
+            msg = self.conn.recv_msg(timeout=timeout)
+            if msg.kind == Kind.CONTROL and messages.unpack_json(msg.payload).get("type") == "done":
+                return
+            if not self._take(msg):
+                raise ProtocolError(f"expected the worker's done, got {msg.kind.name}")
+
     def wait_ack(self, step: int, timeout: float) -> None:
         while self.acked < step:
             msg = self.conn.recv_msg(timeout=timeout)
@@ -324,6 +335,8 @@ def run_edge(
     uplink.put(messages.pack(RoleMessage(Kind.END, step=total)))
     uplink.flush()
     t_done = now()
+    down.wait_done(io_timeout)
+    t_cloud_done = now()
     uplink.close()
     ingress_wait = conn.endpoint.stats().ingress_wait_s if ingress is not None else None
     conn.close()
@@ -336,6 +349,7 @@ def run_edge(
         "total_steps": total,
         "t_start": t_start,
         "t_done": t_done,
+        "t_cloud_done": t_cloud_done,
         "uplink_stall_s": uplink.stall_s,
         "ingress_wait_s": ingress_wait,
         "resumes": resumes,
