@@ -57,7 +57,8 @@ def test_scale_preset_runs_resumes_and_reports(cifar10_root, tmp_path):
     for r in rows:
         assert float(r["measured_sps_median"]) > 0 and float(r["predicted_sps"]) > 0
         err = 100 * (float(r["predicted_sps"]) / float(r["measured_sps_median"]) - 1)
-        assert float(r["error_pct"]) == pytest.approx(err, abs=0.2)  # from rounded columns
+        # recomputed from columns rounded to 0.01 samples/s (~5 samples/s here): +-0.5 pp
+        assert float(r["error_pct"]) == pytest.approx(err, abs=0.5)
     readme = files["readme"].read_text()
     assert "hierbench scale --report-only" in readme and "| 2 | 1 | 500kbit | 1 |" in readme
     assert files["plot"].stat().st_size > 10_000
