@@ -27,7 +27,6 @@ Run ids: ``e<E>-w<W>[-ingress]-r<repeat>``; records (fleet records plus ``calibr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -147,15 +146,3 @@ def _edge_ms(cal: dict) -> str:
         for v in heads.values():
             return f"{1e3 * v:.0f}"
     return "?"
-
-
-def read_runs(out: str | Path) -> list[dict]:
-    """Every finished point record in ``<out>/runs``, in file-name order."""
-    from hierbench.fleet.record import check_fleet_record
-
-    recs = []
-    for p in sorted((Path(out) / "runs").glob("*.json")):
-        rec = check_fleet_record(json.loads(p.read_text()), str(p))
-        rec["_path"] = str(p)
-        recs.append(rec)
-    return recs

@@ -23,9 +23,7 @@ from hierbench.errors import ConfigError
 from hierbench.runtime.codec_bytes import parse_codec
 from hierbench.runtime.model import Conventions, Scenario
 from hierbench.runtime.scale import Fleet, ScalePrediction, scale_predict
-from hierbench.runtime.validate import profile_for, with_run_calibration
-
-_METHOD_KEY = {"cloud_only": "cloud-only", "split": "split", "hierarchical": "hierarchical"}
+from hierbench.runtime.validate import _METHOD_KEY, profile_for, with_run_calibration
 
 
 @dataclasses.dataclass(frozen=True)
