@@ -7,7 +7,8 @@
     hierbench fleet --role edge --edge-id i --edges E --workers W --connect HOST:PORT ...
         one edge (talks to worker i % W at PORT + i % W); with --checkpoint-every N it
         checkpoints, and after a crash the same command with --resume rejoins the running cloud
-        (which waits --rejoin-timeout seconds for it)
+        (which waits --rejoin-timeout seconds for it; with --policy present it trains on the
+        other edges meanwhile)
     hierbench fleet --role merge --run-dir DIR [--out FILE]
         one record from the parts the roles wrote into DIR (copied there from each machine)
 
@@ -43,6 +44,7 @@ def _fleet_config(args: argparse.Namespace):
         workers=args.workers,
         edge_sync=args.edge_sync,
         partition=args.partition,
+        policy=args.policy,
         rejoin_timeout=args.rejoin_timeout,
         ingress=None if args.ingress in (None, "none") else args.ingress,
     )
@@ -57,6 +59,9 @@ def _summary(record: dict) -> None:
         + (f" ({sps:.1f} samples/s)" if sps else "")
     )
     for e in record["edges"]:
+        if e.get("lost"):
+            print(f"  edge {e['edge']} -> worker {e['worker']}: given up (it left no part)")
+            continue
         et = e["totals"]
         print(
             f"  edge {e['edge']} -> worker {e['worker']}: {et['steps']} steps, "
@@ -202,12 +207,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--edge-sync", default="none", help="none | fedavg:K (average every K steps)")
     s.add_argument("--partition", default="iid", help="iid | dirichlet:ALPHA")
     s.add_argument(
+        "--policy",
+        default="lockstep",
+        choices=("lockstep", "present"),
+        help="how a cloud step takes messages: lockstep (step s of every edge; a dropped edge "
+        "stalls the cloud until it rejoins) or present (the connected edges' next messages: "
+        "the cloud trains on the others while one is away)",
+    )
+    s.add_argument(
         "--rejoin-timeout",
         type=float,
         default=0.0,
         help="seconds the cloud waits for an edge that dropped to rejoin with --resume "
-        "(0: a dropped edge stops the run); edges checkpoint with --checkpoint-every N into "
-        "--checkpoint-dir (default <run-dir>/checkpoints)",
+        "(0: lockstep stops the run, present gives the edge up); edges checkpoint with "
+        "--checkpoint-every N into --checkpoint-dir (default <run-dir>/checkpoints)",
     )
     s.add_argument(
         "--ingress",

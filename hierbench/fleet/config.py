@@ -29,16 +29,23 @@ __all__ = [
 #: SplitFed convention: the gradient of the edge's own mean loss, see :mod:`~.cloud`).
 FLEET_METHODS = ("hierarchical", "split", "cloud_only")
 
-#: Cloud step policies. ``lockstep``: cloud step s consumes exactly the message of step s from
-#: every served edge, concatenated in edge-id order (the only one so far; "next arrivals" is
-#: planned).
+#: Cloud step policies (``FleetConfig.policy``, recorded in every fleet record).
 POLICIES = {
     "lockstep": (
         "cloud step s consumes exactly the message of step s from every edge its worker serves, "
         "concatenated in edge-id order; the W workers' gradients are all-reduced (DDP) with the "
         "loss scaled so that the update is the gradient of the mean loss over all E x B samples "
-        "of step s"
-    )
+        "of step s; an edge that drops stalls the cloud until it rejoins (rejoin_timeout)"
+    ),
+    "present": (
+        "cloud step s consumes the next message of every served edge that is connected, "
+        "concatenated in edge-id order; an edge that drops is skipped (the cloud trains on the "
+        "others) until it rejoins with --resume and resends or recomputes the steps the cloud "
+        "has not consumed, or is given up after rejoin_timeout; the update is the gradient of "
+        "the mean loss over the samples present at step s, and the cloud's learning-rate "
+        "schedule advances by the samples trained on (a step with fewer edges advances it less); "
+        "each step records which edge steps it consumed"
+    ),
 }
 
 
@@ -86,12 +93,16 @@ class FleetConfig:
             after every K-th step).
         partition: ``iid`` or ``dirichlet:ALPHA`` (:mod:`hierbench.fleet.partition`), drawn
             with ``run.seed``.
-        policy: the cloud step policy (:data:`POLICIES`).
+        policy: the cloud step policy (:data:`POLICIES`): ``lockstep`` (the default) or
+            ``present`` (the cloud trains on the edges that are connected).
         rejoin_timeout: seconds a cloud worker waits for an edge that dropped (its connection
             failed: the process died, the link broke) to come back with ``--resume``; the other
-            edges keep computing and uploading meanwhile, into their bounded backlogs, and the
-            lockstep step waits (the run's math stays the uninterrupted run's). 0: an edge that
-            drops stops the cloud (the default). The edge side: ``run.checkpoint_every = N``
+            edges keep computing and uploading meanwhile. ``lockstep``: the step waits, into
+            the others' bounded backlogs (the run's math stays the uninterrupted run's), and an
+            edge that drops stops the cloud when this is 0 (the default). ``present``: the
+            cloud trains on the others meanwhile, and an edge away longer (at once when 0) is
+            given up: the run finishes without its remaining steps, recorded in the worker's
+            ``lost``. The edge side: ``run.checkpoint_every = N``
             makes each edge checkpoint every N steps and after every FedAvg sync (protocol:
             :mod:`hierbench.fleet.edge`); required with ``fedavg:K`` when rejoining is on.
         ingress: the shared cloud ingress, a rate (``"20mbit"``), or None: one token bucket
@@ -141,6 +152,12 @@ class FleetConfig:
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
         run = self.run
+        if self.policy == "present" and (self.sync_every or run.method == "split"):
+            raise ConfigError(
+                "policy 'present' runs hierarchical or cloud-only fleets with independent edge "
+                f"models (edge_sync none), not method {run.method!r} with edge_sync "
+                f"{self.edge_sync!r}: a FedAvg sync or a split step needs every edge"
+            )
         if run.method not in FLEET_METHODS:
             raise ConfigError(f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r}")
         if run.method == "split" and (self.rejoin_timeout or run.checkpoint_every):

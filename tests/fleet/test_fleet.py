@@ -487,9 +487,11 @@ def _popen(cmd, env, log: Path):
 
 
 @pytest.mark.slow
-def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path):
+@pytest.mark.parametrize("edge_sync", ["none", "fedavg:2"], ids=["independent", "fedavg"])
+def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path, edge_sync):
     """2 edges + 2 gloo workers started by hand (as across machines), edges checkpointing every
-    3 steps. Edge 1 is SIGKILLed right after its first checkpoint; the cloud waits for it (edge
+    2 steps (and after every FedAvg sync: with ``fedavg:2`` the edge waits for the average of
+    steps 1, 3 and 5, which a rejoining edge may have missed). Edge 1 is SIGKILLed right after its first checkpoint; the cloud waits for it (edge
     0 goes on uploading), the same command with ``--resume`` rejoins, resends what the cloud has
     not consumed, recomputes the rest (across the epoch boundary), and the run ends with every
     cloud replica and both edges equal to the uninterrupted oracle bit for bit."""
@@ -501,6 +503,7 @@ def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path
         ),
         edges=2,
         workers=2,
+        edge_sync=edge_sync,
         rejoin_timeout=90.0,
     )
     run_dir = tmp_path / "run"
