@@ -20,9 +20,14 @@ __all__ = [
     "FLEET_METHODS",
     "POLICIES",
     "FleetConfig",
+    "check_nodes",
     "codec_seed",
     "edge_seed",
+    "node_of",
+    "parse_address",
     "parse_edge_sync",
+    "parse_nodes",
+    "worker_address",
 ]
 
 #: Methods a fleet runs. Split learning: each edge waits for its gradient every step (the
@@ -75,6 +80,76 @@ def codec_seed(step: int, edge: int, edges: int) -> int:
     """The codec seed of edge ``edge``'s upload of step ``step`` (used by stochastic rounding):
     one per (step, edge)."""
     return step * edges + edge
+
+
+def parse_address(spec: str, what: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` -> ``(host, port)`` (an empty host is ``127.0.0.1``; IPv6: ``[::1]:PORT``).
+
+    Raises:
+        ConfigError: no ``:PORT``, or PORT not an integer in 0..65535 (``what`` names the input).
+    """
+    host, sep, port = str(spec).strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{what} {spec!r}: expected HOST:PORT with a port in 0..65535")
+    return host or "127.0.0.1", int(port)
+
+
+def check_nodes(workers: int, nnodes: int, node_rank: int) -> None:
+    """Whether a cloud of ``workers`` workers can run on ``nnodes`` machines, this one being
+    node ``node_rank``: each node runs ``workers // nnodes`` of them (:func:`node_of`).
+
+    Raises:
+        ConfigError: ``nnodes`` not an integer >= 1 that divides ``workers``, or ``node_rank``
+            not in ``[0, nnodes)``.
+    """
+    if isinstance(nnodes, bool) or not isinstance(nnodes, int) or nnodes < 1:
+        raise ConfigError(f"nnodes must be an integer >= 1, got {nnodes!r}")
+    if workers % nnodes:
+        raise ConfigError(
+            f"{workers} cloud workers on {nnodes} nodes: every node runs W / N workers, so the "
+            f"number of nodes must divide W"
+        )
+    if isinstance(node_rank, bool) or not isinstance(node_rank, int):
+        raise ConfigError(f"node_rank must be an integer, got {node_rank!r}")
+    if not 0 <= node_rank < nnodes:
+        raise ConfigError(f"node_rank {node_rank} is not in [0, {nnodes}) ({nnodes} nodes)")
+
+
+def node_of(worker: int, workers: int, nnodes: int) -> int:
+    """The node that runs worker (global rank) ``worker``: node n runs the W / N workers
+    ``n * W / N ...  (n + 1) * W / N - 1`` (torch's static rendezvous ranks them so)."""
+    return worker // (workers // nnodes)
+
+
+def parse_nodes(spec: str, workers: int) -> list[tuple[str, int]]:
+    """An edge's ``--connect``: one ``HOST:PORT`` per cloud node, comma-separated, in node-rank
+    order (each node's ``--listen``; one address: a cloud on one machine).
+
+    Raises:
+        ConfigError: an entry that is not HOST:PORT, a port of 0 (a connect address needs the
+            port the cloud listens on), or a number of nodes that does not divide W.
+    """
+    entries = str(spec).split(",")
+    nodes = [parse_address(e, f"--connect entry {k}") for k, e in enumerate(entries)]
+    for k, (_, port) in enumerate(nodes):
+        if port == 0:
+            raise ConfigError(
+                f"--connect entry {k} ({entries[k]!r}): port 0; give the port of the cloud "
+                "node's --listen"
+            )
+    if workers % len(nodes):
+        raise ConfigError(
+            f"--connect lists {len(nodes)} cloud nodes (one HOST:PORT per node) for {workers} "
+            "workers: the number of nodes must divide W"
+        )
+    return nodes
+
+
+def worker_address(nodes: list[tuple[str, int]], workers: int, worker: int) -> tuple[str, int]:
+    """Where worker ``worker`` listens: on its node's host (:func:`node_of`), at that node's
+    port + ``worker`` (every worker listens on ``PORT + w``, w its global rank)."""
+    host, port = nodes[node_of(worker, workers, len(nodes))]
+    return host, port + worker
 
 
 @dataclass(frozen=True)

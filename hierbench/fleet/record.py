@@ -19,17 +19,20 @@ environment           versions, threads, git SHA / dirty / diff hash, CPU, load 
 conventions           clocks, samples, bytes (strings)
 edges                 per edge: its worker, shard size, per-step ``t0``, ``t1``, ``compute_s``,
                       ``cpu_s``, ``bytes_up``, ``loss`` (exit), ``sync_wait_s``; totals
-workers               per worker: served edges, backend, per-step ``t_wait`` (waiting for the
-                      step's messages), ``t_in``, ``t_trained``, ``t1``, ``wait_s``,
-                      ``bytes_in``, ``loss`` (mean over the step's samples); policy
-                      ``present`` also ``samples``, ``lr`` and ``consumed`` ([edge, its
-                      step] pairs); ``rejoins``, ``lost`` (edges given up); totals
+workers               per worker: served edges, backend, ``node`` (of ``nodes`` machines),
+                      ``local_rank``, ``hostname``, ``listen`` ([host, port]), per-step
+                      ``t_wait`` (waiting for the step's messages), ``t_in``, ``t_trained``,
+                      ``t1``, ``wait_s``, ``bytes_in``, ``loss`` (mean over the step's
+                      samples); policy ``present`` also ``samples``, ``lr`` and ``consumed``
+                      ([edge, its step] pairs); ``rejoins``, ``lost`` (edges given up); totals
 totals                steps, samples (steps x E x B), ``train_wall_s`` (first edge step to the
-                      last worker step), ``samples_per_s``, bytes up, stalls
+                      last worker step), ``samples_per_s``, bytes up, stalls, ``nodes`` (the
+                      cloud's machines)
 ====================  ===============================================================
 
 Times are ``time.perf_counter`` (CLOCK_MONOTONIC): comparable across processes on one machine
-only; a multi-machine run's cross-role totals are meaningless (per-role numbers still hold).
+only; a multi-machine run's cross-role totals (edges on other machines, a cloud of several
+nodes) are meaningless (per-role numbers still hold).
 """
 
 from __future__ import annotations
@@ -188,6 +191,7 @@ def assemble(fcfg, edges: list[dict], workers: list[dict], *, command: str | Non
         "totals": {
             "edges": fcfg.edges,
             "workers": fcfg.workers,
+            "nodes": len({w["node"] for w in workers}),
             "steps": total,
             "samples": samples,
             "train_wall_s": train_wall,
