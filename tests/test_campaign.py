@@ -12,6 +12,7 @@ import pytest
 from hierbench.errors import ConfigError
 from hierbench.experiments.campaign import CampaignRunner
 from hierbench.experiments.converge import CAMPAIGNS, get_campaign, pick_lr
+from hierbench.methods import RunConfig
 from hierbench.report import converge as rc
 from hierbench.spec.records import read_record, write_record
 
@@ -44,6 +45,20 @@ def test_campaign_definitions_are_consistent():
     main = get_campaign("converge").groups[0]
     assert set(main.variants) == {"standard", "hier-q8", "hier-q4", "hier-fp32", "deepsup"}
     assert len(main.seeds) >= 3 and main.plateau_epochs >= 1.5 * main.epochs
+    # the other rows: standard vs hierarchical q8, every config valid
+    others = {g.name: g for g in get_campaign("converge").groups[1:]}
+    assert set(others) == {"tiny", "vgg16", "r18cifar"}
+    assert len(others["tiny"].seeds) >= 3 and others["tiny"].base["cut"] == "layer4"
+    assert others["vgg16"].base["cut"] == "pool4" and others["r18cifar"].base["stem"] == "cifar"
+    for g in others.values():
+        assert set(g.variants) == {"standard", "hier-q8"}
+        for r in g.runs():
+            cfg = RunConfig.from_dict({**r.config, "lr": r.config["lr"] or 0.05})
+            assert cfg.dataset == g.base["dataset"]
+            if r.variant == "hier-q8":  # the deep cut's pipeline: the edge gets both threads
+                assert (cfg.threads_edge, cfg.threads_cloud) == (2, 1)
+    with pytest.raises(ConfigError, match="overrides for variants it lacks"):
+        dataclasses.replace(main, overrides={"hier-q2": {}})
 
 
 def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
@@ -266,5 +281,7 @@ def test_cli_status_lists_every_run(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(get_campaign("converge").runs())
     assert lines[0].split() == ["todo", "r18in-sweep-standard-lr0.01"]
-    assert sum(line.startswith("waiting") for line in lines) == 16  # finals + plateau: no lr yet
+    waiting = sum(r.stage != "sweep" for r in get_campaign("converge").runs())
+    assert waiting == 26  # 15 + 1 plateau (main), 6 (Tiny), 2 + 2 (VGG, CIFAR stem)
+    assert sum(line.startswith("waiting") for line in lines) == waiting  # finals: no lr yet
     assert main(["campaign", "nope", "--status"]) == 2

@@ -4,10 +4,16 @@
         a local run (every role on this machine); writes <run-dir>/record.json (and --out)
     hierbench fleet --role cloud --workers W --edges E --listen HOST:PORT ...
         the cloud job (worker w listens on PORT + w)
+    hierbench fleet --role cloud ... --nnodes N --node-rank n --rdzv-endpoint HOST0:PORT0
+        node n of a cloud across N machines (W / N workers each, ranks n * W / N onwards;
+        HOST0:PORT0: node 0's address and a free port, the same on every node)
     hierbench fleet --role edge --edge-id i --edges E --workers W --connect HOST:PORT ...
-        one edge (talks to worker i % W at PORT + i % W); with --checkpoint-every N it
+        one edge (talks to worker w = i % W at PORT + w); a cloud of N machines:
+        --connect HOST0:PORT,HOST1:PORT,... (each node's --listen, in node order); with
+        --checkpoint-every N it
         checkpoints, and after a crash the same command with --resume rejoins the running cloud
-        (which waits --rejoin-timeout seconds for it)
+        (which waits --rejoin-timeout seconds for it; with --policy present it trains on the
+        other edges meanwhile)
     hierbench fleet --role merge --run-dir DIR [--out FILE]
         one record from the parts the roles wrote into DIR (copied there from each machine)
 
@@ -43,6 +49,7 @@ def _fleet_config(args: argparse.Namespace):
         workers=args.workers,
         edge_sync=args.edge_sync,
         partition=args.partition,
+        policy=args.policy,
         rejoin_timeout=args.rejoin_timeout,
         ingress=None if args.ingress in (None, "none") else args.ingress,
     )
@@ -57,6 +64,9 @@ def _summary(record: dict) -> None:
         + (f" ({sps:.1f} samples/s)" if sps else "")
     )
     for e in record["edges"]:
+        if e.get("lost"):
+            print(f"  edge {e['edge']} -> worker {e['worker']}: given up (it left no part)")
+            continue
         et = e["totals"]
         print(
             f"  edge {e['edge']} -> worker {e['worker']}: {et['steps']} steps, "
@@ -65,7 +75,8 @@ def _summary(record: dict) -> None:
     for w in record["workers"]:
         wt = w["totals"]
         print(
-            f"  worker {w['worker']} ({w['backend']}) serves {w['served']}: "
+            f"  worker {w['worker']} ({w['backend']}, node {w['node']} {w['hostname']}) "
+            f"serves {w['served']}: "
             f"wait {wt['wait_s']:.2f} s, train {wt['train_s']:.2f} s"
         )
     ev = record.get("eval")
@@ -79,6 +90,9 @@ def _summary(record: dict) -> None:
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
     from hierbench.cli.train import _host_port, _secret
+
+    if args.role != "cloud" and (args.nnodes, args.node_rank, args.rdzv_endpoint) != (1, 0, None):
+        raise ValueError("--nnodes, --node-rank and --rdzv-endpoint are --role cloud settings")
 
     if args.role == "merge":
         from hierbench.fleet import FleetConfig
@@ -135,6 +149,9 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
             save_state=args.save_state or fcfg.run.eval == "end",  # --role merge scores them
             backend=args.backend,
             accept_timeout=args.accept_timeout,
+            nnodes=args.nnodes,
+            node_rank=args.node_rank,
+            rdzv_endpoint=args.rdzv_endpoint,
         )
         print(f"fleet cloud: parts in {run_dir}")
         return 0
@@ -150,8 +167,9 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         def address():
             return read_ready(args.connect_file, args.accept_timeout)[worker]
     elif args.connect:
-        host, port = _host_port(args.connect)
-        address = (host, port + worker)
+        from hierbench.fleet.config import parse_nodes, worker_address
+
+        address = worker_address(parse_nodes(args.connect, fcfg.workers), fcfg.workers, worker)
     else:
         raise ValueError("--role edge needs --connect HOST:PORT (the cloud's --listen)")
     ckpt_dir = args.checkpoint_dir
@@ -202,12 +220,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--edge-sync", default="none", help="none | fedavg:K (average every K steps)")
     s.add_argument("--partition", default="iid", help="iid | dirichlet:ALPHA")
     s.add_argument(
+        "--policy",
+        default="lockstep",
+        choices=("lockstep", "present"),
+        help="how a cloud step takes messages: lockstep (step s of every edge; a dropped edge "
+        "stalls the cloud until it rejoins) or present (the connected edges' next messages: "
+        "the cloud trains on the others while one is away)",
+    )
+    s.add_argument(
         "--rejoin-timeout",
         type=float,
         default=0.0,
         help="seconds the cloud waits for an edge that dropped to rejoin with --resume "
-        "(0: a dropped edge stops the run); edges checkpoint with --checkpoint-every N into "
-        "--checkpoint-dir (default <run-dir>/checkpoints)",
+        "(0: lockstep stops the run, present gives the edge up); edges checkpoint with "
+        "--checkpoint-every N into --checkpoint-dir (default <run-dir>/checkpoints)",
     )
     s.add_argument(
         "--ingress",
@@ -234,13 +260,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--listen",
         default="127.0.0.1:7800",
         metavar="HOST:PORT",
-        help="cloud: worker w listens on PORT + w",
+        help="cloud: worker w listens on PORT + w (w: its global rank)",
+    )
+    s.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        help="cloud: the number of machines the W workers span (N divides W; default 1)",
+    )
+    s.add_argument(
+        "--node-rank",
+        type=int,
+        default=0,
+        help="cloud: this machine's node rank, 0 .. N-1 (node n runs workers n*W/N onwards)",
+    )
+    s.add_argument(
+        "--rdzv-endpoint",
+        default=None,
+        metavar="HOST:PORT",
+        help="cloud, N > 1: node 0's address and a free port, the same on every node (torch's "
+        "static rendezvous; also the process group's MASTER_ADDR:MASTER_PORT)",
     )
     s.add_argument(
         "--connect",
         default=None,
-        metavar="HOST:PORT",
-        help="edge: the cloud's --listen (the edge adds i %% W to the port)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="edge: the cloud's --listen, one per cloud node in node order (worker w = i %% W "
+        "on node w // (W/N), at that node's PORT + w)",
     )
     s.add_argument("--connect-file", default=None, help="edge: the ready file of a local run")
     s.add_argument("--edge-id", type=int, default=None)

@@ -81,6 +81,9 @@ class Group:
     val_holdout: int
     plateau_epochs: int | None = None
     note: str = ""
+    #: Per variant, settings on top of the variant's (e.g. a pipeline whose cloud part is a
+    #: classifier gives the edge both threads).
+    overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for v in self.variants:
@@ -92,9 +95,12 @@ class Group:
             raise ConfigError(f"group {self.name}: learning rates must be distinct and not empty")
         if not self.seeds:
             raise ConfigError(f"group {self.name}: at least one seed")
+        unknown = sorted(set(self.overrides) - set(self.variants))
+        if unknown:
+            raise ConfigError(f"group {self.name}: overrides for variants it lacks: {unknown}")
 
     def config(self, variant: str, **extra) -> dict:
-        cfg = {**self.base, **VARIANTS[variant], **extra}
+        cfg = {**self.base, **VARIANTS[variant], **self.overrides.get(variant, {}), **extra}
         if cfg["method"] == "cloud_only":
             cfg.pop("codec", None)
             cfg["codec"] = "fp32"
@@ -203,6 +209,7 @@ class Campaign:
                     "seeds": list(g.seeds),
                     "val_holdout": g.val_holdout,
                     "note": g.note,
+                    "overrides": g.overrides,
                 }
                 for g in self.groups
             ],
@@ -246,6 +253,59 @@ _MAIN = Group(
     val_holdout=5000,
 )
 
+#: The pipeline of a cut deep in the model: the edge holds nearly all the compute, so it gets
+#: both threads (the cloud's one thread is mostly idle).
+_DEEP_CUT = {"threads_edge": 2, "threads_cloud": 1}
+
+_TINY = Group(
+    name="tiny",
+    label=(
+        "ResNet-18 (ImageNet stem) @layer4, Tiny ImageNet subset (64x64, 100 training images per "
+        "class; not comparable with published Tiny ImageNet numbers)"
+    ),
+    base={
+        **_COMMON,
+        "dataset": "tiny-imagenet",
+        "model": "resnet18",
+        "stem": "imagenet",
+        "cut": "layer4",
+        "precision": "fp32",
+    },
+    variants=("standard", "hier-q8"),
+    lrs=(0.02, 0.05, 0.1),
+    sweep_epochs=5,
+    epochs=15,
+    seeds=(0, 1, 2),
+    val_holdout=2000,
+    overrides={"hier-q8": _DEEP_CUT},
+)
+
+_VGG = Group(
+    name="vgg16",
+    label="VGG-16-BN @pool4, CIFAR-10",
+    base={**_COMMON, "model": "vgg16", "cut": "pool4", "precision": "fp32"},
+    variants=("standard", "hier-q8"),
+    lrs=(0.02, 0.05, 0.1),
+    sweep_epochs=2,
+    epochs=15,
+    seeds=(0,),
+    val_holdout=5000,
+    overrides={"hier-q8": _DEEP_CUT},
+)
+
+_CIFAR_STEM = Group(
+    name="r18cifar",
+    label="ResNet-18 (CIFAR stem) @layer3, CIFAR-10",
+    base={**_COMMON, "model": "resnet18", "stem": "cifar", "cut": "layer3", "precision": "fp32"},
+    variants=("standard", "hier-q8"),
+    lrs=(0.02, 0.05, 0.1),
+    sweep_epochs=2,
+    epochs=15,
+    seeds=(0,),
+    val_holdout=5000,
+    overrides={"hier-q8": _DEEP_CUT},
+)
+
 CAMPAIGNS: dict[str, Campaign] = {
     "converge": Campaign(
         name="converge",
@@ -255,7 +315,10 @@ CAMPAIGNS: dict[str, Campaign] = {
             "deep-supervision control; a 5-rate learning-rate sweep per variant (4 epochs, seed "
             "0, 5,000 held-out training images), then 15 epochs x 3 seeds at each variant's "
             "picked rate, test accuracy every epoch; one standard run at 23 epochs (1.5x) as "
-            "plateau evidence"
+            "plateau evidence. Then, as the budget allows, standard vs hierarchical q8 (a "
+            "3-rate sweep each): the Tiny ImageNet subset (ResNet-18 @layer4, 64x64, 15 "
+            "epochs x 3 seeds), VGG-16-BN @pool4 and the CIFAR-stem ResNet-18 @layer3 (15 "
+            "epochs, seed 0)"
         ),
         budget=(
             "about 11.5 machine-hours on the 2-core AMD EPYC (Zen 5) reference machine when it "
@@ -268,9 +331,14 @@ CAMPAIGNS: dict[str, Campaign] = {
             "hierarchical ~ 3.5 h; the 23-epoch plateau run ~ 1 h. The lr grid got 0.2 after "
             "the first sweeps picked 0.1 (its top) for hier-q8 and hier-q4; every variant runs "
             "all five rates. 15 epochs is the longest budget that fits; whether standard has "
-            "plateaued there is measured, not assumed (plateau run, 1.5x epochs, < 1 pp)"
+            "plateaued there is measured, not assumed (plateau run, 1.5x epochs, < 1 pp). The "
+            "other groups, estimated from the committed fp32 profiles (results/profiles/*-t2 "
+            "whole-step times: 0.72 s Tiny @64x64, 1.35 s VGG-16-BN, 2.53 s CIFAR-stem "
+            "ResNet-18 per batch of 128) and not yet measured: Tiny ~4 h, VGG-16-BN ~6 h, "
+            "CIFAR-stem ResNet-18 ~12 h, all in fp32 (channels_last's 14-23 % gain there "
+            "awaits its accuracy check, results/speed/FINDINGS.md)"
         ),
-        groups=(_MAIN,),
+        groups=(_MAIN, _TINY, _VGG, _CIFAR_STEM),
     ),
     "converge-ci": Campaign(
         name="converge-ci",

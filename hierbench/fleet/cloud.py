@@ -3,12 +3,16 @@
 :func:`launch_cloud` starts the workers with torch's elastic launcher
 (``torch.distributed.launcher.api.elastic_launch``: the API behind ``torchrun``; a c10d
 rendezvous on a free loopback port, as ``torchrun --standalone`` does; spawned workers, no
-restarts: a failed worker stops the job). Each worker (:func:`worker_main`) joins the process
-group from the environment the launcher sets (``env://``: ``MASTER_ADDR``, ``RANK``,
-``WORLD_SIZE``), gloo on CPUs, NCCL when CUDA has a device per worker.
+restarts: a failed worker stops the job). A cloud across N machines runs the launcher on each
+(``nnodes``, ``node_rank``, ``rdzv_endpoint``: torch's static rendezvous at node 0's
+``HOST:PORT``; node n runs the W / N workers of global ranks ``n * W / N`` onwards). Each worker
+(:func:`worker_main`) joins the process group from the environment the launcher sets
+(``env://``: ``MASTER_ADDR``, ``RANK``, ``WORLD_SIZE``), gloo on CPUs, NCCL when CUDA has a
+device per worker.
 
-Worker w listens on its own TCP port (``PORT + w``; or a free port when PORT is 0, all ports
-gathered to rank 0, which writes them to a ready file), accepts exactly the edges
+Worker w listens on its own TCP port (``PORT + w`` on its node's host; or a free port when PORT
+is 0, all addresses gathered to rank 0, which writes them to a ready file), accepts exactly the
+edges
 ``{i : i % W == w}`` (a connection that fails the handshake, says something else than a valid
 hello, or claims an edge this worker does not serve is refused and waiting goes on), and trains
 its replica of the cloud model under ``DistributedDataParallel``. **The run starts together**:
@@ -59,6 +63,27 @@ and the other edges fill their bounded backlogs; the other workers wait in the a
 exactly the steps the cloud still needs (:func:`hierbench.fleet.edge.run_edge`), so the run's
 math is the uninterrupted run's. Past ``rejoin_timeout`` the worker fails with an error naming
 the edge, which stops the job; with ``rejoin_timeout`` 0 a dropped edge stops it at once.
+
+**Policy ``present``: the cloud trains on the edges that are there.** Each worker keeps, per
+served edge, the next step it needs from it. Cloud step s: every worker receives the next
+message of each served edge that is connected (an edge whose receive fails is *away* from then
+on, skipped), and all workers all-reduce (samples present ``n_s``, edges with steps left). Each
+worker's loss is ``W / n_s * sum CE`` over its samples, so the update is the gradient of the
+mean loss over the ``n_s`` samples present (= lockstep's when every edge is there); a worker
+with no message in that step runs a forward and backward pass of zero weight on a zero batch
+(exact zero gradients for DDP's all-reduce; BatchNorm statistics put back). The learning rate
+is the lockstep schedule's at ``t = samples trained on so far / (E B)`` cloud steps (a step
+with fewer edges advances it less; the schedule ends when every sample has been trained on).
+Between steps a worker accepts the away edges that reconnect (never waiting), with the same
+hello checks and welcome (``next_step``) as above; the edge resends or recomputes from its
+checkpoint, so no edge step is lost or trained twice, only later. An edge away longer than
+``rejoin_timeout`` (at once when 0) is given up: the run finishes without its remaining steps
+and the worker's ``lost`` says from which. Each step records the ``[edge, its step]`` pairs it
+consumed, and :func:`hierbench.fleet.oracle.train_fleet_schedule` replays that schedule (the
+tests hold the roles to it bit for bit). A step in which no worker has a message (every edge
+with steps left is away) is not taken: the workers wait, polling for rejoins. Independent
+edge models and hierarchical or cloud-only only: a FedAvg sync or a split step needs every
+edge.
 """
 
 from __future__ import annotations
@@ -66,6 +91,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import socket
 import sys
@@ -89,7 +115,7 @@ from hierbench.errors import (
     TransferTimeout,
 )
 from hierbench.fleet import wire
-from hierbench.fleet.config import FleetConfig
+from hierbench.fleet.config import FleetConfig, check_nodes, parse_address
 from hierbench.fleet.record import cpu_now, now, write_json
 from hierbench.methods import messages
 from hierbench.methods.messages import Kind, RoleMessage
@@ -127,6 +153,8 @@ class _Worker:
         self.spe = 0
         self.last_avg: tuple[int, bytes] | None = None  # (step, the PARAMS message sent)
         self.rejoins: list[dict] = []
+        self.lost: list[dict] = []  # edges given up (policy present)
+        self.away: dict[int, tuple[float, str]] = {}  # edge -> (t_lost, why) (policy present)
 
     # -- edges ---------------------------------------------------------------------------------
 
@@ -241,31 +269,66 @@ class _Worker:
         t_welcomed = now()
         total = spe * cfg.epochs
         opt, sched = make_optimizer(cfg, net.parameters(), total)
-        codec = ActivationCodec(cfg.codec)
-        grad_codec = ActivationCodec(cfg.grad_codec)
-        split = cfg.method == "split"
+        self.codec = ActivationCodec(cfg.codec)
+        self.grad_codec = ActivationCodec(cfg.grad_codec)
+        if fcfg.policy == "present":
+            steps = self._loop_present(ddp, opt, net, shape, total, io_timeout)
+        else:
+            steps = self._loop_lockstep(ddp, opt, sched, total, n_params, io_timeout)
+        self.net = net
+        return {
+            "worker": self.rank,
+            "served": self.served,
+            "backend": dist.get_backend(),
+            "device": str(self.device),
+            "t_listen": t_listen,
+            "t_built": t_built,
+            "t_connected": t_connected,
+            "t_welcomed": t_welcomed,
+            "steps_per_epoch": spe,
+            "total_steps": total,
+            "rejoin_timeout": fcfg.rejoin_timeout,
+            "rejoins": self.rejoins,
+            "lost": self.lost,
+            "steps": steps,
+        }
+
+    # -- cloud steps ---------------------------------------------------------------------------
+
+    def _batch(self, msgs: list, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cloud step's input and labels: the messages' batches decoded and concatenated
+        (in the order given: edge-id order)."""
+        cfg, b = self.cfg, self.cfg.batch_size
         mean, std = NORMALIZATION[cfg.dataset]
+        xs, ys = [], []
+        for msg in msgs:
+            if msg.kind == Kind.RAW:
+                x = hdata.normalize(messages.unpack_raw_images(msg.payload, b), mean, std)
+            else:
+                x = self.codec.decode(msg.payload)
+            if x.shape[0] != b:
+                raise ProtocolError(f"step {step}: a batch of {x.shape[0]}, expected {b}")
+            xs.append(x)
+            ys.append(msg.labels)
+        return as_input(torch.cat(xs).to(self.device), cfg), torch.cat(ys).to(self.device)
+
+    def _loop_lockstep(self, ddp, opt, sched, total: int, n_params: int, io_timeout: float):
+        """Policy ``lockstep`` (see the module docstring): the per-step records."""
+        import torch.distributed as dist
+
+        fcfg, cfg = self.fcfg, self.cfg
+        split = cfg.method == "split"
         e, b, w = fcfg.edges, cfg.batch_size, self.world
+        spe = self.spe
         scale = w / (e * b)
         steps = []
         for step in range(total):
             t_wait, c0 = now(), cpu_now()
             msgs = [self._recv_step(i, step, io_timeout) for i in self.served]
             t_in = now()
-            xs, ys = [], []
-            for msg in msgs:
-                if msg.kind == Kind.RAW:
-                    x = hdata.normalize(messages.unpack_raw_images(msg.payload, b), mean, std)
-                else:
-                    x = codec.decode(msg.payload)
-                if x.shape[0] != b:
-                    raise ProtocolError(f"step {step}: a batch of {x.shape[0]}, expected {b}")
-                xs.append(x)
-                ys.append(msg.labels)
-            x = as_input(torch.cat(xs).to(self.device), cfg)
+            x, y = self._batch(msgs, step)
             if split:
                 x = x.detach().requires_grad_(True)
-            y = torch.cat(ys).to(self.device)
             with autocast(cfg):
                 loss_sum = F.cross_entropy(ddp(x), y, reduction="sum")
             opt.zero_grad(set_to_none=True)
@@ -274,7 +337,7 @@ class _Worker:
             if split:  # each served edge: the gradient of its own mean loss (x E / W, see above)
                 g = x.grad * (e / w)
                 for j, i in enumerate(self.served):
-                    frame = grad_codec.encode(as_wire(g[j * b : (j + 1) * b]).contiguous())
+                    frame = self.grad_codec.encode(as_wire(g[j * b : (j + 1) * b]).contiguous())
                     grad_msg = RoleMessage(Kind.GRAD, step, step // spe, None, frame)
                     self._send(i, messages.pack(grad_msg))
             t_trained = now()
@@ -309,22 +372,176 @@ class _Worker:
             # every upload is in: the edge may close (it waits for this, so that closing with
             # uploads in flight cannot reset the connection and lose them)
             self._send(i, messages.pack_control({"type": "done"}))
-        self.net = net
-        return {
-            "worker": self.rank,
-            "served": self.served,
-            "backend": dist.get_backend(),
-            "device": str(self.device),
-            "t_listen": t_listen,
-            "t_built": t_built,
-            "t_connected": t_connected,
-            "t_welcomed": t_welcomed,
-            "steps_per_epoch": spe,
-            "total_steps": total,
-            "rejoin_timeout": fcfg.rejoin_timeout,
-            "rejoins": self.rejoins,
-            "steps": steps,
-        }
+        return steps
+
+    def _loop_present(self, ddp, opt, net, shape: tuple, total: int, io_timeout: float):
+        """Policy ``present`` (see the module docstring): the per-step records.
+
+        Every worker runs the same number of cloud steps: each step starts with an all-reduce
+        of (samples present, edges not finished); the run ends when no edge is left, and a step
+        in which no worker has a message is skipped (a short pause to let edges rejoin). A
+        worker with no message in a step others train on runs a zero-weighted pass
+        (:meth:`_idle_pass`) so that DDP's all-reduce still has its gradients."""
+        import torch.distributed as dist
+
+        fcfg, cfg = self.fcfg, self.cfg
+        e, b, w = fcfg.edges, cfg.batch_size, self.world
+        need = dict.fromkeys(self.served, 0)  # each served edge's next step the cloud needs
+        finished: set[int] = set()
+        consumed = 0  # samples trained on so far, over all workers
+        steps: list[dict] = []
+        while True:
+            t_wait, c0 = now(), cpu_now()
+            self._admit_rejoins(need)
+            got = []
+            for i in self.served:
+                if i in finished or i in self.away or any(r["edge"] == i for r in self.lost):
+                    continue
+                msg = self._recv_present(i, need[i], total, io_timeout)
+                if msg is None:
+                    continue
+                if msg.kind == Kind.END:
+                    finished.add(i)
+                    self._send(i, messages.pack_control({"type": "done"}))
+                else:
+                    got.append((i, msg))
+            self._give_up(need)
+            counts = torch.tensor(
+                [len(got) * b, len(self.served) - len(finished) - len(self.lost)],
+                dtype=torch.int64,
+            )
+            dist.all_reduce(counts)
+            n, left = int(counts[0]), int(counts[1])
+            if left == 0:
+                break
+            if n == 0:  # every edge with steps left is away: wait for rejoins
+                time.sleep(0.05)
+                continue
+            t_in = now()
+            step = len(steps)
+            # The schedule follows the samples trained on: t = consumed / (E B) cloud steps
+            # (= the step index while every edge is present; the lockstep schedule's formula).
+            factor = 0.5 * (1 + math.cos(math.pi * min(consumed / (e * b), total) / total))
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * factor
+            opt.zero_grad(set_to_none=True)
+            if got:
+                x, y = self._batch([m for _, m in got], step)
+                with autocast(cfg):
+                    loss_sum = F.cross_entropy(ddp(x), y, reduction="sum")
+                (loss_sum * (w / n)).backward()
+            else:
+                loss_sum = self._idle_pass(ddp, net, shape)
+            opt.step()
+            consumed += n
+            t_trained = now()
+            total_loss = loss_sum.detach().float().reshape(1).cpu()
+            dist.all_reduce(total_loss)
+            every = cfg.checkpoint_every
+            for i, msg in got:
+                need[i] = msg.step + 1
+                if every and need[i] % every == 0 and need[i] < total:
+                    self._send(i, messages.pack_control({"type": "ack", "next_step": need[i]}))
+            steps.append(
+                {
+                    "step": step,
+                    "t_wait": t_wait,
+                    "t_in": t_in,
+                    "t_trained": t_trained,
+                    "wait_s": t_in - t_wait,
+                    "bytes_in": sum(m.nbytes for _, m in got),
+                    "loss": float(total_loss) / n,
+                    "samples": n,
+                    "lr": cfg.lr * factor,
+                    "consumed": [[i, m.step] for i, m in got],  # [edge, its step]
+                    "t1": now(),
+                    "cpu_s": cpu_now() - c0,
+                }
+            )
+        return steps
+
+    def _idle_pass(self, ddp, net, shape: tuple) -> torch.Tensor:
+        """A forward and backward pass of zero weight (this worker has no message in a step the
+        others train on): DDP's all-reduce gets exact zero gradients from it, and the BatchNorm
+        statistics it would update are put back. Returns a zero loss."""
+        cfg = self.cfg
+        saved = [t.detach().clone() for t in net.buffers()]
+        x = as_input(torch.zeros(cfg.batch_size, *shape[1:], device=self.device), cfg)
+        y = torch.zeros(cfg.batch_size, dtype=torch.int64, device=self.device)
+        with autocast(cfg):
+            loss_sum = F.cross_entropy(ddp(x), y, reduction="sum")
+        (loss_sum * 0.0).backward()
+        with torch.no_grad():
+            for t, old in zip(net.buffers(), saved, strict=True):
+                t.copy_(old)
+        return torch.zeros(())
+
+    def _recv_present(self, edge: int, step: int, total: int, timeout: float):
+        """Policy ``present``: edge ``edge``'s message of ``step`` (END once ``step == total``),
+        or None when its connection failed (it is away from now on: :meth:`_admit_rejoins`)."""
+        conn = self.conns.get(edge)
+        try:
+            if conn is None:
+                raise TransferError("its connection was closed earlier")
+            msg = conn.recv_msg(timeout=timeout)
+        except TransferTimeout:
+            raise
+        except TransferError as exc:  # closed or reset: the edge is gone
+            self._drop(edge)
+            self.away[edge] = (now(), str(exc))
+            self.log(
+                f"edge {edge} dropped ({exc}); the cloud needs its step {step} and trains on the "
+                f"other edges meanwhile (up to {self.fcfg.rejoin_timeout:g} s for it to rejoin: "
+                f"hierbench fleet --role edge --edge-id {edge} --resume)"
+            )
+            return None
+        if step == total:
+            if msg.kind != Kind.END:
+                raise ProtocolError(
+                    f"edge {edge}: expected END after step {total - 1}, got {msg.kind.name}"
+                )
+            return msg
+        return self._check_step(edge, step, msg)
+
+    def _admit_rejoins(self, need: dict[int, int]) -> None:
+        """Policy ``present``: accept the away edges that reconnected meanwhile (never waiting);
+        anything else that connects is refused with its reason."""
+        while self.away:
+            try:
+                conn = wire.Conn(self.lst.accept(timeout=0.0))
+            except TransferTimeout:
+                return
+            try:
+                hello = conn.recv_json(timeout=10.0)
+                edge = hello.get("edge") if isinstance(hello, dict) else None
+                if edge in self.away and not isinstance(edge, bool):
+                    problem = self._check_rejoin(hello, edge, need[edge])
+                elif any(r["edge"] == edge for r in self.lost):
+                    problem = f"edge {edge} was given up after rejoin_timeout"
+                else:
+                    problem = f"worker {self.rank} has no edge away with id {edge!r}"
+            except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
+                _hang_up(conn, f"dropped a connection while edges are away: {exc}", self.log)
+                continue
+            if problem is not None:
+                _refuse(conn, problem, self.log, "refused a rejoin")
+                continue
+            t_lost, why = self.away[edge]
+            if self._welcome_back(conn, edge, hello, need[edge], None, why, t_lost):
+                del self.away[edge]
+
+    def _give_up(self, need: dict[int, int]) -> None:
+        """Policy ``present``: edges away longer than ``rejoin_timeout`` are given up."""
+        for edge, (t_lost, why) in list(self.away.items()):
+            if now() - t_lost >= self.fcfg.rejoin_timeout:
+                del self.away[edge]
+                self.lost.append(
+                    {"edge": edge, "next_step": need[edge], "why": why, "t_lost": t_lost}
+                )
+                self.log(
+                    f"edge {edge} did not rejoin within {self.fcfg.rejoin_timeout:g} s: given "
+                    f"up, without its steps {need[edge]} on"
+                )
 
     # -- edges that drop and rejoin ----------------------------------------------------------
 
@@ -414,39 +631,47 @@ class _Worker:
             if problem is not None:
                 _refuse(conn, problem, self.log, "refused a rejoin")
                 continue
-            last = self.last_avg
-            welcome = {
-                "type": "welcome",
-                "worker": self.rank,
+            if self._welcome_back(conn, edge, hello, next_step, params_step, why, t_lost):
+                return
+
+    def _welcome_back(
+        self, conn, edge: int, hello: dict, next_step: int, params_step, why: str, t_lost: float
+    ) -> bool:
+        """Welcome a rejoining edge (and resend the last FedAvg average); False if it dropped
+        again meanwhile (its connection is closed, and it is still away)."""
+        last = self.last_avg
+        welcome = {
+            "type": "welcome",
+            "worker": self.rank,
+            "next_step": next_step,
+            "params_step": params_step,
+            "last_sync": None if last is None else last[0],
+        }
+        try:
+            conn.send(messages.pack_control(welcome))
+            if last is not None:
+                conn.send(last[1])
+        except TransferError as exc:
+            self.log(f"edge {edge} dropped again while being welcomed: {exc}")
+            with contextlib.suppress(BaseException):
+                conn.close(timeout=0)
+            return False
+        self.conns[edge] = conn
+        t_back = now()
+        self.rejoins.append(
+            {
+                "edge": edge,
                 "next_step": next_step,
                 "params_step": params_step,
-                "last_sync": None if last is None else last[0],
+                "resume": hello.get("resume"),
+                "why": why,
+                "t_lost": t_lost,
+                "t_back": t_back,
+                "away_s": t_back - t_lost,
             }
-            try:
-                conn.send(messages.pack_control(welcome))
-                if last is not None:
-                    conn.send(last[1])
-            except TransferError as exc:
-                self.log(f"edge {edge} dropped again while being welcomed: {exc}")
-                with contextlib.suppress(BaseException):
-                    conn.close(timeout=0)
-                continue
-            self.conns[edge] = conn
-            t_back = now()
-            self.rejoins.append(
-                {
-                    "edge": edge,
-                    "next_step": next_step,
-                    "params_step": params_step,
-                    "resume": hello.get("resume"),
-                    "why": why,
-                    "t_lost": t_lost,
-                    "t_back": t_back,
-                    "away_s": t_back - t_lost,
-                }
-            )
-            self.log(f"edge {edge} rejoined; it resumes at step {next_step}")
-            return
+        )
+        self.log(f"edge {edge} rejoined; it resumes at step {next_step}")
+        return True
 
     def _check_rejoin(self, hello: dict, edge: int, next_step: int) -> str | None:
         if hello.get("type") != "hello":
@@ -463,7 +688,10 @@ class _Worker:
         return self._check_resume(hello, edge, next_step)
 
     def _recv_step(self, edge: int, step: int, timeout: float):
-        msg = self._recv(edge, timeout, next_step=step)
+        return self._check_step(edge, step, self._recv(edge, timeout, next_step=step))
+
+    def _check_step(self, edge: int, step: int, msg):
+        """``msg`` if it is ``edge``'s upload of ``step`` with valid labels; else ProtocolError."""
         want = Kind.RAW if self.cfg.method == "cloud_only" else Kind.ACT
         if msg.kind != want or msg.step != step:
             raise ProtocolError(
@@ -511,8 +739,11 @@ def worker_main(
     """One cloud worker (the elastic launcher's entrypoint; also runs under ``torchrun``).
 
     The shared secret comes from ``$HIERBENCH_SECRET`` (the launcher's environment is
-    inherited). Writes ``<out_dir>/worker-<rank>.json`` (its part of the run record) and, with
-    ``save_state``, ``<out_dir>/cloud-<rank>.pt`` (the replica's state dict).
+    inherited). Writes ``<out_dir>/worker-<rank>.json`` (its part of the run record, with its
+    node, local rank and hostname) and, with ``save_state``, ``<out_dir>/cloud-<rank>.pt`` (the
+    replica's state dict). Rank 0 prints every worker's ``host:port`` and writes them to
+    ``ready_file`` (``{"workers": [[host, port], ...], "host": its hostname, "nodes": N,
+    "hostnames": [per worker]}``); each worker's host is its own node's ``host``.
     """
     import torch.distributed as dist
 
@@ -532,13 +763,18 @@ def worker_main(
         if chosen == "nccl":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
             torch.cuda.set_device(device)
+        _check_same_config(fleet_json, device)
+        node = {  # set by the launcher (torchrun too): which machine of the cloud this is
+            "node": int(os.environ["GROUP_RANK"]),
+            "nodes": int(os.environ["GROUP_WORLD_SIZE"]),
+            "local_rank": int(os.environ["LOCAL_RANK"]),
+            "hostname": socket.gethostname(),
+        }
         worker = _Worker(fcfg, rank, world, device)
         lst = transfer.listen(host, port + rank if port else 0, secret, link=_link(fcfg))
         with lst:
-            ports = torch.zeros(world, dtype=torch.int64)
-            ports[rank] = lst.port
-            dist.all_reduce(ports)
-            addresses = [[lst.host, int(p)] for p in ports]
+            gathered = _gather_addresses(lst.host, lst.port, node["hostname"], world, device)
+            addresses = [[h, int(p)] for h, p, _ in gathered]
             if rank == 0:
                 print(
                     "hierbench fleet cloud listening on "
@@ -546,9 +782,15 @@ def worker_main(
                     flush=True,
                 )
                 if ready_file:
-                    ready = Path(ready_file)
-                    write_json(ready, {"workers": addresses, "host": socket.gethostname()})
+                    ready = {
+                        "workers": addresses,
+                        "host": node["hostname"],
+                        "nodes": node["nodes"],
+                        "hostnames": [name for _, _, name in gathered],
+                    }
+                    write_json(Path(ready_file), ready)
             part = worker.run(lst, accept_timeout, io_timeout)
+            part.update(node, listen=[lst.host, lst.port])
         for c in worker.conns.values():
             if c is not None:
                 c.close()
@@ -561,6 +803,49 @@ def worker_main(
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _gather_addresses(host: str, port: int, hostname: str, world: int, device) -> list:
+    """Every worker's ``[host, port, hostname]``, in rank order: fixed-size UTF-8 byte rows
+    all-gathered as tensors (not ``all_gather_object``, which unpickles what other machines
+    send)."""
+    import torch.distributed as dist
+
+    width = 256
+    row = torch.zeros(2 * width + 8, dtype=torch.uint8)
+    for k, text in enumerate((host, hostname)):
+        raw = text.encode()[: width - 1]
+        row[k * width : k * width + len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    row[2 * width :] = torch.tensor(list(int(port).to_bytes(8, "little")), dtype=torch.uint8)
+    rows = [torch.zeros_like(row, device=device) for _ in range(world)]
+    dist.all_gather(rows, row.to(device))
+    out = []
+    for r in rows:
+        b = bytes(r.cpu().tolist())
+        texts = [b[k * width : (k + 1) * width].split(b"\0", 1)[0].decode() for k in (0, 1)]
+        out.append([texts[0], int.from_bytes(b[2 * width :], "little"), texts[1]])
+    return out
+
+
+def _check_same_config(fleet_json: str, device: torch.device) -> None:
+    """Every worker (every node of the cloud) runs the same fleet config, else ConfigError.
+
+    A 56-bit digest of the config is all-reduced to its minimum and maximum (one all-reduce of
+    ``[d, -d]`` with MIN): they differ iff some worker's config does.
+    """
+    import hashlib
+
+    import torch.distributed as dist
+
+    canonical = json.dumps(json.loads(fleet_json), sort_keys=True).encode()
+    d = int.from_bytes(hashlib.sha256(canonical).digest()[:7], "big")
+    bounds = torch.tensor([d, -d], dtype=torch.int64, device=device)
+    dist.all_reduce(bounds, op=dist.ReduceOp.MIN)
+    if int(bounds[0]) != -int(bounds[1]):
+        raise ConfigError(
+            "the cloud's nodes run different fleet configs: give every --role cloud the same "
+            "settings (or --config fleet.json)"
+        )
 
 
 def _link(fcfg: FleetConfig) -> transfer.Link:
@@ -578,31 +863,68 @@ def launch_cloud(
     save_state: bool = False,
     backend: str = "auto",
     accept_timeout: float = 300.0,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
 ) -> None:
-    """Start the W workers with torch's elastic launcher and wait for them (blocks; must run in
-    a process's main thread: the agent installs signal handlers). The secret: ``$HIERBENCH_SECRET``.
+    """Start this machine's workers with torch's elastic launcher and wait for them (blocks;
+    must run in a process's main thread: the agent installs signal handlers). The secret:
+    ``$HIERBENCH_SECRET``.
+
+    One machine (``nnodes`` 1, no ``rdzv_endpoint``): all W workers, a c10d rendezvous on a free
+    loopback port (as ``torchrun --standalone``). A cloud of ``nnodes`` machines: call this on
+    each, with the same ``fcfg`` and ``rdzv_endpoint`` (``HOST:PORT`` of node 0, reachable from
+    every node) and its ``node_rank``; each runs W / N workers, global ranks
+    ``node_rank * W / N + local_rank`` (torch's *static* rendezvous: node 0's agent serves a
+    TCPStore on that port, which is also the process group's ``MASTER_ADDR:MASTER_PORT``).
+    ``host``: this node's listen address (worker w listens on ``port + w``).
 
     Raises:
-        ProcessError: a worker failed (the first failure's message).
+        ConfigError: ``nnodes`` does not divide W, ``node_rank`` is not in ``[0, nnodes)``,
+            several nodes without ``rdzv_endpoint`` (or with port 0 there), no secret.
+        ProcessError: a worker on this node failed (the first failure's message).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    check_nodes(fcfg.workers, nnodes, node_rank)
+    if rdzv_endpoint is None:
+        if nnodes > 1:
+            raise ConfigError(
+                f"a cloud of {nnodes} nodes needs a rendezvous endpoint (--rdzv-endpoint "
+                "HOST:PORT: node 0's address and a free port, the same on every node)"
+            )
+        rdzv = dict(  # a free port on loopback, as torchrun --standalone
+            rdzv_backend="c10d",
+            rdzv_endpoint="127.0.0.1:0",
+            run_id=f"hierbench-fleet-{uuid.uuid4().hex[:12]}",
+        )
+    else:
+        _, rdzv_port = parse_address(rdzv_endpoint, "rendezvous endpoint")
+        if rdzv_port == 0:
+            raise ConfigError(
+                f"rendezvous endpoint {rdzv_endpoint!r}: port 0; every node needs the same "
+                "fixed port (node 0 listens on it)"
+            )
+        rdzv = dict(  # ranks by node_rank; the same run id on every node (the store's prefix)
+            rdzv_backend="static",
+            rdzv_endpoint=rdzv_endpoint.strip(),
+            rdzv_configs={"rank": node_rank},
+            run_id="hierbench-fleet",
+        )
     if len(os.environ.get(SECRET_ENV, "")) < transfer.MIN_SECRET_BYTES:
         raise ConfigError(
             f"the cloud workers need a shared secret of >= {transfer.MIN_SECRET_BYTES} bytes in "
             f"${SECRET_ENV} (or --secret-file)"
         )
     config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=fcfg.workers,
-        run_id=f"hierbench-fleet-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",  # a free port on loopback, as torchrun --standalone
+        min_nodes=nnodes,
+        max_nodes=nnodes,
+        nproc_per_node=fcfg.workers // nnodes,
         max_restarts=0,
         monitor_interval=0.1,
         start_method="spawn",
+        **rdzv,
     )
     args = (
         json.dumps(fcfg.to_dict()),

@@ -20,25 +20,37 @@ __all__ = [
     "FLEET_METHODS",
     "POLICIES",
     "FleetConfig",
+    "check_nodes",
     "codec_seed",
     "edge_seed",
+    "node_of",
+    "parse_address",
     "parse_edge_sync",
+    "parse_nodes",
+    "worker_address",
 ]
 
 #: Methods a fleet runs. Split learning: each edge waits for its gradient every step (the
 #: SplitFed convention: the gradient of the edge's own mean loss, see :mod:`~.cloud`).
 FLEET_METHODS = ("hierarchical", "split", "cloud_only")
 
-#: Cloud step policies. ``lockstep``: cloud step s consumes exactly the message of step s from
-#: every served edge, concatenated in edge-id order (the only one so far; "next arrivals" is
-#: planned).
+#: Cloud step policies (``FleetConfig.policy``, recorded in every fleet record).
 POLICIES = {
     "lockstep": (
         "cloud step s consumes exactly the message of step s from every edge its worker serves, "
         "concatenated in edge-id order; the W workers' gradients are all-reduced (DDP) with the "
         "loss scaled so that the update is the gradient of the mean loss over all E x B samples "
-        "of step s"
-    )
+        "of step s; an edge that drops stalls the cloud until it rejoins (rejoin_timeout)"
+    ),
+    "present": (
+        "cloud step s consumes the next message of every served edge that is connected, "
+        "concatenated in edge-id order; an edge that drops is skipped (the cloud trains on the "
+        "others) until it rejoins with --resume and resends or recomputes the steps the cloud "
+        "has not consumed, or is given up after rejoin_timeout; the update is the gradient of "
+        "the mean loss over the samples present at step s, and the cloud's learning-rate "
+        "schedule advances by the samples trained on (a step with fewer edges advances it less); "
+        "each step records which edge steps it consumed"
+    ),
 }
 
 
@@ -70,6 +82,76 @@ def codec_seed(step: int, edge: int, edges: int) -> int:
     return step * edges + edge
 
 
+def parse_address(spec: str, what: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` -> ``(host, port)`` (an empty host is ``127.0.0.1``; IPv6: ``[::1]:PORT``).
+
+    Raises:
+        ConfigError: no ``:PORT``, or PORT not an integer in 0..65535 (``what`` names the input).
+    """
+    host, sep, port = str(spec).strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{what} {spec!r}: expected HOST:PORT with a port in 0..65535")
+    return host or "127.0.0.1", int(port)
+
+
+def check_nodes(workers: int, nnodes: int, node_rank: int) -> None:
+    """Whether a cloud of ``workers`` workers can run on ``nnodes`` machines, this one being
+    node ``node_rank``: each node runs ``workers // nnodes`` of them (:func:`node_of`).
+
+    Raises:
+        ConfigError: ``nnodes`` not an integer >= 1 that divides ``workers``, or ``node_rank``
+            not in ``[0, nnodes)``.
+    """
+    if isinstance(nnodes, bool) or not isinstance(nnodes, int) or nnodes < 1:
+        raise ConfigError(f"nnodes must be an integer >= 1, got {nnodes!r}")
+    if workers % nnodes:
+        raise ConfigError(
+            f"{workers} cloud workers on {nnodes} nodes: every node runs W / N workers, so the "
+            f"number of nodes must divide W"
+        )
+    if isinstance(node_rank, bool) or not isinstance(node_rank, int):
+        raise ConfigError(f"node_rank must be an integer, got {node_rank!r}")
+    if not 0 <= node_rank < nnodes:
+        raise ConfigError(f"node_rank {node_rank} is not in [0, {nnodes}) ({nnodes} nodes)")
+
+
+def node_of(worker: int, workers: int, nnodes: int) -> int:
+    """The node that runs worker (global rank) ``worker``: node n runs the W / N workers
+    ``n * W / N ...  (n + 1) * W / N - 1`` (torch's static rendezvous ranks them so)."""
+    return worker // (workers // nnodes)
+
+
+def parse_nodes(spec: str, workers: int) -> list[tuple[str, int]]:
+    """An edge's ``--connect``: one ``HOST:PORT`` per cloud node, comma-separated, in node-rank
+    order (each node's ``--listen``; one address: a cloud on one machine).
+
+    Raises:
+        ConfigError: an entry that is not HOST:PORT, a port of 0 (a connect address needs the
+            port the cloud listens on), or a number of nodes that does not divide W.
+    """
+    entries = str(spec).split(",")
+    nodes = [parse_address(e, f"--connect entry {k}") for k, e in enumerate(entries)]
+    for k, (_, port) in enumerate(nodes):
+        if port == 0:
+            raise ConfigError(
+                f"--connect entry {k} ({entries[k]!r}): port 0; give the port of the cloud "
+                "node's --listen"
+            )
+    if workers % len(nodes):
+        raise ConfigError(
+            f"--connect lists {len(nodes)} cloud nodes (one HOST:PORT per node) for {workers} "
+            "workers: the number of nodes must divide W"
+        )
+    return nodes
+
+
+def worker_address(nodes: list[tuple[str, int]], workers: int, worker: int) -> tuple[str, int]:
+    """Where worker ``worker`` listens: on its node's host (:func:`node_of`), at that node's
+    port + ``worker`` (every worker listens on ``PORT + w``, w its global rank)."""
+    host, port = nodes[node_of(worker, workers, len(nodes))]
+    return host, port + worker
+
+
 @dataclass(frozen=True)
 class FleetConfig:
     """E edges feeding one cloud of W data-parallel workers.
@@ -86,12 +168,16 @@ class FleetConfig:
             after every K-th step).
         partition: ``iid`` or ``dirichlet:ALPHA`` (:mod:`hierbench.fleet.partition`), drawn
             with ``run.seed``.
-        policy: the cloud step policy (:data:`POLICIES`).
+        policy: the cloud step policy (:data:`POLICIES`): ``lockstep`` (the default) or
+            ``present`` (the cloud trains on the edges that are connected).
         rejoin_timeout: seconds a cloud worker waits for an edge that dropped (its connection
             failed: the process died, the link broke) to come back with ``--resume``; the other
-            edges keep computing and uploading meanwhile, into their bounded backlogs, and the
-            lockstep step waits (the run's math stays the uninterrupted run's). 0: an edge that
-            drops stops the cloud (the default). The edge side: ``run.checkpoint_every = N``
+            edges keep computing and uploading meanwhile. ``lockstep``: the step waits, into
+            the others' bounded backlogs (the run's math stays the uninterrupted run's), and an
+            edge that drops stops the cloud when this is 0 (the default). ``present``: the
+            cloud trains on the others meanwhile, and an edge away longer (at once when 0) is
+            given up: the run finishes without its remaining steps, recorded in the worker's
+            ``lost``. The edge side: ``run.checkpoint_every = N``
             makes each edge checkpoint every N steps and after every FedAvg sync (protocol:
             :mod:`hierbench.fleet.edge`); required with ``fedavg:K`` when rejoining is on.
         ingress: the shared cloud ingress, a rate (``"20mbit"``), or None: one token bucket
@@ -141,6 +227,12 @@ class FleetConfig:
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
         run = self.run
+        if self.policy == "present" and (self.sync_every or run.method == "split"):
+            raise ConfigError(
+                "policy 'present' runs hierarchical or cloud-only fleets with independent edge "
+                f"models (edge_sync none), not method {run.method!r} with edge_sync "
+                f"{self.edge_sync!r}: a FedAvg sync or a split step needs every edge"
+            )
         if run.method not in FLEET_METHODS:
             raise ConfigError(f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r}")
         if run.method == "split" and (self.rejoin_timeout or run.checkpoint_every):

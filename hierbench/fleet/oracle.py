@@ -87,9 +87,8 @@ def train_fleet_plain(fcfg: FleetConfig) -> dict:
         torch.set_num_threads(threads)
 
 
-def _train(fcfg: FleetConfig) -> dict:
-    """Train the fleet's math; return ``{"edges": [(edge, head)], "cloud": module,
-    "cloud_init": its initial state dict, "losses": [(exit losses per edge, cloud loss)]}``."""
+def _setup(fcfg: FleetConfig) -> dict:
+    """Data, edge models and their optimizers, the cloud model and its optimizer."""
     cfg = fcfg.run
     e_count, b = fcfg.edges, cfg.batch_size
     if cfg.precision != "fp32":
@@ -128,12 +127,33 @@ def _train(fcfg: FleetConfig) -> dict:
         params = [p for m in (edge, head) if m is not None for p in m.parameters()]
         opts.append(_sgd(cfg, params, total) if edge else None)
     cloud_init = {n: t.detach().clone() for n, t in cloud.state_dict().items()}
+    return {
+        "train": train,
+        "spe": spe,
+        "total": total,
+        "loaders": loaders,
+        "edges": edges,
+        "opts": opts,
+        "cloud": cloud,
+        "cloud_init": cloud_init,
+        "groups": [list(range(w, e_count, fcfg.workers)) for w in range(fcfg.workers)],
+    }
+
+
+def _train(fcfg: FleetConfig) -> dict:
+    """Train the fleet's math; return ``{"edges": [(edge, head)], "cloud": module,
+    "cloud_init": its initial state dict, "losses": [(exit losses per edge, cloud loss)]}``."""
+    cfg = fcfg.run
+    e_count, b = fcfg.edges, cfg.batch_size
+    st = _setup(fcfg)
+    spe, total, loaders = st["spe"], st["total"], st["loaders"]
+    edges, opts = st["edges"], st["opts"]
+    cloud, cloud_init, groups = st["cloud"], st["cloud_init"], st["groups"]
     opt_c, sched_c = _sgd(cfg, cloud.parameters(), total)
     codec = ActivationCodec(cfg.codec)
     grad_codec = ActivationCodec(cfg.grad_codec)
     split = cfg.method == "split"
-    mean, std = train.mean, train.std
-    groups = [list(range(w, e_count, fcfg.workers)) for w in range(fcfg.workers)]
+    mean, std = st["train"].mean, st["train"].std
     k = fcfg.sync_every
     losses = []
     for epoch in range(cfg.epochs):
@@ -202,3 +222,89 @@ def _train(fcfg: FleetConfig) -> dict:
         "losses": losses,
         "steps_per_epoch": spe,
     }
+
+
+def train_fleet_schedule(fcfg: FleetConfig, schedule: list[list[tuple[int, int]]]) -> dict:
+    """Policy ``present``'s math for a given schedule: ``schedule[s]`` lists the ``(edge, edge
+    step)`` pairs cloud step s consumed (a run record's ``consumed``, merged over the workers).
+    Edges train as always (independent: their math does not depend on the cloud); cloud step s
+    trains on the listed uploads, each worker on its served edges' (in edge-id order), with
+    ``sum CE / n_s`` (n_s: the step's samples), worker 0's BatchNorm statistics kept (a worker
+    without uploads changes nothing), and the learning rate of the cosine schedule at
+    ``consumed samples / (E B)`` cloud steps. On ``run.threads_cloud`` threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(fcfg.run.threads_cloud)
+    try:
+        return _train_schedule(fcfg, schedule)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_schedule(fcfg: FleetConfig, schedule) -> dict:
+    cfg = fcfg.run
+    if fcfg.sync_every or cfg.method == "split":
+        raise NotImplementedError("a schedule is for independent hierarchical/cloud-only edges")
+    e_count, b = fcfg.edges, cfg.batch_size
+    st = _setup(fcfg)
+    spe, total, loaders = st["spe"], st["total"], st["loaders"]
+    edges, opts = st["edges"], st["opts"]
+    cloud, groups = st["cloud"], st["groups"]
+    codec = ActivationCodec(cfg.codec)
+    mean, std = st["train"].mean, st["train"].std
+    uploads = {}  # (edge, step) -> (decoded input, labels)
+    for epoch in range(cfg.epochs):
+        iters = []
+        for loader in loaders:
+            loader.set_epoch(epoch)
+            iters.append(iter(loader))
+        for i_step in range(spe):
+            step = epoch * spe + i_step
+            for i, it in enumerate(iters):
+                x, y = next(it)
+                xf = hdata.normalize(x, mean, std)
+                edge, head = edges[i]
+                if edge is None:
+                    uploads[i, step] = (xf, y)
+                    continue
+                act = edge(xf)
+                loss_e = F.cross_entropy(head(act), y)
+                opt, sched = opts[i]
+                opt.zero_grad(set_to_none=True)
+                loss_e.backward()
+                opt.step()
+                sched.step()
+                sent = act.detach().float().contiguous()
+                seed = codec_seed(step, i, e_count)
+                uploads[i, step] = (codec.decode(codec.encode(sent, seed=seed)), y)
+    opt_c = torch.optim.SGD(
+        list(cloud.parameters()), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    consumed, losses = 0, []
+    for pairs in schedule:
+        present = dict(pairs)  # edge -> its step
+        n = len(present) * b
+        factor = 0.5 * (1 + math.cos(math.pi * min(consumed / (e_count * b), total) / total))
+        for group in opt_c.param_groups:
+            group["lr"] = cfg.lr * factor
+        opt_c.zero_grad(set_to_none=True)
+        # worker 0's statistics are kept: unchanged when it has no uploads in this step
+        kept = {name: t.clone() for name, t in cloud.named_buffers()}
+        loss_total = 0.0
+        for w, group in enumerate(groups):
+            mine = [i for i in group if i in present]
+            if not mine:
+                continue
+            xs = torch.cat([uploads[i, present[i]][0] for i in mine])
+            ys = torch.cat([uploads[i, present[i]][1] for i in mine])
+            loss = F.cross_entropy(cloud(xs), ys, reduction="sum")
+            (loss / n).backward()
+            loss_total += loss.item()
+            if w == 0:
+                kept = {name: t.clone() for name, t in cloud.named_buffers()}
+        with torch.no_grad():
+            for name, t in cloud.named_buffers():
+                t.copy_(kept[name])
+        opt_c.step()
+        consumed += n
+        losses.append(loss_total / n)
+    return {"edges": edges, "cloud": cloud, "cloud_init": st["cloud_init"], "losses": losses}

@@ -12,21 +12,27 @@ key                   what
 record_kind           ``"fleet"``
 fleet_record_version  :data:`FLEET_RECORD_VERSION` (1)
 config                the :class:`FleetConfig` (``run``: the per-edge ``RunConfig``)
-policy                ``{"name": "lockstep", "text": ...}``: how a cloud step takes messages
+policy                ``{"name": "lockstep" | "present", "text": ...}``: how a cloud step
+                      takes messages
 partition             :func:`hierbench.fleet.partition.describe` (per-edge sizes, class counts)
 environment           versions, threads, git SHA / dirty / diff hash, CPU, load (as run records)
 conventions           clocks, samples, bytes (strings)
 edges                 per edge: its worker, shard size, per-step ``t0``, ``t1``, ``compute_s``,
                       ``cpu_s``, ``bytes_up``, ``loss`` (exit), ``sync_wait_s``; totals
-workers               per worker: served edges, backend, per-step ``t_wait`` (waiting for the
-                      step's messages), ``t_in``, ``t_trained``, ``t1``, ``wait_s``,
-                      ``bytes_in``, ``loss`` (mean over all E x B samples); totals
+workers               per worker: served edges, backend, ``node`` (of ``nodes`` machines),
+                      ``local_rank``, ``hostname``, ``listen`` ([host, port]), per-step
+                      ``t_wait`` (waiting for the step's messages), ``t_in``, ``t_trained``,
+                      ``t1``, ``wait_s``, ``bytes_in``, ``loss`` (mean over the step's
+                      samples); policy ``present`` also ``samples``, ``lr`` and ``consumed``
+                      ([edge, its step] pairs); ``rejoins``, ``lost`` (edges given up); totals
 totals                steps, samples (steps x E x B), ``train_wall_s`` (first edge step to the
-                      last worker step), ``samples_per_s``, bytes up, stalls
+                      last worker step), ``samples_per_s``, bytes up, stalls, ``nodes`` (the
+                      cloud's machines)
 ====================  ===============================================================
 
 Times are ``time.perf_counter`` (CLOCK_MONOTONIC): comparable across processes on one machine
-only; a multi-machine run's cross-role totals are meaningless (per-role numbers still hold).
+only; a multi-machine run's cross-role totals (edges on other machines, a cloud of several
+nodes) are meaningless (per-role numbers still hold).
 """
 
 from __future__ import annotations
@@ -90,17 +96,28 @@ def write_json(path: str | Path, obj: dict) -> Path:
 
 
 def read_parts(run_dir: str | Path, edges: int, workers: int) -> tuple[list[dict], list[dict]]:
+    """The roles' parts in ``run_dir``. An edge that a worker gave up (policy ``present``, its
+    ``lost``) may have no part: it stands as ``{"edge": i, "worker": w, "lost": True, "steps":
+    []}``. Any other missing part is an error."""
     run_dir = Path(run_dir)
-    out = []
-    for names in (
-        [f"edge-{i}.json" for i in range(edges)],
-        [f"worker-{w}.json" for w in range(workers)],
-    ):
-        missing = [n for n in names if not (run_dir / n).exists()]
-        if missing:
-            raise ConfigError(f"{run_dir}: missing role parts {', '.join(missing)}")
-        out.append([json.loads((run_dir / n).read_text()) for n in names])
-    return out[0], out[1]
+    names = [f"worker-{w}.json" for w in range(workers)]
+    missing = [n for n in names if not (run_dir / n).exists()]
+    if missing:
+        raise ConfigError(f"{run_dir}: missing role parts {', '.join(missing)}")
+    worker_parts = [json.loads((run_dir / n).read_text()) for n in names]
+    lost = {r["edge"] for w in worker_parts for r in w.get("lost", [])}
+    edge_parts, missing = [], []
+    for i in range(edges):
+        path = run_dir / f"edge-{i}.json"
+        if path.exists():
+            edge_parts.append(json.loads(path.read_text()))
+        elif i in lost:
+            edge_parts.append({"edge": i, "worker": i % workers, "lost": True, "steps": []})
+        else:
+            missing.append(path.name)
+    if missing:
+        raise ConfigError(f"{run_dir}: missing role parts {', '.join(missing)}")
+    return edge_parts, worker_parts
 
 
 def _mean(xs):
@@ -113,16 +130,21 @@ def assemble(fcfg, edges: list[dict], workers: list[dict], *, command: str | Non
     from hierbench.fleet.config import POLICIES
     from hierbench.methods.runner import environment
 
-    parts = {json.dumps(e["partition"], sort_keys=True) for e in edges}
+    live = [e for e in edges if not e.get("lost")]  # a lost edge left no part (read_parts)
+    parts = {json.dumps(e["partition"], sort_keys=True) for e in live}
     if len(parts) != 1:
         raise ConfigError("the edges computed different partitions: they ran different configs")
     cfg = fcfg.run
-    total = workers[0]["total_steps"]
-    samples = total * fcfg.edges * cfg.batch_size
-    first = min(r["t0"] for e in edges for r in e["steps"])
+    if fcfg.policy == "present":  # steps may have fewer edges (and be more): each says its own
+        total = len(workers[0]["steps"])
+        samples = sum(r["samples"] for r in workers[0]["steps"])
+    else:
+        total = workers[0]["total_steps"]
+        samples = total * fcfg.edges * cfg.batch_size
+    first = min(r["t0"] for e in live for r in e["steps"])
     last = max(r["t1"] for w in workers for r in w["steps"])
     train_wall = last - first
-    for e in edges:
+    for e in live:
         st = e["steps"]
         span = e["t_done"] - e["t_start"]
         e["totals"] = {
@@ -153,14 +175,15 @@ def assemble(fcfg, edges: list[dict], workers: list[dict], *, command: str | Non
         "fleet_record_version": FLEET_RECORD_VERSION,
         "config": fcfg.to_dict(),
         "policy": {"name": fcfg.policy, "text": POLICIES[fcfg.policy]},
-        "partition": edges[0]["partition"],
+        "partition": live[0]["partition"],
         "environment": environment(),
         "command": command,
         "conventions": {
             "clock": "time.perf_counter (CLOCK_MONOTONIC): comparable across processes on one "
             "machine only",
             "train_wall_s": "the first edge step's start to the last worker step's end",
-            "samples": "cloud steps x E edges x B per edge",
+            "samples": "cloud steps x E edges x B per edge (policy present: the sum of each "
+            "step's samples, over the edges present)",
             "bytes": "message bytes: 32-byte header + 1 byte per label (K <= 256) + payload",
         },
         "edges": edges,
@@ -168,13 +191,15 @@ def assemble(fcfg, edges: list[dict], workers: list[dict], *, command: str | Non
         "totals": {
             "edges": fcfg.edges,
             "workers": fcfg.workers,
+            "nodes": len({w["node"] for w in workers}),
             "steps": total,
             "samples": samples,
             "train_wall_s": train_wall,
             "samples_per_s": samples / train_wall if train_wall > 0 else None,
-            "bytes_up": sum(e["totals"]["bytes_up"] for e in edges),
-            "edge_uplink_stall_s": sum(e["uplink_stall_s"] for e in edges),
+            "bytes_up": sum(e["totals"]["bytes_up"] for e in live),
+            "edge_uplink_stall_s": sum(e["uplink_stall_s"] for e in live),
             "worker_wait_s": [w["totals"]["wait_s"] for w in workers],
+            "edges_lost": sorted(r["edge"] for w in workers for r in w.get("lost", [])),
         },
     }
 
