@@ -235,11 +235,6 @@ class FleetConfig:
             )
         if run.method not in FLEET_METHODS:
             raise ConfigError(f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r}")
-        if run.method == "split" and (self.rejoin_timeout or run.checkpoint_every):
-            raise ConfigError(
-                "split learning across a fleet does not yet checkpoint or rejoin "
-                "(rejoin_timeout and checkpoint_every must be 0)"
-            )
         if self.sync_every and run.method == "cloud_only":
             raise ConfigError(
                 f"edge_sync {self.edge_sync!r} averages edge models; {run.method} has none"
