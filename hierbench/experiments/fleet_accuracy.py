@@ -214,7 +214,9 @@ def report(out: str | Path, command: str) -> Path:
             "split of CIFAR-10, 10,000 images). A short budget, not an accuracy at convergence "
             "(that is results/converge). Mean ± sample std over the seeds column; the change "
             "against E = 1 is paired by seed number, its interval a Student-t 95 % interval "
-            "over the pairs; machine time is the sum over seeds. Machine: " + (", ".join(cpus) or "?") + ".",
+            "over the pairs; machine time is the sum over seeds. Machine: "
+            + (", ".join(cpus) or "?")
+            + ".",
             "",
             *rows,
             "",
