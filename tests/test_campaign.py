@@ -121,6 +121,13 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
     assert "of 9 runs finished" in readme and "Still missing" not in readme
     assert "Time to accuracy" in readme
     assert "Picked at an edge of the grid" in readme  # a 2-rate grid: every pick is at an edge
+    assert readme.count("**←**") == 2  # one pick per variant, read from tuning.json
+    # the report marks the picks mid-campaign too, when campaign.json has none yet
+    state = json.loads((out / "campaign.json").read_text())
+    state.pop("picks")
+    (out / "campaign.json").write_text(json.dumps(state))
+    rc.write_converge_report(out, "results/profiles")
+    assert (out / "README.md").read_text() == readme
     assert (out / "plots" / "tiny-time-to-accuracy.png") in written
 
     # a record of another config under a run's id is refused, never mixed in

@@ -259,6 +259,8 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
     """Write README.md, tables and plots of a campaign folder; return the files written."""
     out, profiles = Path(out), Path(profiles)
     state, recs = load_campaign(out)
+    tuning_path = out / "tuning.json"
+    tuned = json.loads(tuning_path.read_text()).get("groups", {}) if tuning_path.is_file() else {}
     campaign = state.get("campaign", {})
     runs = run_list(state)
     written: list[Path] = []
@@ -304,7 +306,9 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             "",
         ]
         # tuning
-        picks = state.get("picks", {}).get(gname, {})
+        # tuning.json is rewritten after every sweep run; campaign.json's copy only when a driver
+        # finishes the whole campaign
+        picks = tuned.get(gname, {}).get("picked") or state.get("picks", {}).get(gname, {})
         sweep_rows = []
         for r in runs:
             if r["group"] == gname and r["stage"] == "sweep":
