@@ -181,11 +181,11 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     from hierbench.report.scale_measured import write_measured_report
 
     command = "hierbench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "hierbench scale"
-    all_points, run, default_out = SETS[args.set]
+    all_points, run, fleet, default_out = SETS[args.set]
     out = args.out or Path(default_out)
     if not args.report_only:
         points = tuple(p for p in all_points if args.max_edges is None or p[0] <= args.max_edges)
-        run_scale(out, repeats=args.repeats, points=points, run=run or None)
+        run_scale(out, repeats=args.repeats, points=points, run=run or None, fleet=fleet or None)
     for path in write_measured_report(out, command=command).values():
         print(f"wrote {path}")
     return 0
@@ -290,15 +290,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--set",
         default="link-bound",
-        choices=["link-bound", "cloud-bound"],
-        help="link-bound (default: 250 kbit/s uplinks, cut layer3) or cloud-bound (cut layer1, "
-        "link unshaped)",
+        choices=["link-bound", "cloud-bound", "fedavg"],
+        help="link-bound (default: 250 kbit/s uplinks, cut layer3), cloud-bound (cut layer1, "
+        "link unshaped) or fedavg (edge models averaged every 8 steps, 2 Mbit/s, cut layer1)",
     )
     s.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="default results/scale/measured (link-bound), results/scale/cloud-bound",
+        help="default results/scale/measured (link-bound), results/scale/cloud-bound, "
+        "results/scale/fedavg",
     )
     s.add_argument("--repeats", type=int, default=3, help="runs per point (interleaved)")
     s.add_argument("--max-edges", type=int, default=None, help="only the points with E <= this")

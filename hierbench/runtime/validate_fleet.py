@@ -75,6 +75,8 @@ def predict_fleet_record(
         links=cfg["link"] or "inf",
         workers=int(fcfg["workers"]),
         ingress=fcfg.get("ingress"),
+        # "none" or "fedavg:K" (the record was checked against the fleet config's rules)
+        sync_every=int(str(fcfg.get("edge_sync", "none")).partition(":")[2] or 0),
     )
     preds = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])
     return preds[_METHOD_KEY[cfg["method"]]]

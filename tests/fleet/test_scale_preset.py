@@ -10,6 +10,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from hierbench.errors import ConfigError
 from hierbench.experiments import scale
@@ -92,7 +93,9 @@ def test_the_cloud_bound_set_is_cloud_bound_in_the_model():
     prof = load_profile(
         "results/scale/measured/profiles/batch-16/resnet18-imagenet-cifar10-cpu-t1.csv"
     )
-    for name, (points, run, _) in scale.SETS.items():
+    for name, (points, run, fleet_extra, _) in scale.SETS.items():
+        if fleet_extra:
+            continue  # fedavg: test_the_fedavg_set_is_sync_bound
         cfg = {**scale.SCALE_RUN, **run}
         for e, w, ingress in points:
             sc = Scenario(edge=prof, link=cfg["link"], n_batches=48 * e, cloud_speedup=1.0)
@@ -105,3 +108,39 @@ def test_the_cloud_bound_set_is_cloud_bound_in_the_model():
             pred = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])["hierarchical"]
             want = {"cloud"} if name == "cloud-bound" else {"link", "ingress"}
             assert pred.bottleneck in want, (name, e, w, ingress, pred.bottleneck)
+
+
+@pytest.mark.parametrize("cut,head", [("layer1", "conv"), ("layer3", "minimal")])
+def test_the_models_fedavg_bytes_are_what_an_edge_sends(cut, head):
+    """fedavg_bytes (torch-free, from the committed batch-16 profile and the head's shape) against
+    the FedAvg message a real edge packs: the same values, to BatchNorm's integer step counters
+    (8 bytes each, in the profile's buffers but not averaged) and the frame header."""
+    from hierbench.fleet import wire
+    from hierbench.methods import RunConfig
+    from hierbench.methods.parts import build_parts
+    from hierbench.runtime.scale import SYNC_OVERHEAD_BYTES, fedavg_bytes
+
+    prof = load_profile(
+        "results/scale/measured/profiles/batch-16/resnet18-imagenet-cifar10-cpu-t1.csv"
+    )
+    cfg = RunConfig.from_dict({**scale.SCALE_RUN, "cut": cut, "exit_head": head})
+    _, edge_m, _, head_m = build_parts(cfg)
+    sent = len(wire.pack_params(7, wire.flat_state(edge_m, head_m)))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in edge_m.modules())
+    model = fedavg_bytes(prof, cut, head)
+    assert model - SYNC_OVERHEAD_BYTES - 8 * n_bn < sent <= model
+
+
+def test_the_fedavg_set_is_sync_bound():
+    """``--set fedavg``: by the model every point's largest per-step share is the FedAvg sync."""
+    prof = load_profile(
+        "results/scale/measured/profiles/batch-16/resnet18-imagenet-cifar10-cpu-t1.csv"
+    )
+    points, run, extra, _ = scale.SETS["fedavg"]
+    cfg = {**scale.SCALE_RUN, **run}
+    k = int(extra["edge_sync"].partition(":")[2])
+    for e, w, _ in points:
+        sc = Scenario(edge=prof, link=cfg["link"], n_batches=48 * e, cloud_speedup=1.0)
+        fleet = Fleet(edges=e, links=cfg["link"], workers=w, sync_every=k)
+        pred = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])["hierarchical"]
+        assert pred.bottleneck == "fedavg", (e, w, pred.terms)
