@@ -1,7 +1,7 @@
 """Predicted against measured for fleet runs (issue 17): :mod:`~.scale` on fleet records.
 
 A fleet record (:mod:`hierbench.fleet.record`) holds the fleet config and the measured
-``train_wall_s`` (the first edge step's start to the last cloud step's end) of ``steps`` lockstep
+``train_wall_s`` (the first edge step's start to the last step's end) of ``steps`` lockstep
 steps of E messages; this module rebuilds the same fleet (E edges on the run's link, the shared
 ingress if any, W workers), predicts its total time with :func:`~.scale.scale_predict` from the
 one-thread CPU profile at the run's batch and the record's own edge calibration (as

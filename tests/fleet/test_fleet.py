@@ -176,6 +176,9 @@ def check_record(record: dict, fcfg: FleetConfig) -> None:
     assert t["steps"] == spe * cfg.epochs
     assert t["samples"] == t["steps"] * fcfg.edges * cfg.batch_size
     assert t["train_wall_s"] > 0 and t["samples_per_s"] > 0
+    first = min(r["t0"] for e in record["edges"] for r in e["steps"])
+    roles = [*record["edges"], *record["workers"]]
+    assert t["train_wall_s"] == max(r["t1"] for x in roles for r in x["steps"]) - first
     assert record["config"] == fcfg.to_dict()
     assert record["policy"]["name"] == "lockstep" and "all-reduced" in record["policy"]["text"]
     assert record["partition"]["sizes"] and sum(record["partition"]["sizes"]) == 40
