@@ -384,6 +384,7 @@ def _terms(c: _Coeffs, fleet: Fleet, edges: int) -> tuple[dict[str, float], floa
 def _predict_one(c: _Coeffs, sc: Scenario, fleet: Fleet) -> ScalePrediction:
     e = fleet.edges
     steady_terms, steady, up1, bottleneck = _terms(c, fleet, e)
+    steady_all = (steady_terms, steady, up1, bottleneck)
     once = sc.conventions.upload == "once" and c.method == "cloud-only"
     batches: int = sc.n_batches if once else sc.total_batches  # type: ignore[assignment]
     terms, period = steady_terms, steady
@@ -392,7 +393,7 @@ def _predict_one(c: _Coeffs, sc: Scenario, fleet: Fleet) -> ScalePrediction:
     stage = terms["cloud"] + terms["all-reduce"]
     n = -(-batches // min(e, batches))
     if fleet.sync_every and c.sync_bytes:
-        return _predict_synced(c, fleet, min(e, batches), n, terms, period, up1, bottleneck)
+        return _predict_synced(c, fleet, n, steady_all, (min(e, batches), terms, period, up1))
     if c.method == "split":
         fill = period
         total = n * period
@@ -418,37 +419,51 @@ def _predict_one(c: _Coeffs, sc: Scenario, fleet: Fleet) -> ScalePrediction:
     )
 
 
-def _predict_synced(
-    c: _Coeffs,
-    fleet: Fleet,
-    e: int,
-    n: int,
-    terms: dict[str, float],
-    period: float,
-    up1: float,
-    bottleneck: str,
-) -> ScalePrediction:
-    """:func:`_predict_one` with FedAvg every K steps (module docstring: the cycle)."""
+def _sync_cycle(
+    c: _Coeffs, fleet: Fleet, e: int, terms: dict[str, float], period: float, up1: float
+) -> tuple[float, float]:
+    """``(cycle, fill)``: K steps and their FedAvg sync for the first ``e`` edges (module
+    docstring), from those edges' period terms."""
     k = fleet.sync_every
     stage = terms["cloud"] + terms["all-reduce"]
     lat = max(c.lat[:e])
     up_p = max(c.tx_sync_up[:e])
     if fleet.ingress is not None:
         up_p = max(up_p, e * 8.0 * c.sync_bytes / fleet.ingress)
-    tail = allreduce_time(
+    ar = allreduce_time(
         e * c.sync_bytes, fleet.workers, fleet.allreduce_bps, fleet.allreduce_latency_s
-    ) + max(c.sync_down[:e])
+    )
+    tail = ar + max(c.sync_down[:e])
     if c.method == "split":
-        fill = period
-        cycle = k * period + up_p + lat + tail
-        rest = (n % k) * period
+        return k * period + up_p + lat + tail, period
+    fill = c.fill_edge + up1 + stage
+    last = fill + (k - 1) * period
+    sent = last - stage - lat
+    return max(last, max(k * c.t_E, sent) + up_p + lat) + tail, fill
+
+
+def _predict_synced(
+    c: _Coeffs,
+    fleet: Fleet,
+    n: int,
+    steady: tuple[dict[str, float], float, float, str],
+    run: tuple[int, dict[str, float], float, float],
+) -> ScalePrediction:
+    """:func:`_predict_one` with FedAvg every K steps: the steady state from all E edges'
+    terms (``steady``: terms, period, first upload, bottleneck), the workload's time from the
+    edges that have batches (``run``: their number, terms, period, first upload)."""
+    k = fleet.sync_every
+    terms, period, up1, bottleneck = steady
+    cycle, _ = _sync_cycle(c, fleet, fleet.edges, terms, period, up1)
+    e_run, r_terms, r_period, r_up1 = run
+    r_cycle, fill = _sync_cycle(c, fleet, e_run, r_terms, r_period, r_up1)
+    r = n % k
+    if not r:
+        rest = 0.0
+    elif c.method == "split":
+        rest = r * r_period
     else:
-        fill = c.fill_edge + up1 + stage
-        last = fill + (k - 1) * period
-        sent = last - stage - lat
-        cycle = max(last, max(k * c.t_E, sent) + up_p + lat) + tail
-        r = n % k
-        rest = max(fill + (r - 1) * period, r * c.t_E) if r else 0.0
+        rest = max(fill + (r - 1) * r_period, r * c.t_E)
     per_step = cycle / k
     terms = {**terms, "fedavg": per_step - period}
     if terms["fedavg"] > max(v for name, v in terms.items() if name != "fedavg"):
@@ -459,7 +474,7 @@ def _predict_synced(
         workers=fleet.workers,
         samples_per_s=fleet.edges * c.batch / per_step,
         period_s=per_step,
-        total_s=(n // k) * cycle + rest,
+        total_s=(n // k) * r_cycle + rest,
         steps=n,
         fill_s=fill,
         bottleneck=bottleneck,
