@@ -186,9 +186,11 @@ def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:
 
 def _describe(rec: dict) -> str:
     r = rec["config"]["run"]
+    sync = rec["config"].get("edge_sync", "none")
     return (
         f"{r['model']} ({r['stem']} stem) on {r['dataset']}, {r['method']}, cut {r['cut']}, "
-        f"{r['codec']} activations, batch {r['batch_size']} per edge, uplink {r['link']}"
+        f"{r['codec']} activations, batch {r['batch_size']} per edge, uplink {r['link']}, "
+        + ("independent edge models" if sync == "none" else f"edge models averaged ({sync})")
     )
 
 
