@@ -14,6 +14,7 @@ from hierbench.experiments.campaign import CampaignRunner
 from hierbench.experiments.converge import CAMPAIGNS, get_campaign, pick_lr
 from hierbench.methods import RunConfig
 from hierbench.report import converge as rc
+from hierbench.spec import stats
 from hierbench.spec.records import read_record, write_record
 
 
@@ -156,7 +157,7 @@ def test_grid_edge_note():
 def test_paired_drop_by_hand():
     base = {0: 0.80, 1: 0.82, 2: 0.81}
     other = {0: 0.79, 1: 0.80, 2: 0.805, 3: 0.5}  # seed 3 has no pair: ignored
-    d = rc.paired_drop(base, other)
+    d = stats.paired_drop(base, other)
     diffs = [0.01, 0.02, 0.005]
     mean = sum(diffs) / 3
     sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
@@ -164,10 +165,10 @@ def test_paired_drop_by_hand():
     assert d["mean"] == pytest.approx(mean)
     assert d["std"] == pytest.approx(sd)
     assert d["hi"] - d["mean"] == pytest.approx(4.303 * sd / math.sqrt(3))
-    one = rc.paired_drop({0: 0.8}, {0: 0.7})
+    one = stats.paired_drop({0: 0.8}, {0: 0.7})
     assert one["n"] == 1 and one["lo"] is None
-    assert rc.paired_drop({0: 0.8}, {1: 0.7}) is None
-    assert rc.t975(1) == 12.706 and rc.t975(100) == 1.96
+    assert stats.paired_drop({0: 0.8}, {1: 0.7}) is None
+    assert stats.t975(1) == 12.706 and stats.t975(100) == 1.96
 
 
 def test_finals_table_and_verdict_by_hand():

@@ -155,7 +155,7 @@ def read_runs(out: str | Path) -> list[dict]:
 def report(out: str | Path, command: str) -> Path:
     """``<out>/README.md``: one row per variant: mean ± std over seeds, the change against E = 1
     paired by seed with its 95 % t-interval, each seed's value, the per-edge range."""
-    from hierbench.report.converge import mean_std, paired_drop
+    from hierbench.spec.stats import mean_std, paired_drop
 
     out = Path(out)
     recs = read_runs(out)
