@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from hierbench.report.md import md_table
 from hierbench.report.tables import _label, _profiles
 from hierbench.runtime.model import METHODS, Scenario
 from hierbench.runtime.scale import (
@@ -111,20 +112,28 @@ def fedavg_rows(profile_dir: Path, settings: dict) -> list[dict[str, Any]]:
 
 
 def fedavg_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    head = (
-        "| configuration | link | E | K | method | edge model (MB) | samples/s, independent | "
-        "samples/s, FedAvg | slowdown | bottleneck with FedAvg |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+    header = [
+        "configuration", "link", "E", "K", "method", "edge model (MB)",
+        "samples/s, independent", "samples/s, FedAvg", "slowdown", "bottleneck with FedAvg",
+    ]  # fmt: skip
+    return md_table(
+        header,
+        (
+            [
+                f"{r['config']} @{r['cut']}",
+                r["link"],
+                f"{r['edges']:,}",
+                r["fedavg_every"],
+                r["method"],
+                f"{r['fedavg_bytes'] / 1e6:.1f}",
+                _x(r["samples_per_s_independent"]),
+                _x(r["samples_per_s_fedavg"]),
+                f"{r['slowdown']:.2f}x",
+                r["bottleneck_fedavg"],
+            ]
+            for r in rows
+        ),
     )
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"| {r['config']} @{r['cut']} | {r['link']} | {r['edges']:,} | {r['fedavg_every']} | "
-            f"{r['method']} | {r['fedavg_bytes'] / 1e6:.1f} | "
-            f"{_x(r['samples_per_s_independent'])} | {_x(r['samples_per_s_fedavg'])} | "
-            f"{r['slowdown']:.2f}x | {r['bottleneck_fedavg']} |"
-        )
-    return "\n".join(lines)
 
 
 def scale_tables(
@@ -220,23 +229,25 @@ def saturation_markdown(rows: Sequence[dict[str, Any]], e_plot: int) -> str:
         "cloud cap",
         "ingress cap",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = [
-            f"{r['config']} @{r['cut']}",
-            r["link"],
-            str(r["workers"]),
-            r["method"],
-            _x(r["samples_per_s_e1"]),
-            _e(r["cloud_saturates_at_e"], r["e_max_scanned"]),
-            _e(r["ingress_saturates_at_e"], r["e_max_scanned"]),
-            _x(r[f"samples_per_s_e{e_plot}"]),
-            r[f"bottleneck_e{e_plot}"],
-            _x(r["cloud_cap_samples_per_s"]),
-            _x(r["ingress_cap_samples_per_s"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return md_table(
+        header,
+        (
+            [
+                f"{r['config']} @{r['cut']}",
+                r["link"],
+                str(r["workers"]),
+                r["method"],
+                _x(r["samples_per_s_e1"]),
+                _e(r["cloud_saturates_at_e"], r["e_max_scanned"]),
+                _e(r["ingress_saturates_at_e"], r["e_max_scanned"]),
+                _x(r[f"samples_per_s_e{e_plot}"]),
+                r[f"bottleneck_e{e_plot}"],
+                _x(r["cloud_cap_samples_per_s"]),
+                _x(r["ingress_cap_samples_per_s"]),
+            ]
+            for r in rows
+        ),
+    )
 
 
 def scaling_plot(curve_rows: Sequence[dict[str, Any]], settings: dict, path: Path) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hierbench.errors import ConfigError
+from hierbench.report.md import md_table
 from hierbench.runtime.validate_fleet import FleetCheck, check_fleet
 
 #: Predicted vs measured throughput must agree within this at every point (issue 17).
@@ -121,20 +122,28 @@ def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def points_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    head = (
-        "| E | W | shared ingress | repeats | measured samples/s, median [min, max] | predicted "
-        "| error | bottleneck (model) | CPU demand (cores, model) |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+    header = [
+        "E", "W", "shared ingress", "repeats", "measured samples/s, median [min, max]",
+        "predicted", "error", "bottleneck (model)", "CPU demand (cores, model)",
+    ]  # fmt: skip
+    return md_table(
+        header,
+        (
+            [
+                r["edges"],
+                r["workers"],
+                r["ingress"] or "none",
+                r["repeats"],
+                f"{r['measured_sps_median']:.1f} [{r['measured_sps_min']:.1f}, "
+                f"{r['measured_sps_max']:.1f}]",
+                f"{r['predicted_sps']:.1f}",
+                f"{r['error_pct']:+.1f} %",
+                r["bottleneck"],
+                f"{r['cpu_demand_cores']:.2f}",
+            ]
+            for r in rows
+        ),
     )
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"| {r['edges']} | {r['workers']} | {r['ingress'] or 'none'} | {r['repeats']} | "
-            f"{r['measured_sps_median']:.1f} [{r['measured_sps_min']:.1f}, "
-            f"{r['measured_sps_max']:.1f}] | {r['predicted_sps']:.1f} | "
-            f"{r['error_pct']:+.1f} % | {r['bottleneck']} | {r['cpu_demand_cores']:.2f} |"
-        )
-    return "\n".join(lines)
 
 
 def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:

@@ -24,6 +24,7 @@ from hierbench.runtime.codec_bytes import parse_codec
 from hierbench.runtime.model import Conventions, Scenario
 from hierbench.runtime.scale import Fleet, ScalePrediction, scale_predict
 from hierbench.runtime.validate import _METHOD_KEY, profile_for, with_run_calibration
+from hierbench.spec.sync import parse_edge_sync
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,7 @@ def predict_fleet_record(
         links=cfg["link"] or "inf",
         workers=int(fcfg["workers"]),
         ingress=fcfg.get("ingress"),
-        # "none" or "fedavg:K" (the record was checked against the fleet config's rules)
-        sync_every=int(str(fcfg.get("edge_sync", "none")).partition(":")[2] or 0),
+        sync_every=parse_edge_sync(fcfg.get("edge_sync", "none")),
     )
     preds = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])
     return preds[_METHOD_KEY[cfg["method"]]]
