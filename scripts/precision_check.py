@@ -2,9 +2,12 @@
 
 Short real runs through the real roles (:func:`hierbench.methods.run`, one process): the same
 model, data subset, schedule and seeds in each ``--precisions`` setting, per ``--methods``;
-test accuracy (final classifier, edge exit) after every epoch. The seed-to-seed spread of fp32
-is the yardstick: a setting "matches" when its mean final accuracy is within the larger of
-2 x fp32's seed spread (max - min) and 1 pp.
+test accuracy (final classifier, edge exit) after every epoch (``--eval end``: after the last).
+The seed-to-seed spread of fp32 is the yardstick: a setting "matches" when its mean final
+accuracy is within the larger of 2 x fp32's seed spread (max - min) and 1 pp. Each setting's
+difference to fp32 is also paired by seed (same seed: same initial weights and data order, so
+only the arithmetic differs) with its 95 % Student-t interval; ``equivalent_1pp`` says whether
+that interval lies inside +-1 pp (a stricter, equivalence-test reading).
 
     python scripts/precision_check.py --model resnet18 --stem imagenet \\
         --out results/speed/precision-accuracy-resnet18-imagenet-<sha>.json
@@ -33,13 +36,17 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--limit-per-class", type=int, default=500)
-    p.add_argument("--eval-samples", type=int, default=2000)
+    p.add_argument("--eval-samples", default="2000", help="test images per evaluation, or 'all'")
+    p.add_argument("--eval", default="epoch", choices=("epoch", "end"))
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
 
     from hierbench.methods import RunConfig, run
     from hierbench.methods.runner import environment
+    from hierbench.spec.stats import paired_drop
+
+    eval_samples = None if a.eval_samples == "all" else int(a.eval_samples)
 
     rows = []
     for method in a.methods.split(","):
@@ -57,8 +64,8 @@ def main(argv=None) -> None:
                     lr=a.lr,
                     seed=seed,
                     limit_per_class=a.limit_per_class,
-                    eval="epoch",
-                    eval_samples=a.eval_samples,
+                    eval=a.eval,
+                    eval_samples=eval_samples,
                     precision=precision,
                     threads_edge=1 if hier else a.threads,
                     threads_cloud=1 if hier else a.threads,
@@ -86,9 +93,15 @@ def main(argv=None) -> None:
                 )
     summary = []
     for method in a.methods.split(","):
-        ref = [
-            r["final_acc"][-1] for r in rows if r["method"] == method and r["precision"] == "fp32"
-        ]
+        by_seed = {
+            precision: {
+                r["seed"]: r["final_acc"][-1]
+                for r in rows
+                if r["method"] == method and r["precision"] == precision
+            }
+            for precision in a.precisions.split(",")
+        }
+        ref = list(by_seed.get("fp32", {}).values())
         spread = (max(ref) - min(ref)) if len(ref) > 1 else None
         tol = max(2 * spread, 0.01) if spread is not None else 0.01
         for precision in a.precisions.split(","):
@@ -103,6 +116,11 @@ def main(argv=None) -> None:
                 if r["method"] == method and r["precision"] == precision
             ]
             diff = statistics.fmean(accs) - statistics.fmean(ref) if ref else None
+            # paired_drop gives fp32 - setting; report setting - fp32
+            pd = paired_drop(by_seed.get("fp32", {}), by_seed[precision]) if ref else None
+            lo = hi = None
+            if pd is not None and pd["lo"] is not None:
+                lo, hi = -pd["hi"], -pd["lo"]
             summary.append(
                 {
                     "method": method,
@@ -112,6 +130,8 @@ def main(argv=None) -> None:
                     "fp32_seed_spread": spread,
                     "tolerance": tol,
                     "matches_fp32": None if diff is None else abs(diff) <= tol,
+                    "paired_diff_ci95": None if lo is None else [lo, hi],
+                    "equivalent_1pp": None if lo is None else (lo >= -0.01 and hi <= 0.01),
                     "mean_train_wall_s": statistics.fmean(walls),
                 }
             )

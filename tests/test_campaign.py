@@ -14,6 +14,7 @@ from hierbench.experiments.campaign import CampaignRunner
 from hierbench.experiments.converge import CAMPAIGNS, get_campaign, pick_lr
 from hierbench.methods import RunConfig
 from hierbench.report import converge as rc
+from hierbench.spec import stats
 from hierbench.spec.records import read_record, write_record
 
 
@@ -45,6 +46,9 @@ def test_campaign_definitions_are_consistent():
     main = get_campaign("converge").groups[0]
     assert set(main.variants) == {"standard", "hier-q8", "hier-q4", "hier-fp32", "deepsup"}
     assert len(main.seeds) >= 3 and main.plateau_epochs >= 1.5 * main.epochs
+    plateau = [r for r in main.runs() if r.stage == "plateau"]
+    assert [r.variant for r in plateau] == ["standard", "hier-q8"]
+    assert all(r.config["epochs"] == main.plateau_epochs and r.seed == 0 for r in plateau)
     # the other rows: standard vs hierarchical q8, every config valid
     others = {g.name: g for g in get_campaign("converge").groups[1:]}
     assert set(others) == {"tiny", "vgg16", "r18cifar"}
@@ -59,6 +63,9 @@ def test_campaign_definitions_are_consistent():
                 assert (cfg.threads_edge, cfg.threads_cloud) == (2, 1)
     with pytest.raises(ConfigError, match="overrides for variants it lacks"):
         dataclasses.replace(main, overrides={"hier-q2": {}})
+    for bad in (("hier-q8",), ("standard", "hier-q2")):
+        with pytest.raises(ConfigError, match="plateau_variants"):
+            dataclasses.replace(main, plateau_variants=bad)
 
 
 def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
@@ -121,6 +128,13 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
     assert "of 9 runs finished" in readme and "Still missing" not in readme
     assert "Time to accuracy" in readme
     assert "Picked at an edge of the grid" in readme  # a 2-rate grid: every pick is at an edge
+    assert readme.count("**←**") == 2  # one pick per variant, read from tuning.json
+    # the report marks the picks mid-campaign too, when campaign.json has none yet
+    state = json.loads((out / "campaign.json").read_text())
+    state.pop("picks")
+    (out / "campaign.json").write_text(json.dumps(state))
+    rc.write_converge_report(out, "results/profiles")
+    assert (out / "README.md").read_text() == readme
     assert (out / "plots" / "tiny-time-to-accuracy.png") in written
 
     # a record of another config under a run's id is refused, never mixed in
@@ -149,7 +163,7 @@ def test_grid_edge_note():
 def test_paired_drop_by_hand():
     base = {0: 0.80, 1: 0.82, 2: 0.81}
     other = {0: 0.79, 1: 0.80, 2: 0.805, 3: 0.5}  # seed 3 has no pair: ignored
-    d = rc.paired_drop(base, other)
+    d = stats.paired_drop(base, other)
     diffs = [0.01, 0.02, 0.005]
     mean = sum(diffs) / 3
     sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
@@ -157,10 +171,10 @@ def test_paired_drop_by_hand():
     assert d["mean"] == pytest.approx(mean)
     assert d["std"] == pytest.approx(sd)
     assert d["hi"] - d["mean"] == pytest.approx(4.303 * sd / math.sqrt(3))
-    one = rc.paired_drop({0: 0.8}, {0: 0.7})
+    one = stats.paired_drop({0: 0.8}, {0: 0.7})
     assert one["n"] == 1 and one["lo"] is None
-    assert rc.paired_drop({0: 0.8}, {1: 0.7}) is None
-    assert rc.t975(1) == 12.706 and rc.t975(100) == 1.96
+    assert stats.paired_drop({0: 0.8}, {1: 0.7}) is None
+    assert stats.t975(1) == 12.706 and stats.t975(100) == 1.96
 
 
 def test_finals_table_and_verdict_by_hand():
@@ -180,8 +194,31 @@ def test_finals_table_and_verdict_by_hand():
     assert fin["standard"]["final"][0] == pytest.approx(0.80)
     assert fin["hier-q8"]["exit"][0] == pytest.approx((0.795 + 0.806 + 0.787) / 3 - 0.1)
     assert fin["hier-q8"]["drop_final"]["mean"] == pytest.approx((0.005 + 0.004 + 0.003) / 3)
-    verdict = rc._verdict(fin)
-    assert "hier-q8" in verdict and "negligible" in verdict
+    group.update(epochs=2, plateau_epochs=3)
+    verdict = rc._verdict(fin, group, [])
+    assert "hier-q8" in verdict and "negligible" in verdict and "plateaued" not in verdict
+    # the plateau runs: standard +2.5 pp at 3 epochs (no plateau), hier-q8 +0.5 pp
+    for v, acc in (("standard", 0.825), ("hier-q8", 0.80)):
+        rid = f"g-plateau-{v}-s0"
+        runs.append({"id": rid, "group": "g", "stage": "plateau", "variant": v, "seed": 0})
+        recs[rid] = {"epochs": [{"final_acc": acc, "exit_acc": None}]}
+    plateau = rc.plateau_rows(group, runs, recs)
+    assert [(p["variant"], p["short"], p["long"]) for p in plateau] == [
+        ("standard", 0.80, 0.825),
+        ("hier-q8", 0.795, 0.80),
+    ]
+    assert "has not plateaued there" in rc._verdict(fin, group, plateau)
+    text = "\n".join(rc._plateau_section(group, plateau))
+    assert (
+        "| standard | 80.00 | 82.50 | +2.50 |" in text
+        and "| hier-q8 | 79.50 | 80.00 | +0.50 |" in text
+    )
+    assert "**Standard has not plateaued at 2 epochs**" in text
+    assert "hier-q8: drop +0.50 pp at 2 epochs, +2.50 pp at 3" in text
+    recs["g-plateau-standard-s0"]["epochs"][0]["final_acc"] = 0.805  # +0.5 pp: a plateau
+    plateau = rc.plateau_rows(group, runs, recs)
+    assert "has not plateaued" not in rc._verdict(fin, group, plateau)
+    assert "Standard has plateaued at 2 epochs" in "\n".join(rc._plateau_section(group, plateau))
     cur = rc.curves(group, runs, recs)
     assert cur["standard"] == pytest.approx([0.70, 0.80])
     assert rc.time_to_accuracy(cur["standard"], 10.0, 0.79) == (2, 20.0)
@@ -282,6 +319,6 @@ def test_cli_status_lists_every_run(tmp_path, capsys):
     assert len(lines) == len(get_campaign("converge").runs())
     assert lines[0].split() == ["todo", "r18in-sweep-standard-lr0.01"]
     waiting = sum(r.stage != "sweep" for r in get_campaign("converge").runs())
-    assert waiting == 26  # 15 + 1 plateau (main), 6 (Tiny), 2 + 2 (VGG, CIFAR stem)
+    assert waiting == 27  # 15 + 2 plateau (main), 6 (Tiny), 2 + 2 (VGG, CIFAR stem)
     assert sum(line.startswith("waiting") for line in lines) == waiting  # finals: no lr yet
     assert main(["campaign", "nope", "--status"]) == 2

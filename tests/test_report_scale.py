@@ -4,12 +4,19 @@ and README, from the committed profiles; the committed results/scale/ is what th
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hierbench.cli import main
-from hierbench.report.scale import DEFAULT_SCALE, edge_grid, scale_tables, write_scale_report
+from hierbench.report.scale import (
+    DEFAULT_SCALE,
+    edge_grid,
+    fedavg_rows,
+    scale_tables,
+    write_scale_report,
+)
 from hierbench.runtime.model import Scenario
 from hierbench.runtime.scale import Fleet, saturation, scale_predict
 from hierbench.runtime.table import load_for
@@ -63,6 +70,30 @@ def test_write_scale_report_matches_the_model(tmp_path):
     assert "these are predictions" in readme.lower() and "hierbench predict-scale X" in readme
     assert "measured/README.md" in readme
     assert paths["saturation_md"].read_text().strip() in readme
+    fed = _read(paths["fedavg_csv"])
+    assert len(fed) == 2 * 2 * 2  # E in {10, 1000} x K in {39, 390} x (hierarchical, split)
+    for row in fed:
+        fleet = Fleet(int(row["edges"]), "3g", workers=2, ingress=DEFAULT_SCALE["ingress_bps"])
+        k = int(row["fedavg_every"])
+        alone = scale_predict(sc, fleet, "layer3", "q8")[row["method"]]
+        synced = scale_predict(sc, replace(fleet, sync_every=k), "layer3", "q8")[row["method"]]
+        assert float(row["samples_per_s_fedavg"]) == pytest.approx(synced.samples_per_s, rel=1e-5)
+        assert float(row["slowdown"]) == pytest.approx(
+            alone.samples_per_s / synced.samples_per_s, rel=1e-5
+        )
+        assert float(row["slowdown"]) > 1  # averaging never speeds a fleet up
+    assert "FedAvg every K steps" in readme
+
+
+def test_fedavg_never_speeds_a_fleet_up():
+    """Every row of the committed configurations, links, E and K: FedAvg costs time; more
+    often costs more."""
+    rows = fedavg_rows(PROFILES, DEFAULT_SCALE)
+    assert rows and all(r["slowdown"] > 1 for r in rows)
+    by = {(r["config"], r["link"], r["edges"], r["method"], r["fedavg_every"]): r for r in rows}
+    for (cfg, link, e, method, k), r in by.items():
+        if k == 39:
+            assert r["slowdown"] >= by[(cfg, link, e, method, 390)]["slowdown"]
 
 
 def test_cli_writes_the_folder(tmp_path, capsys):

@@ -193,3 +193,16 @@ def test_disturbed_flags_an_edge_calibration_that_did_not_get_its_core():
     assert disturbed({**rec, "calibration": {"cpu_share": 0.5}}) == [
         f"its edge calibration's CPU share 0.500 < {CPU_SHARE_MIN}"
     ]
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [("fedavg", "unknown edge_sync"), ("avg:3", "unknown edge_sync"), ("fedavg:0", "K must be"),
+     ("fedavg:x", "K must be"), ("fedavg:-2", "K must be"), ("", "unknown edge_sync")],
+)  # fmt: skip
+def test_edge_sync_grammar_refuses_clearly(spec, words):
+    from hierbench.spec.sync import parse_edge_sync
+
+    assert parse_edge_sync("none") == 0 and parse_edge_sync("fedavg:39") == 39
+    with pytest.raises(ConfigError, match=words):
+        parse_edge_sync(spec)

@@ -177,16 +177,16 @@ def _cmd_predict_scale(args: argparse.Namespace) -> int:
 
 
 def _cmd_scale(args: argparse.Namespace) -> int:
-    from hierbench.experiments.scale import POINTS, run_scale
+    from hierbench.experiments.scale import SETS, run_scale
     from hierbench.report.scale_measured import write_measured_report
 
     command = "hierbench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "hierbench scale"
+    all_points, run, fleet, default_out = SETS[args.set]
+    out = args.out or Path(default_out)
     if not args.report_only:
-        points = (
-            POINTS if args.max_edges is None else tuple(p for p in POINTS if p[0] <= args.max_edges)
-        )
-        run_scale(args.out, repeats=args.repeats, points=points)
-    for path in write_measured_report(args.out, command=command).values():
+        points = tuple(p for p in all_points if args.max_edges is None or p[0] <= args.max_edges)
+        run_scale(out, repeats=args.repeats, points=points, run=run or None, fleet=fleet or None)
+    for path in write_measured_report(out, command=command).values():
         print(f"wrote {path}")
     return 0
 
@@ -287,7 +287,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="the scale preset: local fleet runs at E in {1, 2, 4} x W in {1, 2} (+ a shared "
         "ingress), >= 3 repeats, measured against the scale model",
     )
-    s.add_argument("--out", type=Path, default=Path("results/scale/measured"))
+    s.add_argument(
+        "--set",
+        default="link-bound",
+        choices=["link-bound", "cloud-bound", "fedavg"],
+        help="link-bound (default: 250 kbit/s uplinks, cut layer3), cloud-bound (cut layer1, "
+        "link unshaped) or fedavg (edge models averaged every 8 steps, 2 Mbit/s, cut layer1)",
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default results/scale/measured (link-bound), results/scale/cloud-bound, "
+        "results/scale/fedavg",
+    )
     s.add_argument("--repeats", type=int, default=3, help="runs per point (interleaved)")
     s.add_argument("--max-edges", type=int, default=None, help="only the points with E <= this")
     s.add_argument(

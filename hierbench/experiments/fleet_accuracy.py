@@ -14,8 +14,8 @@ every variant has exactly ``STEPS`` steps whatever its shard sizes (checked befo
 Settings: SGD momentum 0.9, weight decay 5e-4, cosine decay over the run, lr 0.1 (hier-q8's pick
 in the converge sweep over 0.01-0.2, results/converge/tuning.json), augmentation on, link
 unshaped (the math does not depend on it), ``fedavg:39`` (edge layers and exit averaged twice
-per 78 steps), Dirichlet(0.5) label shards for non-IID. One seed per variant: a short-budget
-comparison, not an accuracy at convergence (that is results/converge).
+per 78 steps), Dirichlet(0.5) label shards for non-IID. Seeds as given (results/fleet-accuracy:
+0, 1, 2): a short-budget comparison, not an accuracy at convergence (that is results/converge).
 
 Run ids: the variant names of :data:`VARIANTS`, ``-s<seed>``; records in ``<out>/runs/`` (fleet
 records with ``eval``); a finished record is kept (resume at run granularity).
@@ -153,28 +153,55 @@ def read_runs(out: str | Path) -> list[dict]:
 
 
 def report(out: str | Path, command: str) -> Path:
-    """``<out>/README.md``: one row per variant (seeds' mean where several)."""
+    """``<out>/README.md``: one row per variant: mean ± std over seeds, the change against E = 1
+    paired by seed with its 95 % t-interval, each seed's value, the per-edge range."""
+    from hierbench.spec.stats import mean_std, paired_drop
+
     out = Path(out)
     recs = read_runs(out)
     rows = [
         "| variant | E | batch per edge | partition | edge models | seeds | test accuracy, "
-        "final (mean over edges) | exit (mean over edges) | per-edge final | machine time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "final (mean over edges) | exit (mean over edges) | final − e1, paired by seed "
+        "(95 % CI) | final per seed | per-edge final, min–max | machine time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def by_seed(v: str, key: str) -> dict[int, float]:
+        return {r["seed"]: 100 * r["eval"][key] for r in recs if r.get("variant") == v}
+
+    def pm(xs: list[float]) -> str:
+        m, sd = mean_std(xs)
+        return f"{m:.2f} %" + (f" ± {sd:.2f}" if sd is not None else "")
+
+    base = by_seed("e1", "final_acc")
     for v, (e, part, sync) in VARIANTS.items():
-        rs = [r for r in recs if r.get("variant") == v]
+        rs = sorted((r for r in recs if r.get("variant") == v), key=lambda r: r["seed"])
         if not rs:
-            rows.append(f"| {v} | {e} | {CLOUD_BATCH // e} | {part} | {sync} | 0 | — | — | — | — |")
+            rows.append(
+                f"| {v} | {e} | {CLOUD_BATCH // e} | {part} | {sync} | 0 | — | — | — | — | — | — |"
+            )
             continue
-        fin = sum(r["eval"]["final_acc"] for r in rs) / len(rs)
-        ex = sum(r["eval"]["exit_acc"] for r in rs) / len(rs)
-        per = ", ".join(f"{100 * p['final_acc']:.1f}" for p in rs[0]["eval"]["per_edge"])
+        fin = by_seed(v, "final_acc")
+        ex = by_seed(v, "exit_acc")
+        if v == "e1":
+            delta = "(the reference)"
+        else:
+            d = paired_drop(fin, base)  # fin − e1
+            if d is None:
+                delta = "—"
+            elif d["lo"] is None:
+                delta = f"{d['mean']:+.2f} pp (1 seed)"
+            else:
+                delta = f"{d['mean']:+.2f} pp [{d['lo']:+.2f}, {d['hi']:+.2f}], n = {d['n']}"
+        seeds = ", ".join(f"s{r['seed']}: {100 * r['eval']['final_acc']:.1f}" for r in rs)
+        edges = [100 * p["final_acc"] for r in rs for p in r["eval"]["per_edge"]]
         mins = sum(r["elapsed_s"] for r in rs) / 60
         batch = rs[0]["config"]["run"]["batch_size"]
         rows.append(
             f"| {v} | {e} | {batch} | {part} | "
-            f"{'independent' if sync == 'none' else sync} | {len(rs)} | {100 * fin:.2f} % | "
-            f"{100 * ex:.2f} % | {per} | {mins:.0f} min |"
+            f"{'independent' if sync == 'none' else sync} | {len(rs)} | "
+            f"{pm(list(fin.values()))} | {pm(list(ex.values()))} | {delta} | {seeds} | "
+            f"{min(edges):.1f}–{max(edges):.1f} | {mins:.0f} min |"
         )
     cpus = sorted({r["environment"].get("cpu_model", "?") for r in recs})
     text = "\n".join(
@@ -184,9 +211,12 @@ def report(out: str | Path, command: str) -> Path:
             "Made by `" + command + "`; protocol in `hierbench/experiments/fleet_accuracy.py` "
             f"(E = 1: {STEPS} steps of {CLOUD_BATCH}; E = 4: {STEPS} lockstep steps of 4 x "
             f"{CLOUD_BATCH // 4}; ResNet-18 (ImageNet stem) @layer3, q8, lr 0.1, cosine; test "
-            "split of CIFAR-10, 10,000 images). A short budget, one seed per variant unless the "
-            "seeds column says more: a difference smaller than the seed-to-seed spread (not "
-            "measured here) is no evidence either way. Machine: " + (", ".join(cpus) or "?") + ".",
+            "split of CIFAR-10, 10,000 images). A short budget, not an accuracy at convergence "
+            "(that is results/converge). Mean ± sample std over the seeds column; the change "
+            "against E = 1 is paired by seed number, its interval a Student-t 95 % interval "
+            "over the pairs; machine time is the sum over seeds. Machine: "
+            + (", ".join(cpus) or "?")
+            + ".",
             "",
             *rows,
             "",

@@ -18,8 +18,22 @@ machine stays under its two cores and each edge spends most of its time waiting 
 as a real device on 3G does. The points therefore test the fleet model where its uplinks bind
 (``period = max(t_E, L, I, C + A)``), its pipeline fill, and the shared ingress (the
 ``ingress`` points: one 500 kbit/s bucket all edges' uplinks draw from, so E = 4 is
-ingress-bound at twice the period). A cloud-bound point is not measured: on two cores the
-cloud's compute would be the edges' contention, not a property of the cloud.
+ingress-bound at twice the period).
+
+The ``cloud-bound`` set (:data:`CLOUD_POINTS`, :data:`CLOUD_RUN`; ``hierbench scale --set
+cloud-bound``) measures the contested case instead of leaving it out: the cut moves to layer1
+(a small edge part, ~25 ms per step, and most of the network in the cloud) and the link is
+unshaped, so the model puts every point's bottleneck in the cloud stage ``C(E) + A(W)``. Its
+report gives each point's *CPU demand* as the model sees it, ``(E · t_E + W · C) / period``
+cores: where that exceeds the machine's cores the processes share cores and the measurement is
+this machine's contention, not the cloud's cost; where it does not, a miss is the model's.
+
+The ``fedavg`` set (:data:`FEDAVG_POINTS`, :data:`FEDAVG_RUN`, ``edge_sync`` :data:`FEDAVG_SYNC`)
+tests the model's FedAvg cycle (:mod:`hierbench.runtime.scale`): every 8 steps each edge sends
+its edge layers and exit head (~0.78 MB at the layer1 cut) and waits for the average, over a
+2 Mbit/s link on which one step's activations take ~0.28 s and a sync ~3 s each way, so the
+syncs, not the steps, dominate. E = 4 runs on two workers only (on one, its cloud stage would
+reach the link's period: the contended case the cloud-bound set shows).
 
 Run ids: ``e<E>-w<W>[-ingress]-r<repeat>``; records (fleet records plus ``calibration``) in
 ``<out>/runs/<id>.json``; a record already there is kept (resume).
@@ -68,6 +82,31 @@ POINTS: tuple[tuple[int, int, bool], ...] = (
     (2, 1, True),
     (4, 1, True),
 )
+#: The cloud-bound set: the same E x W grid, cut after layer1, link unshaped, 48 steps.
+CLOUD_POINTS: tuple[tuple[int, int, bool], ...] = (
+    (1, 1, False),
+    (2, 1, False),
+    (4, 1, False),
+    (2, 2, False),
+    (4, 2, False),
+)
+CLOUD_RUN: dict = {"cut": "layer1", "link": "unshaped", "batches_per_epoch": 48}
+#: The FedAvg set: edge models averaged every 8 steps over a 2 Mbit/s link, cut layer1.
+FEDAVG_POINTS: tuple[tuple[int, int, bool], ...] = (
+    (1, 1, False),
+    (2, 1, False),
+    (2, 2, False),
+    (4, 2, False),
+)
+FEDAVG_RUN: dict = {"cut": "layer1", "link": "2mbit/20ms", "batches_per_epoch": 48}
+FEDAVG_SYNC = "fedavg:8"
+#: ``hierbench scale --set NAME``: (points, per-edge run overrides, fleet settings, default
+#: output folder).
+SETS: dict[str, tuple[tuple[tuple[int, int, bool], ...], dict, dict, str]] = {
+    "link-bound": (POINTS, {}, {}, "results/scale/measured"),
+    "cloud-bound": (CLOUD_POINTS, CLOUD_RUN, {}, "results/scale/cloud-bound"),
+    "fedavg": (FEDAVG_POINTS, FEDAVG_RUN, {"edge_sync": FEDAVG_SYNC}, "results/scale/fedavg"),
+}
 REPEATS = 3
 
 
@@ -75,12 +114,16 @@ def point_id(edges: int, workers: int, ingress: bool, repeat: int) -> str:
     return f"e{edges}-w{workers}{'-ingress' if ingress else ''}-r{repeat}"
 
 
-def fleet_config(edges: int, workers: int, ingress: bool, run: dict | None = None):
-    """The :class:`~hierbench.fleet.FleetConfig` of one point."""
+def fleet_config(
+    edges: int, workers: int, ingress: bool, run: dict | None = None, fleet: dict | None = None
+):
+    """The :class:`~hierbench.fleet.FleetConfig` of one point (``fleet``: more fleet settings,
+    e.g. ``edge_sync``)."""
     from hierbench.fleet import FleetConfig
     from hierbench.methods import RunConfig
 
     extra = {"ingress": SCALE_INGRESS} if ingress else {}
+    extra.update(fleet or {})
     return FleetConfig(
         run=RunConfig.from_dict({**SCALE_RUN, **(run or {})}), edges=edges, workers=workers, **extra
     )
@@ -92,6 +135,7 @@ def run_scale(
     repeats: int = REPEATS,
     points: tuple[tuple[int, int, bool], ...] = POINTS,
     run: dict | None = None,
+    fleet: dict | None = None,
     say: Callable[[str], None] = print,
 ) -> list[Path]:
     """Measure every point ``repeats`` times into ``<out>/runs``; return the records' paths."""
@@ -115,7 +159,7 @@ def run_scale(
         if path.is_file():
             say(f"[{i}/{len(todo)}] {rid}: measured earlier, kept")
             continue
-        fcfg = fleet_config(e, w, ing, run)
+        fcfg = fleet_config(e, w, ing, run, fleet)
         cal = edge_calibration(Experiment("timing", per_edge, r), cpu=None)
         say(f"[{i}/{len(todo)}] {rid}: edge step {_edge_ms(cal)} ms (calibration) ...")
         t0 = time.perf_counter()

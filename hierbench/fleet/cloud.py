@@ -61,7 +61,9 @@ the cloud needs; anything else is refused and waiting goes on), while the lockst
 and the other edges fill their bounded backlogs; the other workers wait in the all-reduce
 (the process group's timeout is raised to outlast it). The rejoined edge resends or recomputes
 exactly the steps the cloud still needs (:func:`hierbench.fleet.edge.run_edge`), so the run's
-math is the uninterrupted run's. Past ``rejoin_timeout`` the worker fails with an error naming
+math is the uninterrupted run's (split learning: the worker keeps each edge's last 2N + 1
+gradient messages, :meth:`_Worker._keep_grad`, and resends those of the steps it replays). Past
+``rejoin_timeout`` the worker fails with an error naming
 the edge, which stops the job; with ``rejoin_timeout`` 0 a dropped edge stops it at once.
 
 **Policy ``present``: the cloud trains on the edges that are there.** Each worker keeps, per
@@ -153,6 +155,9 @@ class _Worker:
         self.spe = 0
         self.last_avg: tuple[int, bytes] | None = None  # (step, the PARAMS message sent)
         self.rejoins: list[dict] = []
+        #: split learning: per served edge, the gradient messages of its recent steps (kept so
+        #: that an edge rejoining from its checkpoint can replay them; see :meth:`_keep_grad`)
+        self.sent_grads: dict[int, dict[int, bytes]] = {i: {} for i in self.served}
         self.lost: list[dict] = []  # edges given up (policy present)
         self.away: dict[int, tuple[float, str]] = {}  # edge -> (t_lost, why) (policy present)
 
@@ -233,7 +238,30 @@ class _Worker:
                 f"edge {edge}'s checkpoint can send steps from {acked} on, but the cloud needs "
                 f"its step {next_step} (a checkpoint of another run?)"
             )
+        if self.cfg.method == "split":  # it replays steps c .. next_step - 1 with their gradients
+            c = resume.get("step")
+            kept = self.sent_grads.get(edge, {})
+            if isinstance(c, bool) or not isinstance(c, int) or not acked <= c <= next_step:
+                return f"resume {resume!r}: its step must be in [acked, {next_step}]"
+            missing = [s for s in range(c, next_step) if s not in kept]
+            if missing:
+                return (
+                    f"edge {edge}'s checkpoint is at step {c}, but the cloud kept its gradients "
+                    f"only from step {min(kept, default=next_step)} (checkpoint_every?)"
+                )
         return None
+
+    def _keep_grad(self, edge: int, step: int, msg: bytes) -> None:
+        """Split learning: keep the gradient message of ``edge``'s ``step`` for a rejoin. An
+        edge checkpoints every N steps and only N steps ahead of the cloud's acks, so its last
+        checkpoint is at most 2N steps old: 2N + 1 steps are kept."""
+        every = self.cfg.checkpoint_every
+        if not every:
+            return
+        kept = self.sent_grads[edge]
+        kept[step] = msg
+        for s in [s for s in kept if s < step - 2 * every]:
+            del kept[s]
 
     # -- training ------------------------------------------------------------------------------
 
@@ -338,8 +366,9 @@ class _Worker:
                 g = x.grad * (e / w)
                 for j, i in enumerate(self.served):
                     frame = self.grad_codec.encode(as_wire(g[j * b : (j + 1) * b]).contiguous())
-                    grad_msg = RoleMessage(Kind.GRAD, step, step // spe, None, frame)
-                    self._send(i, messages.pack(grad_msg))
+                    grad_msg = messages.pack(RoleMessage(Kind.GRAD, step, step // spe, None, frame))
+                    self._keep_grad(i, step, grad_msg)
+                    self._send(i, grad_msg)
             t_trained = now()
             total_loss = loss_sum.detach().float().reshape(1).cpu()
             dist.all_reduce(total_loss)  # for the record: the mean loss over all E*B samples
@@ -647,10 +676,17 @@ class _Worker:
             "params_step": params_step,
             "last_sync": None if last is None else last[0],
         }
+        resume = hello.get("resume") or {}
+        grads = []
+        if self.cfg.method == "split":  # the steps it replays from its checkpoint (checked)
+            grads = [self.sent_grads[edge][s] for s in range(resume["step"], next_step)]
+            welcome["grads_from"] = resume["step"]
         try:
             conn.send(messages.pack_control(welcome))
             if last is not None:
                 conn.send(last[1])
+            for g in grads:
+                conn.send(g)
         except TransferError as exc:
             self.log(f"edge {edge} dropped again while being welcomed: {exc}")
             with contextlib.suppress(BaseException):

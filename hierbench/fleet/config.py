@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hierbench.errors import ConfigError
 from hierbench.fleet.partition import parse_scheme
 from hierbench.methods.config import RunConfig
+from hierbench.spec.sync import parse_edge_sync
 
 __all__ = [
     "FLEET_METHODS",
@@ -52,22 +53,6 @@ POLICIES = {
         "each step records which edge steps it consumed"
     ),
 }
-
-
-def parse_edge_sync(spec: str) -> int:
-    """``"none"`` -> 0; ``"fedavg:K"`` -> K (average edge models every K steps).
-
-    Raises:
-        ConfigError: anything else, or K not an integer >= 1.
-    """
-    if spec == "none":
-        return 0
-    name, sep, value = str(spec).partition(":")
-    if name != "fedavg" or not sep:
-        raise ConfigError(f"unknown edge_sync {spec!r}; valid: none | fedavg:K (K >= 1 steps)")
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"edge_sync {spec!r}: K must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def edge_seed(seed: int, edge: int) -> int:
@@ -235,11 +220,6 @@ class FleetConfig:
             )
         if run.method not in FLEET_METHODS:
             raise ConfigError(f"a fleet runs {' | '.join(FLEET_METHODS)}, not {run.method!r}")
-        if run.method == "split" and (self.rejoin_timeout or run.checkpoint_every):
-            raise ConfigError(
-                "split learning across a fleet does not yet checkpoint or rejoin "
-                "(rejoin_timeout and checkpoint_every must be 0)"
-            )
         if self.sync_every and run.method == "cloud_only":
             raise ConfigError(
                 f"edge_sync {self.edge_sync!r} averages edge models; {run.method} has none"

@@ -148,7 +148,9 @@ def run_edge(
     average, resent right after the welcome). The edge then sends the kept uploads of steps
     ``>= k``, recomputes steps ``c ..`` in order, uploading only those ``>= k`` (recomputed
     ones below k were consumed already: never trained twice by the cloud), and at a sync step
-    below k loads the resent average. Training is deterministic, so the recomputed edge equals
+    below k loads the resent average. Split learning: the worker keeps each edge's last 2N + 1
+    gradients and resends those of steps ``c .. k-1`` after the welcome (``grads_from: c``); the
+    replayed steps apply them. Training is deterministic, so the recomputed edge equals
     the lost one and the run equals an uninterrupted one.
     """
     if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge < fcfg.edges:
@@ -180,7 +182,8 @@ def run_edge(
         st = _load_checkpoint(ckpt, fcfg, edge, spe)
         if edge_m is not None:
             edge_m.load_state_dict(st["edge"])
-            head.load_state_dict(st["head"])
+            if head is not None:  # split learning has no exit
+                head.load_state_dict(st["head"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
         start, acked = st["step"], st["acked"]
@@ -191,7 +194,7 @@ def run_edge(
     def save_checkpoint(step: int) -> None:
         state: dict = {"edge_id": edge, "fleet": json.dumps(fcfg.to_dict()), "step": step}
         if edge_m is not None:
-            state.update(edge=edge_m.state_dict(), head=head.state_dict())
+            state.update(edge=edge_m.state_dict(), head=None if head is None else head.state_dict())
             state.update(opt=opt.state_dict(), sched=sched.state_dict())
         keep = sorted(s for s in kept if s >= down.acked)
         state.update(acked=down.acked, kept_steps=keep)
@@ -243,6 +246,21 @@ def run_edge(
     resent = None
     if last_sync is not None:
         resent = wire.unpack_params(conn.recv_msg(timeout=io_timeout), last_sync, n_params)
+    replay_grads = {}  # split learning: the gradients of the steps it replays (start .. k-1)
+    if cfg.method == "split" and resume and k > start:
+        if welcome.get("grads_from") != start:
+            raise ProtocolError(
+                f"the cloud resends gradients from step {welcome.get('grads_from')!r}; this "
+                f"edge replays from its checkpoint's step {start}"
+            )
+        for s in range(start, k):
+            msg = conn.recv_msg(timeout=io_timeout)
+            if msg.kind != Kind.GRAD or msg.step != s:
+                raise ProtocolError(
+                    f"expected the resent gradient of step {s}, got {msg.kind.name} of step "
+                    f"{msg.step}"
+                )
+            replay_grads[s] = msg.payload
     if resume:
         resumes.append({"checkpoint_step": start, "cloud_next_step": k, "t": now()})
     down = _Downlink(conn, max(acked, k))
@@ -284,7 +302,10 @@ def run_edge(
                 if send:
                     uplink.put(msg, step)
                 if head is None:  # split learning: wait for this step's gradient
-                    grad = down.grad(step, grad_codec, io_timeout)
+                    if step < k:  # replayed: the cloud resent it
+                        grad = grad_codec.decode(replay_grads.pop(step))
+                    else:
+                        grad = down.grad(step, grad_codec, io_timeout)
                     t_b = now()
                     rec["grad_wait_s"] = t_b - rec["t_sent"]
                     opt.zero_grad(set_to_none=True)

@@ -25,9 +25,9 @@ workers               per worker: served edges, backend, ``node`` (of ``nodes`` 
                       ``t1``, ``wait_s``, ``bytes_in``, ``loss`` (mean over the step's
                       samples); policy ``present`` also ``samples``, ``lr`` and ``consumed``
                       ([edge, its step] pairs); ``rejoins``, ``lost`` (edges given up); totals
-totals                steps, samples (steps x E x B), ``train_wall_s`` (first edge step to the
-                      last worker step), ``samples_per_s``, bytes up, stalls, ``nodes`` (the
-                      cloud's machines)
+totals                steps, samples (steps x E x B), ``train_wall_s`` (first edge step's
+                      start to the last step's end, a worker's or an edge's),
+                      ``samples_per_s``, bytes up, stalls, ``nodes`` (the cloud's machines)
 ====================  ===============================================================
 
 Times are ``time.perf_counter`` (CLOCK_MONOTONIC): comparable across processes on one machine
@@ -142,7 +142,9 @@ def assemble(fcfg, edges: list[dict], workers: list[dict], *, command: str | Non
         total = workers[0]["total_steps"]
         samples = total * fcfg.edges * cfg.batch_size
     first = min(r["t0"] for e in live for r in e["steps"])
-    last = max(r["t1"] for w in workers for r in w["steps"])
+    # the run ends with the last step of anyone: a worker's, or an edge's where the edge finishes
+    # after the cloud (it waits for the final FedAvg average, or split learning's last gradient)
+    last = max(r["t1"] for role in (*workers, *live) for r in role["steps"])
     train_wall = last - first
     for e in live:
         st = e["steps"]
@@ -181,7 +183,9 @@ def assemble(fcfg, edges: list[dict], workers: list[dict], *, command: str | Non
         "conventions": {
             "clock": "time.perf_counter (CLOCK_MONOTONIC): comparable across processes on one "
             "machine only",
-            "train_wall_s": "the first edge step's start to the last worker step's end",
+            "train_wall_s": "the first edge step's start to the last step's end, a worker's or an "
+            "edge's (an edge ends after the cloud when it waits for a final FedAvg average or "
+            "split learning's last gradient)",
             "samples": "cloud steps x E edges x B per edge (policy present: the sum of each "
             "step's samples, over the edges present)",
             "bytes": "message bytes: 32-byte header + 1 byte per label (K <= 256) + payload",

@@ -148,11 +148,6 @@ class RunConfig:
             raise ValueError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        if self.checkpoint_every and self.method == "split":
-            raise ConfigError(
-                "checkpoint/resume supports cloud_only and hierarchical: split learning is "
-                "synchronous (the edge waits on every gradient); restart a split run instead"
-            )
         _choice("precision", self.precision, PRECISIONS)
         if isinstance(self.val_holdout, bool) or int(self.val_holdout) != self.val_holdout:
             raise ConfigError(f"val_holdout must be an integer, got {self.val_holdout!r}")

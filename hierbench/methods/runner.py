@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from hierbench.errors import ProcessError, TransferError
+from hierbench.errors import ConfigError, ProcessError, TransferError
 from hierbench.methods.cloud import CloudRole
 from hierbench.methods.config import RunConfig
 from hierbench.methods.edge import EdgeRole
@@ -190,6 +190,17 @@ def assemble_record(cfg: RunConfig, edge: dict, link_records: list | None = None
     }
 
 
+def check_resumable(cfg: RunConfig) -> None:
+    """One edge and one cloud checkpoint only cloud-only and hierarchical runs (a fleet's split
+    learning does: :mod:`hierbench.fleet`). Raises ConfigError for split with checkpoints."""
+    if cfg.checkpoint_every and cfg.method == "split":
+        raise ConfigError(
+            "checkpoint/resume of a one-edge run supports cloud_only and hierarchical: split "
+            "learning is synchronous (the edge waits on every gradient); restart a split run "
+            "instead"
+        )
+
+
 def run(
     cfg: RunConfig,
     *,
@@ -205,6 +216,7 @@ def run(
     ``checkpoint_dir`` (with ``cfg.checkpoint_every``): both roles checkpoint there (``edge.pt``,
     ``cloud.pt``); ``resume``: both start from their checkpoints.
     """
+    check_resumable(cfg)
     from hierbench.methods import channels as ch
 
     torch.set_num_threads(max(cfg.threads_edge, cfg.threads_cloud))
@@ -361,6 +373,7 @@ def run_edge(
     ``<checkpoint_dir>/edge.pt``; ``resume``: it starts from there, and the cloud (still running,
     or restarted with ``--resume``) tells it from which step to upload.
     """
+    check_resumable(cfg)
     from hierbench import transfer
     from hierbench.methods.channels import EngineChannel, link_records, make_link
 
@@ -493,6 +506,7 @@ def run_two_processes(
     ``cloud.pt``); ``resume``: both start from their checkpoints. With ``progress`` the console
     line shows both roles (the child's progress is forwarded from its stdout).
     """
+    check_resumable(cfg)
     secret = secrets.token_hex(32)
     extra: tuple[str, ...] = ()
     if checkpoint_dir is not None:

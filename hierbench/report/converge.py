@@ -9,7 +9,8 @@ and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``
 - **finals**: test accuracy per variant, mean ± sample std over seeds, final classifier and
   edge exit, and the drop against standard paired by seed with a 95 % t-interval
   (:func:`paired_drop`);
-- **plateau**: standard at 1.5x the epochs against the same seed at the budget;
+- **plateau**: standard (and any other plateau variant) at 1.5x the epochs against the same
+  seed at the budget, and the drop at both budgets;
 - **time to accuracy**: per-epoch test accuracy (mean over seeds) joined with the runtime
   model's predicted time per epoch for each method and link (:func:`time_to_accuracy`), the time
   to reach standard's mean final accuracy − 1 pp, and a plot.
@@ -18,19 +19,13 @@ and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 
 from hierbench.errors import ConfigError
+from hierbench.report.md import md_table
 from hierbench.spec.records import read_record
-
-#: Two-sided 95 % Student-t quantiles t_{0.975, df}, df = 1..30 (beyond: 1.96).
-T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
+from hierbench.spec.stats import mean_std, paired_drop
 
 LINKS = ("3g", "4g", "wifi")
 #: Which runtime-model method times each variant (the deep-supervision control is trained as
@@ -42,44 +37,6 @@ VARIANT_METHOD = {
     "hier-q4": ("hierarchical", "q4"),
     "hier-fp32": ("hierarchical", "fp32"),
 }
-
-
-def t975(df: int) -> float:
-    if df < 1:
-        raise ValueError("a t-interval needs at least 2 paired values")
-    return T975[df - 1] if df <= len(T975) else 1.96
-
-
-def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None for fewer than 1 / 2 values)."""
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
-
-
-def paired_drop(base: dict[int, float], other: dict[int, float]) -> dict | None:
-    """The drop ``base − other`` paired by seed: mean, sample std, 95 % t-interval, n.
-
-    Only seeds present in both count; None when fewer than one pair. With one pair the interval
-    is None (no variance estimate).
-    """
-    seeds = sorted(set(base) & set(other))
-    if not seeds:
-        return None
-    d = [base[s] - other[s] for s in seeds]
-    mean = statistics.fmean(d)
-    if len(d) < 2:
-        return {"n": 1, "mean": mean, "std": None, "lo": None, "hi": None, "seeds": seeds}
-    sd = statistics.stdev(d)
-    half = t975(len(d) - 1) * sd / math.sqrt(len(d))
-    return {
-        "n": len(d),
-        "mean": mean,
-        "std": sd,
-        "lo": mean - half,
-        "hi": mean + half,
-        "seeds": seeds,
-    }
 
 
 def _fmt_pct(x: float | None, nd: int = 1) -> str:
@@ -94,12 +51,6 @@ def _fmt_time(s: float | None) -> str:
     if s >= 60:
         return f"{s / 60:.1f} min"
     return f"{s:.0f} s"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -259,6 +210,8 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
     """Write README.md, tables and plots of a campaign folder; return the files written."""
     out, profiles = Path(out), Path(profiles)
     state, recs = load_campaign(out)
+    tuning_path = out / "tuning.json"
+    tuned = json.loads(tuning_path.read_text()).get("groups", {}) if tuning_path.is_file() else {}
     campaign = state.get("campaign", {})
     runs = run_list(state)
     written: list[Path] = []
@@ -304,7 +257,9 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             "",
         ]
         # tuning
-        picks = state.get("picks", {}).get(gname, {})
+        # tuning.json is rewritten after every sweep run; campaign.json's copy only when a driver
+        # finishes the whole campaign
+        picks = tuned.get(gname, {}).get("picked") or state.get("picks", {}).get(gname, {})
         sweep_rows = []
         for r in runs:
             if r["group"] == gname and r["stage"] == "sweep":
@@ -338,7 +293,7 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
                 "### Learning-rate sweep (validation accuracy %, final classifier; ← picked)",
                 "",
             ]
-            md += [_table(["variant", *(f"lr {x:g}" for x in lrs)], rows), ""]
+            md += [md_table(["variant", *(f"lr {x:g}" for x in lrs)], rows), ""]
             note = grid_edge_note(group["variants"], picks, lrs)
             md += [note, ""] if note else []
         # finals
@@ -405,26 +360,15 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             "edge side of the cut (hierarchical, deep supervision); its drop is against "
             "standard's final classifier.",
             "",
-            _table(["variant", "seeds", "final", "exit", "drop (final)", "drop (exit)"], rows),
+            md_table(["variant", "seeds", "final", "exit", "drop (final)", "drop (exit)"], rows),
             "",
         ]
-        verdict = _verdict(fin)
+        plateau = plateau_rows(group, runs, recs)
+        verdict = _verdict(fin, group, plateau)
         if verdict:
             md += [verdict, ""]
-        # plateau
-        for r in runs:
-            if r["group"] == gname and r["stage"] == "plateau" and r["id"] in recs:
-                ref_id = f"{gname}-final-standard-s{r['seed']}"
-                long_acc = accuracy(recs[r["id"]])
-                if ref_id in recs:
-                    short_acc = accuracy(recs[ref_id])
-                    md += [
-                        f"Plateau evidence: standard, seed {r['seed']}: {group['epochs']} epochs "
-                        f"{_fmt_pct(short_acc, 2)} %, {group['plateau_epochs']} epochs "
-                        f"{_fmt_pct(long_acc, 2)} % (difference "
-                        f"{100 * (long_acc - short_acc):+.2f} pp; < 1 pp counts as a plateau).",
-                        "",
-                    ]
+        if plateau:
+            md += _plateau_section(group, plateau)
         # time to accuracy
         md += _tta_section(out, group, runs, recs, fin, profiles, written)
     md += [
@@ -447,7 +391,81 @@ def _triple(d: dict | None) -> tuple:
     return (None, None, None) if d is None else (d["mean"], d["lo"], d["hi"])
 
 
-def _verdict(fin: dict) -> str | None:
+def plateau_rows(group: dict, runs: list[dict], recs: dict) -> list[dict]:
+    """Per finished plateau run: its variant, seed, and final test accuracy at the budget
+    (``short``, None when that final is missing) and at ``plateau_epochs`` (``long``)."""
+    out = []
+    for r in runs:
+        if r["group"] == group["name"] and r["stage"] == "plateau" and r["id"] in recs:
+            ref = recs.get(f"{group['name']}-final-{r['variant']}-s{r['seed']}")
+            out.append(
+                {
+                    "variant": r["variant"],
+                    "seed": r["seed"],
+                    "short": None if ref is None else accuracy(ref),
+                    "long": accuracy(recs[r["id"]]),
+                }
+            )
+    return out
+
+
+def _not_plateaued(group: dict, plateau: list[dict]) -> dict | None:
+    """Standard's plateau row when the longer run moved its accuracy by >= 1 pp."""
+    for p in plateau:
+        if p["variant"] == "standard" and p["short"] is not None:
+            return p if abs(p["long"] - p["short"]) >= 0.01 else None
+    return None
+
+
+def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
+    e, e_long = group["epochs"], group["plateau_epochs"]
+    seeds = sorted({p["seed"] for p in plateau})
+    rows = [
+        [
+            p["variant"],
+            _fmt_pct(p["short"], 2),
+            _fmt_pct(p["long"], 2),
+            "—" if p["short"] is None else f"{100 * (p['long'] - p['short']):+.2f}",
+        ]
+        for p in plateau
+    ]
+    md = [
+        f"### Plateau evidence: {e_long} epochs (1.5x) against {e} (test accuracy %, final "
+        f"classifier, seed {', '.join(map(str, seeds))}; each run with its own cosine schedule)",
+        "",
+        md_table(["variant", f"{e} epochs", f"{e_long} epochs", "change (pp)"], rows),
+        "",
+    ]
+    std = {p["seed"]: p for p in plateau if p["variant"] == "standard"}
+    lines = []
+    for p in plateau:
+        s = std.get(p["seed"])
+        if p["variant"] == "standard" or s is None or None in (p["short"], s["short"]):
+            continue
+        lines.append(
+            f"{p['variant']}: drop {100 * (s['short'] - p['short']):+.2f} pp at {e} epochs, "
+            f"{100 * (s['long'] - p['long']):+.2f} pp at {e_long} (seed {p['seed']}, one run "
+            "each: no interval)"
+        )
+    drops = (" Drop against standard at both budgets: " + "; ".join(lines) + ".") if lines else ""
+    bad = _not_plateaued(group, plateau)
+    if bad is not None:
+        md += [
+            f"**Standard has not plateaued at {e} epochs**: {e_long} epochs changed its test "
+            f"accuracy by {100 * (bad['long'] - bad['short']):+.2f} pp (seed {bad['seed']}; "
+            "< 1 pp would count as a plateau). The finals above compare the methods at an equal, "
+            "fixed budget, not at convergence." + drops,
+            "",
+        ]
+    elif any(p["variant"] == "standard" and p["short"] is not None for p in plateau):
+        md += [
+            f"Standard has plateaued at {e} epochs for this schedule (< 1 pp at {e_long})." + drops,
+            "",
+        ]
+    return md
+
+
+def _verdict(fin: dict, group: dict, plateau: list[dict]) -> str | None:
     std = fin.get("standard")
     lines = []
     for v in ("hier-q8", "hier-q4", "hier-fp32"):
@@ -468,7 +486,14 @@ def _verdict(fin: dict) -> str | None:
         )
     if not lines:
         return None
-    return "**Is the drop negligible?** " + "; ".join(lines) + "."
+    bad = _not_plateaued(group, plateau)
+    qualifier = (
+        f" (at the fixed {group['epochs']}-epoch budget; standard has not plateaued there: see "
+        "the plateau evidence below)"
+        if bad is not None
+        else ""
+    )
+    return f"**Is the drop negligible?**{qualifier} " + "; ".join(lines) + "."
 
 
 def _tta_section(out, group, runs, recs, fin, profiles, written) -> list[str]:
@@ -514,7 +539,7 @@ def _tta_section(out, group, runs, recs, fin, profiles, written) -> list[str]:
         "timed as standard (cloud-only; its exit head's small cost is not modelled). This is a "
         "model's prediction joined with measured accuracy, not a measured time.",
         "",
-        _table(["variant", *LINKS], rows),
+        md_table(["variant", *LINKS], rows),
         "",
         f"![accuracy vs predicted wall clock](plots/{group['name']}-time-to-accuracy.png)",
         "",

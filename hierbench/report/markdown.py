@@ -12,6 +12,7 @@ import pandas as pd
 
 from hierbench.report import tables
 from hierbench.report.load import read_foundation
+from hierbench.report.md import md_table
 from hierbench.report.paper import CITATION, MEASURED_CONVENTIONS, convention_lines
 from hierbench.runtime.table import format_duration
 from hierbench.spec.links import format_rate
@@ -37,9 +38,7 @@ def num(fmt: str) -> Callable:
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Callable | None]]) -> str:
     """``columns``: (column, header, formatter or None for ``str``)."""
-    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
-    sep = "|" + "|".join("---" for _ in columns) + "|"
-    lines = [head, sep]
+    rows = []
     for _, row in df.iterrows():
         cells = []
         for col, _, fmt in columns:
@@ -47,8 +46,8 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Callable 
             if v is not None and isinstance(v, float) and math.isnan(v):
                 v = None
             cells.append("" if v is None else (fmt(v) if fmt else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return md_table([h for _, h, _ in columns], rows)
 
 
 def _rate(bps) -> str:

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from hierbench.report.md import md_table
 from hierbench.report.tables import _label, _profiles
 from hierbench.runtime.model import METHODS, Scenario
 from hierbench.runtime.scale import (
@@ -24,13 +25,14 @@ from hierbench.runtime.scale import (
     DEFAULT_ALLREDUCE_LATENCY_S,
     DEFAULT_E_MAX,
     Fleet,
+    fedavg_bytes,
     saturation,
     scale_predict,
 )
 from hierbench.runtime.table import PAPER_SETTINGS
 from hierbench.spec.links import format_rate
 
-__all__ = ["DEFAULT_SCALE", "edge_grid", "scale_tables", "write_scale_report"]
+__all__ = ["DEFAULT_SCALE", "edge_grid", "fedavg_rows", "scale_tables", "write_scale_report"]
 
 #: The settings of the committed predictions (results/scale/).
 DEFAULT_SCALE: dict[str, Any] = {
@@ -43,6 +45,10 @@ DEFAULT_SCALE: dict[str, Any] = {
     "codec": "q8",
     "e_plot": 1000,
     "e_max": DEFAULT_E_MAX,
+    # the FedAvg table: edge models averaged every K steps (39: results/fleet-accuracy's
+    # setting, twice per 78 steps; 390: once per CIFAR-10 epoch at batch 128), at these E
+    "fedavg_every": [39, 390],
+    "fedavg_edges": [10, 1000],
 }
 COLORS = {"cloud-only": "tab:red", "split": "tab:orange", "hierarchical": "tab:blue"}
 STYLES = ("-", "--", ":", "-.")
@@ -54,7 +60,7 @@ def edge_grid(e_max: int, per_decade: int = 12) -> list[int]:
     return sorted({max(1, round(e_max ** (i / (n - 1)))) for i in range(n)} | {1, e_max})
 
 
-def _fleet(settings: dict, edges: int, link: str, workers: int) -> Fleet:
+def _fleet(settings: dict, edges: int, link: str, workers: int, sync_every: int = 0) -> Fleet:
     return Fleet(
         edges,
         link,
@@ -62,6 +68,71 @@ def _fleet(settings: dict, edges: int, link: str, workers: int) -> Fleet:
         ingress=settings["ingress_bps"],
         allreduce_bps=settings["allreduce_bps"],
         allreduce_latency_s=settings["allreduce_latency_s"],
+        sync_every=sync_every,
+    )
+
+
+def fedavg_rows(profile_dir: Path, settings: dict) -> list[dict[str, Any]]:
+    """What averaging the edge models every K steps costs: one row per configuration × link ×
+    E × K × method with an edge model (hierarchical, split), at the largest W; throughput with
+    independent edge models and with FedAvg, their ratio, and the bottleneck."""
+    rows = []
+    w = max(settings["workers"])
+    for cfg in settings["configs"]:
+        model, _stem, dataset, cut = cfg[0], cfg[1], cfg[2], cfg[3]
+        edge, cloud = _profiles(profile_dir, cfg)
+        size = fedavg_bytes(edge, cut)
+        for link in settings["links"]:
+            sc = Scenario(edge, link, cloud=cloud)
+            for e in settings["fedavg_edges"]:
+                alone = scale_predict(sc, _fleet(settings, e, link, w), cut, settings["codec"])
+                for k in settings["fedavg_every"]:
+                    synced = scale_predict(
+                        sc, _fleet(settings, e, link, w, k), cut, settings["codec"]
+                    )
+                    for method in ("hierarchical", "split"):
+                        a, f = alone[method], synced[method]
+                        rows.append(
+                            {
+                                "config": _label(model, dataset),
+                                "cut": cut,
+                                "link": link,
+                                "edges": e,
+                                "workers": w,
+                                "fedavg_every": k,
+                                "method": method,
+                                "fedavg_bytes": size,
+                                "samples_per_s_independent": a.samples_per_s,
+                                "samples_per_s_fedavg": f.samples_per_s,
+                                "slowdown": a.samples_per_s / f.samples_per_s,
+                                "bottleneck_fedavg": f.bottleneck,
+                            }
+                        )
+    return rows
+
+
+def fedavg_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    header = [
+        "configuration", "link", "E", "K", "method", "edge model (MB)",
+        "samples/s, independent", "samples/s, FedAvg", "slowdown", "bottleneck with FedAvg",
+    ]  # fmt: skip
+    return md_table(
+        header,
+        (
+            [
+                f"{r['config']} @{r['cut']}",
+                r["link"],
+                f"{r['edges']:,}",
+                r["fedavg_every"],
+                r["method"],
+                f"{r['fedavg_bytes'] / 1e6:.1f}",
+                _x(r["samples_per_s_independent"]),
+                _x(r["samples_per_s_fedavg"]),
+                f"{r['slowdown']:.2f}x",
+                r["bottleneck_fedavg"],
+            ]
+            for r in rows
+        ),
     )
 
 
@@ -158,23 +229,25 @@ def saturation_markdown(rows: Sequence[dict[str, Any]], e_plot: int) -> str:
         "cloud cap",
         "ingress cap",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = [
-            f"{r['config']} @{r['cut']}",
-            r["link"],
-            str(r["workers"]),
-            r["method"],
-            _x(r["samples_per_s_e1"]),
-            _e(r["cloud_saturates_at_e"], r["e_max_scanned"]),
-            _e(r["ingress_saturates_at_e"], r["e_max_scanned"]),
-            _x(r[f"samples_per_s_e{e_plot}"]),
-            r[f"bottleneck_e{e_plot}"],
-            _x(r["cloud_cap_samples_per_s"]),
-            _x(r["ingress_cap_samples_per_s"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return md_table(
+        header,
+        (
+            [
+                f"{r['config']} @{r['cut']}",
+                r["link"],
+                str(r["workers"]),
+                r["method"],
+                _x(r["samples_per_s_e1"]),
+                _e(r["cloud_saturates_at_e"], r["e_max_scanned"]),
+                _e(r["ingress_saturates_at_e"], r["e_max_scanned"]),
+                _x(r[f"samples_per_s_e{e_plot}"]),
+                r[f"bottleneck_e{e_plot}"],
+                _x(r["cloud_cap_samples_per_s"]),
+                _x(r["ingress_cap_samples_per_s"]),
+            ]
+            for r in rows
+        ),
+    )
 
 
 def scaling_plot(curve_rows: Sequence[dict[str, Any]], settings: dict, path: Path) -> Path:
@@ -224,7 +297,7 @@ def scaling_plot(curve_rows: Sequence[dict[str, Any]], settings: dict, path: Pat
     return path
 
 
-def _readme(settings: dict, table_md: str, command: str) -> str:
+def _readme(settings: dict, table_md: str, command: str, fedavg_md: str = "") -> str:
     e_plot = settings["e_plot"]
     return "\n".join(
         [
@@ -276,6 +349,19 @@ def _readme(settings: dict, table_md: str, command: str) -> str:
             "",
             "![scaling](scaling.png)",
             "",
+            "## What averaging the edge models costs (FedAvg every K steps)",
+            "",
+            "SplitFed-style averaging of the edge layers and exit heads through the cloud "
+            f"(`--edge-sync fedavg:K` in a fleet run), at W = {max(settings['workers'])}: at "
+            "every K-th step each edge uploads its edge model, the cloud averages, each edge "
+            "downloads the average and waits for it, so the pipeline drains and refills once "
+            "per K steps (the cycle in `hierbench.runtime.scale`; checked against measured runs "
+            "in [`fedavg/`](fedavg/README.md)). Edge model: parameters and BatchNorm statistics "
+            "of the edge layers and the conv exit head, fp32. Slowdown: throughput with "
+            "independent edge models over throughput with FedAvg. `fedavg.csv` has the rows.",
+            "",
+            fedavg_md,
+            "",
         ]
     )
 
@@ -293,11 +379,13 @@ def write_scale_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sat_rows, curve_rows = scale_tables(Path(profile_dir), settings)
+    fed_rows = fedavg_rows(Path(profile_dir), settings)
     paths = {
         "saturation_csv": out / "saturation.csv",
         "saturation_md": out / "saturation.md",
         "throughput_csv": out / "throughput.csv",
         "plot": out / "scaling.png",
+        "fedavg_csv": out / "fedavg.csv",
         "readme": out / "README.md",
     }
     _write_csv(sat_rows, paths["saturation_csv"])
@@ -305,5 +393,6 @@ def write_scale_report(
     table_md = saturation_markdown(sat_rows, int(settings["e_plot"]))
     paths["saturation_md"].write_text(table_md + "\n")
     scaling_plot(curve_rows, settings, paths["plot"])
-    paths["readme"].write_text(_readme(settings, table_md, command))
+    _write_csv(fed_rows, paths["fedavg_csv"])
+    paths["readme"].write_text(_readme(settings, table_md, command, fedavg_markdown(fed_rows)))
     return paths

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hierbench.errors import ConfigError
+from hierbench.report.md import md_table
 from hierbench.runtime.validate_fleet import FleetCheck, check_fleet
 
 #: Predicted vs measured throughput must agree within this at every point (issue 17).
@@ -84,6 +85,16 @@ def point_rows(checks: Sequence[FleetCheck]) -> list[dict[str, Any]]:
         pred = statistics.median(c.predicted_sps for c in cs)
         med = statistics.median(meas)
         err = 100.0 * (pred / med - 1.0)
+        # CPU the model says the point keeps busy: every edge's compute and every worker's cloud
+        # stage, per period (all-reduce time is waiting, not counted)
+        demand = statistics.median(
+            (
+                c.edges * c.prediction.terms.get("edge", 0.0)
+                + c.workers * c.prediction.terms["cloud"]
+            )
+            / c.prediction.period_s
+            for c in cs
+        )
         rows.append(
             {
                 "edges": key[0],
@@ -97,6 +108,7 @@ def point_rows(checks: Sequence[FleetCheck]) -> list[dict[str, Any]]:
                 "error_pct": round(err, 2),
                 "within_tolerance": abs(err) <= TOLERANCE_PCT,
                 "bottleneck": statistics.mode(c.bottleneck for c in cs),
+                "cpu_demand_cores": round(demand, 2),
             }
         )
     return rows
@@ -110,19 +122,28 @@ def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def points_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    head = (
-        "| E | W | shared ingress | repeats | measured samples/s, median [min, max] | predicted "
-        "| error | bottleneck (model) |\n|---|---|---|---|---|---|---|---|"
+    header = [
+        "E", "W", "shared ingress", "repeats", "measured samples/s, median [min, max]",
+        "predicted", "error", "bottleneck (model)", "CPU demand (cores, model)",
+    ]  # fmt: skip
+    return md_table(
+        header,
+        (
+            [
+                r["edges"],
+                r["workers"],
+                r["ingress"] or "none",
+                r["repeats"],
+                f"{r['measured_sps_median']:.1f} [{r['measured_sps_min']:.1f}, "
+                f"{r['measured_sps_max']:.1f}]",
+                f"{r['predicted_sps']:.1f}",
+                f"{r['error_pct']:+.1f} %",
+                r["bottleneck"],
+                f"{r['cpu_demand_cores']:.2f}",
+            ]
+            for r in rows
+        ),
     )
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"| {r['edges']} | {r['workers']} | {r['ingress'] or 'none'} | {r['repeats']} | "
-            f"{r['measured_sps_median']:.1f} [{r['measured_sps_min']:.1f}, "
-            f"{r['measured_sps_max']:.1f}] | {r['predicted_sps']:.1f} | "
-            f"{r['error_pct']:+.1f} % | {r['bottleneck']} |"
-        )
-    return "\n".join(lines)
 
 
 def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:
@@ -174,9 +195,11 @@ def measured_plot(checks: Sequence[FleetCheck], out: Path, path: Path) -> Path:
 
 def _describe(rec: dict) -> str:
     r = rec["config"]["run"]
+    sync = rec["config"].get("edge_sync", "none")
     return (
         f"{r['model']} ({r['stem']} stem) on {r['dataset']}, {r['method']}, cut {r['cut']}, "
-        f"{r['codec']} activations, batch {r['batch_size']} per edge, uplink {r['link']}"
+        f"{r['codec']} activations, batch {r['batch_size']} per edge, uplink {r['link']}, "
+        + ("independent edge models" if sync == "none" else f"edge models averaged ({sync})")
     )
 
 
@@ -203,6 +226,8 @@ def write_measured_report(out: str | Path, *, command: str) -> dict[str, Path]:
     shas = sorted({r["git"] for r in rows if r["git"]})
     loads = [r["load_1min_after"] for r in rows]
     first = read_runs(out)[0]
+    cores = (first.get("environment") or {}).get("cpu_count") or "?"
+    over = [p for p in points if isinstance(cores, int) and p["cpu_demand_cores"] > cores]
     runs_cmd = next(
         (str(r.get("command", "")).split(" (")[0] for r in read_runs(out) if r.get("command")),
         None,
@@ -211,8 +236,16 @@ def write_measured_report(out: str | Path, *, command: str) -> dict[str, Path]:
         f"Every point within ±{TOLERANCE_PCT:g} % (median of the repeats)."
         if not bad
         else f"{len(bad)} point(s) outside ±{TOLERANCE_PCT:g} %: "
-        + ", ".join(f"E={p['edges']} W={p['workers']} {p['ingress']}" for p in bad)
+        + ", ".join(f"E={p['edges']} W={p['workers']} {p['ingress']}".rstrip() for p in bad)
+        + "."
     )
+    if over:
+        verdict += (
+            f" Over this machine's {cores} cores by the model's CPU demand (contention, so the "
+            "measurement is not the cloud's cost): "
+            + ", ".join(f"E={p['edges']} W={p['workers']}" for p in over)
+            + "."
+        )
     paths["readme"].write_text(
         "\n".join(
             [
@@ -231,12 +264,14 @@ def write_measured_report(out: str | Path, *, command: str) -> dict[str, Path]:
                 + f", {first['totals']['steps']} lockstep steps; the `ingress` points add one "
                 "shared bucket all uplinks draw from (`hierbench.transfer.Ingress`). "
                 "Measured: the fleet record's samples / train_wall_s (the first edge step's start "
-                "to the last cloud step's end: fill included, nothing subtracted). Predicted: "
+                "to the last step's end, a worker's or an edge's: fill included, nothing "
+                "subtracted). Predicted: "
                 "`hierbench.runtime.scale` from the one-thread profile taken before the runs "
                 "(`profiles/`) and each run's own edge calibration, cloud factor 1 (the workers "
-                "are this CPU), the all-reduce at the model's default inputs. Why this link and "
-                "what the points do not test (a cloud-bound point): "
-                "`hierbench/experiments/scale.py`.",
+                "are this CPU), the all-reduce at the model's default inputs. CPU demand: "
+                "(E · t_E + W · C) / period in the model, the cores the point keeps busy; where "
+                f"it exceeds this machine's {cores} the processes share cores. Why these points "
+                "and what they test: `hierbench/experiments/scale.py` (`--set`).",
                 "",
                 verdict,
                 "",

@@ -57,6 +57,27 @@ a step (every edge at once): ``U1 = max(max_i 8·D/R_up,i, I(E)) + max_i τ_i``.
                    upload="once": + (epochs − 1) · ceil(n_batches / E) · (C + A)
     split:         T = n · period
 
+FedAvg of edge models (``Fleet.sync_every = K``; hierarchical and split learning, not cloud-only
+whose edges train nothing): after every K-th step each edge sends its edge layers and exit head
+(``P`` bytes: the profile's edge blocks' parameters and buffers, the exit head's counted from its
+shape, one fp32 frame) and waits for the average before its next step, so the pipeline drains
+and refills once per K steps. A cycle of K steps (``txP_i = 8·P / R_up,i``, with the shared
+ingress ``max(txP_i, E · 8·P / R_in)``; ``A_P = allreduce_time(E · P, W)``: the workers
+all-reduce an (E, P) table; ``dP_i = 8·P / R_down,i + τ_i``)::
+
+    hierarchical:  last  = fill + (K − 1) · period          (the cloud has trained step K)
+                   sent  = last − stage − max τ_i            (the last activations have left)
+                   cycle = max(last, max(K · t_E, sent) + max txP_i + max τ_i) + A_P + max dP_i
+    split:         cycle = K · period + max txP_i + max τ_i + A_P + max dP_i
+
+    per step: cycle / K;  X = E · B · K / cycle;  term "fedavg" = cycle / K − period
+    T = floor(n / K) · cycle + (the remaining r = n mod K steps: hierarchical
+        max(fill + (r − 1) · period, r · t_E), split r · period)
+
+The bottleneck is "fedavg" when that per-step share exceeds every other term. The averaging's
+own arithmetic (E · P additions) and the edge loading the average are not counted;
+:func:`saturation` is for independent edge models only.
+
 Saturation: the shared resource ``r`` (the cloud stage or the ingress) *saturates* at the
 smallest E at which it is the bottleneck (its term ≥ every other; ties go to the shared
 resource). For the pipelines that is where ``r`` is busy all the time and X(E) stops growing in
@@ -99,10 +120,12 @@ __all__ = [
     "DEFAULT_ALLREDUCE_BPS",
     "DEFAULT_ALLREDUCE_LATENCY_S",
     "DEFAULT_E_MAX",
+    "SYNC_OVERHEAD_BYTES",
     "Fleet",
     "Saturation",
     "ScalePrediction",
     "allreduce_time",
+    "fedavg_bytes",
     "saturation",
     "scale_predict",
 ]
@@ -150,6 +173,8 @@ class Fleet:
         ingress: the shared cloud ingress rate in bit/s (or a rate string, ``"1gbit"``);
             ``None``: no shared ingress, each edge limited by its own link only.
         allreduce_bps, allreduce_latency_s: the ring all-reduce's bandwidth and per-hop latency.
+        sync_every: K of FedAvg of the edge models (every K steps, module docstring); 0:
+            independent edge models (the paper's method per device).
     """
 
     edges: int
@@ -158,6 +183,7 @@ class Fleet:
     ingress: float | str | None = None
     allreduce_bps: float = DEFAULT_ALLREDUCE_BPS
     allreduce_latency_s: float = DEFAULT_ALLREDUCE_LATENCY_S
+    sync_every: int = 0
     per_edge: tuple[LinkSpec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -180,6 +206,9 @@ class Fleet:
         lat = self.allreduce_latency_s
         if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not 0 <= lat < math.inf:
             raise ConfigError(f"allreduce_latency_s must be finite and >= 0, got {lat!r}")
+        k = self.sync_every
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ConfigError(f"sync_every must be an int >= 0 (0: no FedAvg), got {k!r}")
 
     def with_edges(self, edges: int) -> Fleet:
         """The same fleet with ``edges`` edges: the first ``edges`` per-edge links, or the one
@@ -201,6 +230,8 @@ class Fleet:
             f"cloud: W={self.workers} data-parallel worker(s), lockstep steps (one message per "
             f"served edge), ring all-reduce at {self.allreduce_bps / 1e9:g} Gbit/s, "
             f"{self.allreduce_latency_s * 1e6:g} us/hop",
+            "edge models: "
+            + (f"FedAvg every {self.sync_every} steps" if self.sync_every else "independent"),
         ]
 
 
@@ -240,6 +271,26 @@ class _Coeffs:
     tx_up: tuple[float, ...]  # 8·D / R_up,i
     lat: tuple[float, ...]  # τ_i
     down: tuple[float, ...]  # split: down_time_i(G); else 0
+    sync_bytes: int = 0  # P: one edge's FedAvg message (0: the method has no edge model)
+    tx_sync_up: tuple[float, ...] = ()  # 8·P / R_up,i
+    sync_down: tuple[float, ...] = ()  # 8·P / R_down,i + τ_i
+
+
+#: A FedAvg message's bytes besides its values: a codec frame's header and the message
+#: envelope (an upper bound; :mod:`hierbench.fleet.wire`).
+SYNC_OVERHEAD_BYTES = 128
+
+
+def fedavg_bytes(profile, cut: str, head: str = "conv") -> int:
+    """``P``: the bytes one edge sends (and gets back) at a FedAvg sync: its edge blocks'
+    parameters and buffers (the profile's; BatchNorm's integer step counters, 8 bytes per BN,
+    are not averaged but are counted), the exit head's parameters and running statistics from
+    its shape (:func:`hierbench.models.heads.exit_head`: conv ``9C² + 4C`` plus ``CK + K``;
+    minimal ``CK + K``), fp32, plus :data:`SYNC_OVERHEAD_BYTES`."""
+    c, k = profile.block(cut).out_shape[0], profile.num_classes
+    head_values = c * k + k + (9 * c * c + 4 * c if head == "conv" else 0)
+    edge = sum(b.param_bytes + b.buffer_bytes for b in profile.edge_blocks(cut))
+    return edge + 4 * head_values + SYNC_OVERHEAD_BYTES
 
 
 def _coeffs(sc: Scenario, fleet: Fleet, cut: str, codec: CodecSetting) -> dict[str, _Coeffs]:
@@ -250,9 +301,11 @@ def _coeffs(sc: Scenario, fleet: Fleet, cut: str, codec: CodecSetting) -> dict[s
     cloud = sc.cloud_profile
     u_all = sum(b.step_s for b in cloud.blocks) / sc.cloud_factor
     cloud_params = sum(b.param_bytes for b in cloud.cloud_blocks(cut))
+    sync = fedavg_bytes(sc.edge, cut, sc.head) if fleet.sync_every else 0
     out = {}
     for method in METHODS:
         per = [by_link[link][method] for link in fleet.per_edge]
+        p_sync = 0 if method == "cloud-only" else sync
         p0 = per[0]
         if method == "cloud-only":
             b = min(u_all, p0.t_C)
@@ -274,6 +327,11 @@ def _coeffs(sc: Scenario, fleet: Fleet, cut: str, codec: CodecSetting) -> dict[s
             tx_up=tuple(8.0 * p.bytes_up / link.up_bps for p, link in zip(per, fleet.per_edge)),
             lat=tuple(link.latency_s for link in fleet.per_edge),
             down=tuple(p.parts.get("t_down", 0.0) for p in per),
+            sync_bytes=p_sync,
+            tx_sync_up=tuple(8.0 * p_sync / link.up_bps for link in fleet.per_edge),
+            sync_down=tuple(
+                8.0 * p_sync / link.down_bps + link.latency_s for link in fleet.per_edge
+            ),
         )
     return out
 
@@ -326,6 +384,7 @@ def _terms(c: _Coeffs, fleet: Fleet, edges: int) -> tuple[dict[str, float], floa
 def _predict_one(c: _Coeffs, sc: Scenario, fleet: Fleet) -> ScalePrediction:
     e = fleet.edges
     steady_terms, steady, up1, bottleneck = _terms(c, fleet, e)
+    steady_all = (steady_terms, steady, up1, bottleneck)
     once = sc.conventions.upload == "once" and c.method == "cloud-only"
     batches: int = sc.n_batches if once else sc.total_batches  # type: ignore[assignment]
     terms, period = steady_terms, steady
@@ -333,6 +392,8 @@ def _predict_one(c: _Coeffs, sc: Scenario, fleet: Fleet) -> ScalePrediction:
         terms, period, up1, _ = _terms(c, fleet, batches)
     stage = terms["cloud"] + terms["all-reduce"]
     n = -(-batches // min(e, batches))
+    if fleet.sync_every and c.sync_bytes:
+        return _predict_synced(c, fleet, n, steady_all, (min(e, batches), terms, period, up1))
     if c.method == "split":
         fill = period
         total = n * period
@@ -355,6 +416,69 @@ def _predict_one(c: _Coeffs, sc: Scenario, fleet: Fleet) -> ScalePrediction:
         fill_s=fill,
         bottleneck=bottleneck,
         terms=steady_terms,
+    )
+
+
+def _sync_cycle(
+    c: _Coeffs, fleet: Fleet, e: int, terms: dict[str, float], period: float, up1: float
+) -> tuple[float, float]:
+    """``(cycle, fill)``: K steps and their FedAvg sync for the first ``e`` edges (module
+    docstring), from those edges' period terms."""
+    k = fleet.sync_every
+    stage = terms["cloud"] + terms["all-reduce"]
+    lat = max(c.lat[:e])
+    up_p = max(c.tx_sync_up[:e])
+    if fleet.ingress is not None:
+        up_p = max(up_p, e * 8.0 * c.sync_bytes / fleet.ingress)
+    ar = allreduce_time(
+        e * c.sync_bytes, fleet.workers, fleet.allreduce_bps, fleet.allreduce_latency_s
+    )
+    tail = ar + max(c.sync_down[:e])
+    if c.method == "split":
+        return k * period + up_p + lat + tail, period
+    fill = c.fill_edge + up1 + stage
+    last = fill + (k - 1) * period
+    sent = last - stage - lat
+    return max(last, max(k * c.t_E, sent) + up_p + lat) + tail, fill
+
+
+def _predict_synced(
+    c: _Coeffs,
+    fleet: Fleet,
+    n: int,
+    steady: tuple[dict[str, float], float, float, str],
+    run: tuple[int, dict[str, float], float, float],
+) -> ScalePrediction:
+    """:func:`_predict_one` with FedAvg every K steps: the steady state from all E edges'
+    terms (``steady``: terms, period, first upload, bottleneck), the workload's time from the
+    edges that have batches (``run``: their number, terms, period, first upload)."""
+    k = fleet.sync_every
+    terms, period, up1, bottleneck = steady
+    cycle, _ = _sync_cycle(c, fleet, fleet.edges, terms, period, up1)
+    e_run, r_terms, r_period, r_up1 = run
+    r_cycle, fill = _sync_cycle(c, fleet, e_run, r_terms, r_period, r_up1)
+    r = n % k
+    if not r:
+        rest = 0.0
+    elif c.method == "split":
+        rest = r * r_period
+    else:
+        rest = max(fill + (r - 1) * r_period, r * c.t_E)
+    per_step = cycle / k
+    terms = {**terms, "fedavg": per_step - period}
+    if terms["fedavg"] > max(v for name, v in terms.items() if name != "fedavg"):
+        bottleneck = "fedavg"
+    return ScalePrediction(
+        method=c.method,
+        edges=fleet.edges,
+        workers=fleet.workers,
+        samples_per_s=fleet.edges * c.batch / per_step,
+        period_s=per_step,
+        total_s=(n // k) * r_cycle + rest,
+        steps=n,
+        fill_s=fill,
+        bottleneck=bottleneck,
+        terms=terms,
     )
 
 
@@ -437,6 +561,11 @@ def saturation(
     """For each method, the smallest E (1 … ``e_max``) at which the cloud stage and the shared
     ingress become the bottleneck. ``fleet.edges`` is ignored; with per-edge links E runs over
     their first ones (``e_max`` at most their number, and its default)."""
+    if fleet.sync_every:
+        raise ConfigError(
+            "saturation is modelled for independent edge models only (sync_every 0); use "
+            "scale_predict for a fleet that averages its edge models"
+        )
     uniform = isinstance(fleet.links, (LinkSpec, str))
     limit = DEFAULT_E_MAX if uniform else len(fleet.per_edge)
     e_max = limit if e_max is None else _count("e_max", e_max)

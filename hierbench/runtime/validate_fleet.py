@@ -1,7 +1,7 @@
 """Predicted against measured for fleet runs (issue 17): :mod:`~.scale` on fleet records.
 
 A fleet record (:mod:`hierbench.fleet.record`) holds the fleet config and the measured
-``train_wall_s`` (the first edge step's start to the last cloud step's end) of ``steps`` lockstep
+``train_wall_s`` (the first edge step's start to the last step's end) of ``steps`` lockstep
 steps of E messages; this module rebuilds the same fleet (E edges on the run's link, the shared
 ingress if any, W workers), predicts its total time with :func:`~.scale.scale_predict` from the
 one-thread CPU profile at the run's batch and the record's own edge calibration (as
@@ -24,6 +24,7 @@ from hierbench.runtime.codec_bytes import parse_codec
 from hierbench.runtime.model import Conventions, Scenario
 from hierbench.runtime.scale import Fleet, ScalePrediction, scale_predict
 from hierbench.runtime.validate import _METHOD_KEY, profile_for, with_run_calibration
+from hierbench.spec.sync import parse_edge_sync
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,7 @@ def predict_fleet_record(
         links=cfg["link"] or "inf",
         workers=int(fcfg["workers"]),
         ingress=fcfg.get("ingress"),
+        sync_every=parse_edge_sync(fcfg.get("edge_sync", "none")),
     )
     preds = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])
     return preds[_METHOD_KEY[cfg["method"]]]

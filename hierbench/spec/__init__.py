@@ -7,6 +7,8 @@
 - :mod:`~hierbench.spec.profiles`: the file name of a device profile.
 - :mod:`~hierbench.spec.records`: the run record: its version, its keys, the writer and the one
   reader that every consumer (validation, report, experiments) uses.
+- :mod:`~hierbench.spec.stats`: mean ± std over seeds and differences paired by seed (95 % t).
+- :mod:`~hierbench.spec.sync`: the grammar of a fleet's edge-model averaging (``fedavg:K``).
 
 Nothing here imports torch, numpy or the native extension (``tests/test_layering.py``).
 """

@@ -176,6 +176,9 @@ def check_record(record: dict, fcfg: FleetConfig) -> None:
     assert t["steps"] == spe * cfg.epochs
     assert t["samples"] == t["steps"] * fcfg.edges * cfg.batch_size
     assert t["train_wall_s"] > 0 and t["samples_per_s"] > 0
+    first = min(r["t0"] for e in record["edges"] for r in e["steps"])
+    roles = [*record["edges"], *record["workers"]]
+    assert t["train_wall_s"] == max(r["t1"] for x in roles for r in x["steps"]) - first
     assert record["config"] == fcfg.to_dict()
     assert record["policy"]["name"] == "lockstep" and "all-reduced" in record["policy"]["text"]
     assert record["partition"]["sizes"] and sum(record["partition"]["sizes"]) == 40
@@ -367,8 +370,8 @@ def test_bad_fleet_settings(cifar10_root, kw, match):
 
 
 def test_bad_method_combinations(cifar10_root):
-    with pytest.raises(ConfigError, match="does not yet checkpoint or rejoin"):
-        FleetConfig(run=run_cfg(cifar10_root, method="split"), rejoin_timeout=5)
+    with pytest.raises(ConfigError, match="policy 'present'"):
+        FleetConfig(run=run_cfg(cifar10_root, method="split"), policy="present")
     with pytest.raises(ConfigError, match="cloud_only has none"):
         FleetConfig(run=run_cfg(cifar10_root, method="cloud_only"), edge_sync="fedavg:2")
     with pytest.raises(ConfigError, match="per-epoch evaluation"):
@@ -487,20 +490,41 @@ def _popen(cmd, env, log: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("edge_sync", ["none", "fedavg:2"], ids=["independent", "fedavg"])
-def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path, edge_sync):
+@pytest.mark.parametrize(
+    ("method", "edge_sync", "every", "delay"),
+    [
+        ("hierarchical", "none", 2, 0.0),
+        ("hierarchical", "fedavg:2", 2, 0.0),
+        ("split", "fedavg:2", 2, 0.0),
+        ("split", "none", 3, 0.3),
+    ],
+    ids=["independent", "fedavg", "splitfed", "split-later"],
+)
+def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(
+    cifar10_root, tmp_path, method, edge_sync, every, delay
+):
     """2 edges + 2 gloo workers started by hand (as across machines), edges checkpointing every
     2 steps (and after every FedAvg sync: with ``fedavg:2`` the edge waits for the average of
-    steps 1, 3 and 5, which a rejoining edge may have missed). Edge 1 is SIGKILLed right after
+    steps 1, 3 and 5, which a rejoining edge may have missed; split learning: the worker resends
+    the gradients of the steps the edge replays). Edge 1 is SIGKILLed ``delay`` s after
     its first checkpoint; the cloud waits for it (edge 0 goes on uploading), the same command
     with ``--resume`` rejoins, resends what the cloud has not consumed, recomputes the rest
     (across the epoch boundary), and the run ends with every cloud replica and both edges equal
-    to the uninterrupted oracle bit for bit."""
+    to the uninterrupted oracle bit for bit. Whether the cloud had consumed steps past the
+    checkpoint (so that the edge replays them, with resent gradients under split learning)
+    depends on when the kill lands; ``split-later`` waits 0.3 s so that it usually has (the
+    record says which: ``replayed``), and the cloud's resending is also tested
+    deterministically below."""
     import signal
 
     fcfg = FleetConfig(
         run=run_cfg(
-            cifar10_root, batches_per_epoch=3, epochs=2, checkpoint_every=2, edge_slowdown=4.0
+            cifar10_root,
+            method=method,
+            batches_per_epoch=3,
+            epochs=2,
+            checkpoint_every=every,
+            edge_slowdown=4.0,
         ),
         edges=2,
         workers=2,
@@ -532,6 +556,7 @@ def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path
             assert e1.poll() is None, (tmp_path / "e1.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "edge 1 wrote no checkpoint"
             time.sleep(0.02)
+        time.sleep(delay)
         e1.send_signal(signal.SIGKILL)
         assert e1.wait(timeout=30) == -signal.SIGKILL
         assert not (run_dir / "edge-1.json").exists()  # it died mid-run
@@ -556,14 +581,16 @@ def test_an_edge_killed_mid_run_rejoins_with_no_step_lost(cifar10_root, tmp_path
     assert w0["rejoins"] == [] and len(w1["rejoins"]) == 1
     back = w1["rejoins"][0]
     assert back["edge"] == 1 and 1 <= back["next_step"] <= 6
-    assert back["resume"] == {"step": 2, "acked": back["resume"]["acked"]}
+    c = every  # its first checkpoint (the one it was killed after)
+    assert back["resume"] == {"step": c, "acked": back["resume"]["acked"]}
     e1rec = record["edges"][1]
     assert [r["step"] for r in e1rec["steps"]] == list(range(6))
     assert e1rec["resumes"] == [
-        {"checkpoint_step": 2, "cloud_next_step": back["next_step"], "t": e1rec["resumes"][0]["t"]}
+        {"checkpoint_step": c, "cloud_next_step": back["next_step"], "t": e1rec["resumes"][0]["t"]}
     ]
     replayed = [r["step"] for r in e1rec["steps"] if r.get("replayed")]
-    assert replayed == list(range(2, max(2, back["next_step"])))  # consumed before: not resent
+    assert replayed == list(range(c, max(c, back["next_step"])))  # consumed before: not resent
+    print(f"edge 1 resumed from its checkpoint at {c}; the cloud needed step {back['next_step']}")
 
 
 def test_a_worker_waits_for_a_dropped_edge_accepts_only_it_and_gives_up_in_time(cifar10_root):
@@ -638,3 +665,68 @@ def test_a_worker_waits_for_a_dropped_edge_accepts_only_it_and_gives_up_in_time(
         ):
             short.rejoin(3, 2, None, "connection reset")
         assert time.monotonic() - t0 < 10
+
+
+def test_a_split_worker_resends_the_gradients_a_rejoining_edge_replays(cifar10_root):
+    """Split learning, real TCP: the worker keeps each edge's last 2N + 1 gradient messages;
+    edge 1 rejoining from its checkpoint at step 2 while the cloud needs step 4 is welcomed
+    with ``grads_from: 2`` and then gets exactly the messages of steps 2 and 3; a checkpoint
+    older than what the worker kept is refused with the reason."""
+    import threading
+
+    from hierbench import transfer
+    from hierbench.fleet.cloud import _Worker
+    from hierbench.fleet.wire import Conn
+    from hierbench.methods.messages import Kind, pack_control
+
+    fcfg = FleetConfig(
+        run=run_cfg(cifar10_root, method="split", checkpoint_every=1),
+        edges=2,
+        workers=2,
+        rejoin_timeout=30.0,
+    )
+    secret = b"fleet-test-secret-0123456789"
+    worker = _Worker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edge 1
+    worker.spe = 3
+    sent = {s: messages_grad(s) for s in range(5)}
+    for s, msg in sent.items():
+        worker._keep_grad(1, s, msg)
+    assert sorted(worker.sent_grads[1]) == [2, 3, 4]  # 2N + 1 = 3 steps kept (N = 1)
+
+    def hello(step, acked):
+        h = {"type": "hello", "edge": 1, "fleet": fcfg.to_dict(), "steps_per_epoch": 3}
+        return pack_control({**h, "resume": {"step": step, "acked": acked}})
+
+    with transfer.listen("127.0.0.1", 0, secret, on_reject=lambda why: None) as lst:
+        worker.lst = lst
+        worker.conns = {1: None}
+        t = threading.Thread(target=lambda: worker.rejoin(1, 4, None, "test"))
+        t.start()
+        old = Conn(transfer.connect(lst.host, lst.port, secret))
+        old.send(hello(1, 1))
+        refused = old.recv_json(timeout=20)
+        old.close()
+        c = Conn(transfer.connect(lst.host, lst.port, secret))
+        c.send(hello(2, 2))
+        welcome = c.recv_json(timeout=20)
+        got = [c.recv_msg(timeout=20) for _ in range(2)]
+        t.join(timeout=30)
+        assert not t.is_alive()
+        c.close()
+    assert (
+        "checkpoint is at step 1, but the cloud kept its gradients only from step 2"
+        in (refused["error"])
+    )
+    assert welcome["next_step"] == 4 and welcome["grads_from"] == 2
+    assert [(m.kind, m.step) for m in got] == [(Kind.GRAD, 2), (Kind.GRAD, 3)]
+    assert [m.payload for m in got] == [grad_payload(2), grad_payload(3)]
+
+
+def grad_payload(step: int) -> bytes:
+    return bytes([step]) * 16
+
+
+def messages_grad(step: int) -> bytes:
+    from hierbench.methods.messages import Kind, RoleMessage, pack
+
+    return pack(RoleMessage(Kind.GRAD, step, 0, None, grad_payload(step)))

@@ -10,11 +10,16 @@ import csv
 import json
 
 import pytest
+import torch
 
 from hierbench.errors import ConfigError
 from hierbench.experiments import scale
 from hierbench.fleet.record import check_fleet_record
 from hierbench.report.scale_measured import write_measured_report
+from hierbench.runtime.model import Scenario
+from hierbench.runtime.profiles import load_profile
+from hierbench.runtime.scale import Fleet, scale_predict
+from hierbench.runtime.validate_fleet import check_fleet
 
 
 @pytest.mark.slow
@@ -59,6 +64,12 @@ def test_scale_preset_runs_resumes_and_reports(cifar10_root, tmp_path):
         err = 100 * (float(r["predicted_sps"]) / float(r["measured_sps_median"]) - 1)
         # recomputed from columns rounded to 0.01 samples/s (~5 samples/s here): +-0.5 pp
         assert float(r["error_pct"]) == pytest.approx(err, abs=0.5)
+    # the CPU demand column is the model's (E · t_E + W · C) / period, median over repeats
+    for r, p in zip(rows, paths):
+        c = check_fleet(json.loads(p.read_text()), out / "profiles" / "batch-4")
+        t = c.prediction.terms
+        demand = (c.edges * t["edge"] + c.workers * t["cloud"]) / c.prediction.period_s
+        assert float(r["cpu_demand_cores"]) == pytest.approx(demand, abs=0.006)
     readme = files["readme"].read_text()
     assert "hierbench scale --report-only" in readme and "| 2 | 1 | 500kbit | 1 |" in readme
     assert files["plot"].stat().st_size > 10_000
@@ -73,3 +84,63 @@ def test_scale_settings_are_checked(tmp_path):
     assert scale.point_id(4, 2, True, 3) == "e4-w2-ingress-r3"
     fcfg = scale.fleet_config(4, 2, True)
     assert fcfg.ingress == scale.SCALE_INGRESS and fcfg.run.link == scale.SCALE_LINK
+
+
+def test_the_cloud_bound_set_is_cloud_bound_in_the_model():
+    """``--set cloud-bound`` exists to measure the case the link-bound set cannot: by the model
+    (the committed one-thread profile at batch 16) every one of its points is cloud-bound, while
+    every plain link-bound point is link- or ingress-bound."""
+    prof = load_profile(
+        "results/scale/measured/profiles/batch-16/resnet18-imagenet-cifar10-cpu-t1.csv"
+    )
+    for name, (points, run, fleet_extra, _) in scale.SETS.items():
+        if fleet_extra:
+            continue  # fedavg: test_the_fedavg_set_is_sync_bound
+        cfg = {**scale.SCALE_RUN, **run}
+        for e, w, ingress in points:
+            sc = Scenario(edge=prof, link=cfg["link"], n_batches=48 * e, cloud_speedup=1.0)
+            fleet = Fleet(
+                edges=e,
+                links=cfg["link"],
+                workers=w,
+                ingress=scale.SCALE_INGRESS if ingress else None,
+            )
+            pred = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])["hierarchical"]
+            want = {"cloud"} if name == "cloud-bound" else {"link", "ingress"}
+            assert pred.bottleneck in want, (name, e, w, ingress, pred.bottleneck)
+
+
+@pytest.mark.parametrize("cut,head", [("layer1", "conv"), ("layer3", "minimal")])
+def test_the_models_fedavg_bytes_are_what_an_edge_sends(cut, head):
+    """fedavg_bytes (torch-free, from the committed batch-16 profile and the head's shape) against
+    the FedAvg message a real edge packs: the same values, to BatchNorm's integer step counters
+    (8 bytes each, in the profile's buffers but not averaged) and the frame header."""
+    from hierbench.fleet import wire
+    from hierbench.methods import RunConfig
+    from hierbench.methods.parts import build_parts
+    from hierbench.runtime.scale import SYNC_OVERHEAD_BYTES, fedavg_bytes
+
+    prof = load_profile(
+        "results/scale/measured/profiles/batch-16/resnet18-imagenet-cifar10-cpu-t1.csv"
+    )
+    cfg = RunConfig.from_dict({**scale.SCALE_RUN, "cut": cut, "exit_head": head})
+    _, edge_m, _, head_m = build_parts(cfg)
+    sent = len(wire.pack_params(7, wire.flat_state(edge_m, head_m)))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in edge_m.modules())
+    model = fedavg_bytes(prof, cut, head)
+    assert model - SYNC_OVERHEAD_BYTES - 8 * n_bn < sent <= model
+
+
+def test_the_fedavg_set_is_sync_bound():
+    """``--set fedavg``: by the model every point's largest per-step share is the FedAvg sync."""
+    prof = load_profile(
+        "results/scale/measured/profiles/batch-16/resnet18-imagenet-cifar10-cpu-t1.csv"
+    )
+    points, run, extra, _ = scale.SETS["fedavg"]
+    cfg = {**scale.SCALE_RUN, **run}
+    k = int(extra["edge_sync"].partition(":")[2])
+    for e, w, _ in points:
+        sc = Scenario(edge=prof, link=cfg["link"], n_batches=48 * e, cloud_speedup=1.0)
+        fleet = Fleet(edges=e, links=cfg["link"], workers=w, sync_every=k)
+        pred = scale_predict(sc, fleet, cfg["cut"], cfg["codec"])["hierarchical"]
+        assert pred.bottleneck == "fedavg", (e, w, pred.terms)

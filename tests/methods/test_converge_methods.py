@@ -69,6 +69,9 @@ def test_bad_settings_are_config_errors():
         RunConfig(val_holdout=-5)
     with pytest.raises(ConfigError, match="val_holdout"):
         RunConfig(val_holdout=2.5)
+    # a one-edge split run does not checkpoint (a fleet's does: tests/fleet)
+    with pytest.raises(ConfigError, match="one-edge run supports cloud_only and hierarchical"):
+        run(RunConfig(method="split", checkpoint_every=3), progress=False)
 
 
 def test_holdout_split_is_fixed_disjoint_and_complete(cifar10_root):

@@ -7,6 +7,7 @@ import itertools
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,13 @@ import pytest
 from hierbench.errors import ConfigError
 from hierbench.runtime import model as rm
 from hierbench.runtime.model import Conventions, Scenario
-from hierbench.runtime.scale import Fleet, allreduce_time, saturation, scale_predict
+from hierbench.runtime.scale import (
+    Fleet,
+    allreduce_time,
+    fedavg_bytes,
+    saturation,
+    scale_predict,
+)
 from hierbench.runtime.table import PAPER_CONFIGS, load_for
 from hierbench.spec.links import LinkSpec
 from tests.runtime.helpers import toy_profile
@@ -225,3 +232,80 @@ def test_imports_without_torch():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stderr
+
+
+# -- FedAvg of the edge models every K steps -------------------------------------------------
+def test_fedavg_bytes_of_the_toy_profile():
+    # cut a: 10 parameters (40 B, no buffers); minimal head on C = 100 channels, K = 10 classes
+    assert fedavg_bytes(toy_profile(), "a", "minimal") == 40 + 4 * (100 * 10 + 10) + 128
+    conv = 9 * 100 * 100 + 4 * 100 + 100 * 10 + 10
+    assert fedavg_bytes(toy_profile(), "a", "conv") == 40 + 4 * conv + 128
+
+
+def test_hierarchical_fedavg_cycle_by_hand():
+    sc = toy(head="minimal")
+    plain = scale_predict(sc, Fleet(2, LINK), "a", "q8")["hierarchical"]
+    p = scale_predict(sc, Fleet(2, LINK, sync_every=2), "a", "q8")["hierarchical"]
+    size = 4208  # test_fedavg_bytes_of_the_toy_profile
+    cloud = 2 * A_H + B_STEP  # 7.1 s: the period without FedAvg (cloud-bound)
+    fill = 1 + T_L + cloud  # t_eF + the first upload + the cloud step
+    last = fill + cloud  # the cloud has trained step 2 of the cycle
+    sent = last - cloud - 0.1  # the edges' last activations have left
+    arrive = max(2 * T_E, sent) + size / 1000 + 0.1  # 8·P / 8000 bit/s + latency
+    cycle = max(last, arrive) + size / 2000 + 0.1  # W = 1: no all-reduce; the average comes back
+    assert p.period_s == pytest.approx(cycle / 2)
+    assert p.samples_per_s == pytest.approx(20 / (cycle / 2))
+    assert p.terms["fedavg"] == pytest.approx(cycle / 2 - cloud)
+    # 5 batches over 2 edges: 3 steps = one cycle + one step (a fresh pipeline, no sync)
+    assert p.steps == 3 and p.total_s == pytest.approx(cycle + max(fill, T_E))
+    assert p.total_s > plain.total_s and p.bottleneck == "cloud"  # 7.1 s > the 1.6 s share
+
+
+def test_split_fedavg_cycle_and_the_fedavg_bottleneck():
+    sc = toy(head="minimal")
+    period = 3.0 + (1.174 + 2.1) + (2 * 3.75 + 0.6)
+    p = scale_predict(sc, Fleet(2, LINK, sync_every=1), "a", "q8")["split"]
+    cycle = period + 4.208 + 0.1 + 2.104 + 0.1
+    assert p.period_s == pytest.approx(cycle)
+    assert p.total_s == pytest.approx(3 * cycle)
+    # a slow uplink makes the sync the largest share of a step
+    slow = LinkSpec(800, 16000, 0.1)
+    q = scale_predict(sc, Fleet(2, slow, sync_every=1), "a", "q8")["hierarchical"]
+    assert q.bottleneck == "fedavg" and q.terms["fedavg"] > q.terms["link"]
+    # cloud-only has no edge model: FedAvg changes nothing
+    c0 = scale_predict(sc, Fleet(2, LINK), "a", "q8")["cloud-only"]
+    c1 = scale_predict(sc, Fleet(2, LINK, sync_every=1), "a", "q8")["cloud-only"]
+    assert c1 == c0
+
+
+def test_fedavg_with_a_shared_ingress_and_two_workers():
+    sc = toy(head="minimal", cloud_speedup=1000.0)
+    fleet = Fleet(4, LINK, workers=2, ingress=8000.0, sync_every=3)
+    p = scale_predict(sc, fleet, "a", "q8")["hierarchical"]
+    q = scale_predict(sc, replace(fleet, sync_every=0), "a", "q8")["hierarchical"]
+    # the four edges' parameters share the 1000 B/s ingress: 4 · 4.208 s; the all-reduce moves
+    # the (E, P) table
+    ar = allreduce_time(4 * 4208, 2, fleet.allreduce_bps, fleet.allreduce_latency_s)
+    assert p.period_s * 3 > 3 * q.period_s + 4 * 4.208 + ar + 2.104
+    assert p.period_s * 3 == pytest.approx(
+        max(
+            q.fill_s + 2 * q.period_s,
+            max(
+                3 * q.terms["edge"],
+                q.fill_s + 2 * q.period_s - q.terms["cloud"] - q.terms["all-reduce"] - 0.1,
+            )
+            + 4 * 4.208
+            + 0.1,
+        )
+        + ar
+        + 2.104
+        + 0.1
+    )
+
+
+def test_saturation_refuses_fedavg_and_bad_sync_every():
+    with pytest.raises(ConfigError, match="independent edge models"):
+        saturation(toy(), Fleet(1, LINK, sync_every=4), "a", "q8")
+    for bad in (-1, 1.5, True, "4"):
+        with pytest.raises(ConfigError, match="sync_every"):
+            Fleet(2, LINK, sync_every=bad)
