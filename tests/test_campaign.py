@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -126,7 +127,7 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
     written = rc.write_converge_report(out, "results/profiles")
     readme = (out / "README.md").read_text()
     assert "of 9 runs finished" in readme and "Still missing" not in readme
-    assert "Time to accuracy" in readme
+    assert "### Time to accuracy (target: standard's mean final test accuracy" in readme
     assert "Picked at an edge of the grid" in readme  # a 2-rate grid: every pick is at an edge
     assert readme.count("**←**") == 2  # one pick per variant, read from tuning.json
     # the report marks the picks mid-campaign too, when campaign.json has none yet
@@ -223,6 +224,60 @@ def test_finals_table_and_verdict_by_hand():
     assert cur["standard"] == pytest.approx([0.70, 0.80])
     assert rc.time_to_accuracy(cur["standard"], 10.0, 0.79) == (2, 20.0)
     assert rc.time_to_accuracy(cur["standard"], 10.0, 0.95) == (None, None)
+    # an epoch some seed did not evaluate stays a gap: later epochs keep their numbers
+    recs["g-final-standard-s1"]["epochs"].insert(0, {"final_acc": None})
+    for rid in ("g-final-standard-s0", "g-final-standard-s2"):
+        recs[rid]["epochs"].insert(0, {"final_acc": 0.5})
+    cur = rc.curves(group, runs, recs)
+    assert cur["standard"][0] is None and cur["standard"][1:] == pytest.approx([0.70, 0.80])
+    assert rc.time_to_accuracy(cur["standard"], 10.0, 0.79) == (3, 30.0)
+    # records at another rate than the current pick are named and left out
+    for rid in recs:
+        recs[rid]["config"] = {"lr": 0.1}
+    recs["g-final-hier-q8-s2"]["config"]["lr"] = 0.05
+    stale = rc.stale_records("g", runs, recs, {"standard": 0.1, "hier-q8": 0.1})
+    assert stale == [("g-final-hier-q8-s2", 0.05, 0.1)]
+    assert rc.stale_records("g", runs, recs, {"standard": 0.1, "hier-q8": None}) == []
+
+
+@pytest.mark.parametrize(
+    "lo, hi, words",
+    [
+        (-0.004, 0.009, ["negligible (the 95 % interval's upper end is below 1 pp)"]),
+        (0.002, 0.008, ["negligible", "a real drop"]),
+        (-0.03, -0.01, ["negligible", "in fact a gain"]),
+        (0.01, 0.03, ["not negligible", "a real drop"]),
+        (-0.025, 0.006, ["negligible"]),  # one-sided: not worse by 1 pp
+        (-0.02, 0.012, ["not resolved (the 95 % interval straddles 1 pp)"]),
+        (0.002, 0.015, ["not resolved", "a real drop"]),
+    ],
+)
+def test_drop_verdict_reads_the_interval_one_sided(lo, hi, words):
+    what = rc.drop_verdict({"lo": lo, "hi": hi})
+    assert all(w in what for w in words), what
+    if hi >= 0.01:
+        assert not what.startswith("negligible")
+
+
+def test_verdict_says_when_seeds_are_missing():
+    fin = {
+        "standard": {"final": (0.8, None)},
+        "hier-q8": {"drop_final": {"n": 1, "mean": -0.03, "lo": None, "hi": None}},
+    }
+    verdict = rc._verdict(fin, {"epochs": 15}, [])
+    assert "hier-q8: no verdict yet (n=1 paired seeds, needs 3)" in verdict
+
+
+def test_epoch_times_of_a_group_without_a_stem():
+    # VGG-16 has no stem: its group's base has none, its profiles are named without one
+    group = {
+        "name": "vgg16",
+        "variants": ["standard", "hier-q8"],
+        "base": {"model": "vgg16", "dataset": "cifar10", "cut": "pool4", "precision": "fp32"},
+    }
+    profiles = Path(__file__).resolve().parents[1] / "results" / "profiles"
+    times, _ = rc.epoch_times(group, profiles, 390)
+    assert times[("hier-q8", "3g")] > 0 and times[("standard", "3g")] > times[("standard", "wifi")]
 
 
 def test_profile_records_its_precision(tmp_path):

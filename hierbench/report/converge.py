@@ -94,6 +94,23 @@ def accuracy(rec: dict, key: str = "final_acc", epoch: int = -1) -> float | None
 # -- tables -----------------------------------------------------------------------------------
 
 
+def stale_records(
+    gname: str, runs: list[dict], recs: dict[str, dict], picks: dict[str, float | None]
+) -> list[tuple[str, float, float]]:
+    """``(id, its lr, the pick)`` of each finished final or plateau run of group ``gname``
+    whose learning rate is not its variant's current pick (the driver refuses to mix such
+    records; a report must not either)."""
+    out = []
+    for r in runs:
+        if r["group"] != gname or r["stage"] == "sweep" or r["id"] not in recs:
+            continue
+        pick = picks.get(r["variant"])
+        lr = recs[r["id"]].get("config", {}).get("lr")
+        if pick is not None and lr is not None and float(lr) != float(pick):
+            out.append((r["id"], float(lr), float(pick)))
+    return out
+
+
 def finals_table(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict:
     """Per variant of ``group``: test accuracies by seed (final and exit), mean ± std, and the
     paired drop against standard."""
@@ -123,9 +140,10 @@ def finals_table(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict:
     return out
 
 
-def curves(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict[str, list[float]]:
-    """Per variant, test accuracy of the final classifier per epoch, mean over the finished
-    seeds (epochs where every finished seed has a value)."""
+def curves(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict[str, list[float | None]]:
+    """Per variant, test accuracy of the final classifier per epoch (index i = epoch i + 1),
+    mean over the finished seeds; None at an epoch where any of them has no value (the gap is
+    kept, so that positions stay epochs)."""
     out = {}
     for variant in group["variants"]:
         series = [
@@ -141,8 +159,9 @@ def curves(group: dict, runs: list[dict], recs: dict[str, dict]) -> dict[str, li
         n = min(len(s) for s in series)
         out[variant] = [
             statistics.fmean(s[i] for s in series)
-            for i in range(n)
             if all(s[i] is not None for s in series)
+            else None
+            for i in range(n)
         ]
     return out
 
@@ -160,7 +179,12 @@ def epoch_times(group: dict, profiles: Path, n_batches: int) -> dict[tuple[str, 
     prof = load_profile(
         Path(profiles)
         / profile_filename(
-            base["model"], base["stem"], base["dataset"], "cpu", 2, base.get("precision", "fp32")
+            base["model"],
+            base.get("stem", "imagenet"),  # VGG-16 has none (its profiles are named without)
+            base["dataset"],
+            "cpu",
+            2,
+            base.get("precision", "fp32"),
         )
     )
     out = {}
@@ -176,9 +200,10 @@ def epoch_times(group: dict, profiles: Path, n_batches: int) -> dict[tuple[str, 
 def time_to_accuracy(
     curve: list[float], epoch_s: float, target: float
 ) -> tuple[int | None, float | None]:
-    """(epochs, seconds) until the curve first reaches ``target`` (None, None if never)."""
+    """(epochs, seconds) until the curve (index i = epoch i + 1; None: not evaluated) first
+    reaches ``target`` (None, None if never)."""
     for i, acc in enumerate(curve):
-        if acc >= target:
+        if acc is not None and acc >= target:
             return i + 1, (i + 1) * epoch_s
     return None, None
 
@@ -248,8 +273,10 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
         md += [f"## {group['label']}", ""]
         md += [
             f"Sweep: learning rates {', '.join(f'{x:g}' for x in group['lrs'])}, "
-            f"{group['sweep_epochs']} epochs, seed 0, training set minus {group['val_holdout']} "
-            f"held-out images (validation). Finals: {group['epochs']} epochs, seeds "
+            f"{group['sweep_epochs']} epochs (shorter than the finals: a short run may favour "
+            f"another rate than a long one), seed 0 (also a finals seed), training set minus "
+            f"{group['val_holdout']} held-out images (validation). Finals: {group['epochs']} "
+            "epochs, seeds "
             f"{', '.join(map(str, group['seeds']))}, whole training set, whole test split. "
             "SGD momentum 0.9, weight decay 5e-4, batch "
             f"{group['base'].get('batch_size')}, cosine decay over each run, precision "
@@ -297,7 +324,17 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             note = grid_edge_note(group["variants"], picks, lrs)
             md += [note, ""] if note else []
         # finals
-        fin = finals_table(group, runs, recs)
+        stale = stale_records(gname, runs, recs, picks)
+        if stale:
+            md += [
+                "Left out: records at another rate than the variant's current pick (the sweep "
+                "changed after they ran; rerun them): "
+                + ", ".join(f"`{rid}` (lr {lr:g}, pick {pick:g})" for rid, lr, pick in stale)
+                + ".",
+                "",
+            ]
+        grecs = {k: v for k, v in recs.items() if k not in {rid for rid, _, _ in stale}}
+        fin = finals_table(group, runs, grecs)
         rows, csv_rows = [], []
         for v, s in fin.items():
             (fm, fs), (em, es) = s["final"], s["exit"]
@@ -308,7 +345,10 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
                     return "—"
                 if d["lo"] is None:
                     return f"{100 * d['mean']:+.2f} (n=1)"
-                return f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]"
+                return (
+                    f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] "
+                    f"(n={d['n']})"
+                )
 
             rows.append(
                 [
@@ -363,14 +403,14 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             md_table(["variant", "seeds", "final", "exit", "drop (final)", "drop (exit)"], rows),
             "",
         ]
-        plateau = plateau_rows(group, runs, recs)
+        plateau = plateau_rows(group, runs, grecs)
         verdict = _verdict(fin, group, plateau)
         if verdict:
             md += [verdict, ""]
         if plateau:
             md += _plateau_section(group, plateau)
         # time to accuracy
-        md += _tta_section(out, group, runs, recs, fin, profiles, written)
+        md += _tta_section(out, group, runs, grecs, fin, profiles, written)
     md += [
         "## Regenerate",
         "",
@@ -413,7 +453,8 @@ def _not_plateaued(group: dict, plateau: list[dict]) -> dict | None:
     """Standard's plateau row when the longer run moved its accuracy by >= 1 pp."""
     for p in plateau:
         if p["variant"] == "standard" and p["short"] is not None:
-            return p if abs(p["long"] - p["short"]) >= 0.01 else None
+            # decided on the change as printed (pp, 2 decimals)
+            return p if abs(round(100 * (p["long"] - p["short"]), 2)) >= 1.0 else None
     return None
 
 
@@ -465,24 +506,41 @@ def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
     return md
 
 
-def _verdict(fin: dict, group: dict, plateau: list[dict]) -> str | None:
+#: The paper's claim, read one-sided: the variant is not worse than standard by 1 pp or more.
+NEGLIGIBLE_PP = 1.0
+
+
+def drop_verdict(d: dict) -> str:
+    """Words for a paired drop (standard − variant, fractions) with its 95 % interval:
+    *negligible* when the interval's upper end is below 1 pp, *not negligible* when its lower
+    end is at or above 1 pp, otherwise *not resolved*; and whether the interval excludes 0."""
+    lo, hi = 100 * d["lo"], 100 * d["hi"]
+    if hi < NEGLIGIBLE_PP:
+        what = f"negligible (the 95 % interval's upper end is below {NEGLIGIBLE_PP:g} pp)"
+    elif lo >= NEGLIGIBLE_PP:
+        what = f"not negligible (the whole 95 % interval is at or above {NEGLIGIBLE_PP:g} pp)"
+    else:
+        what = f"not resolved (the 95 % interval straddles {NEGLIGIBLE_PP:g} pp)"
+    if lo > 0:
+        what += "; a real drop (the interval excludes 0)"
+    elif hi < 0:
+        what += "; in fact a gain (the interval excludes 0)"
+    return what
+
+
+def _verdict(fin: dict, group: dict, plateau: list[dict], need: int = 3) -> str | None:
     std = fin.get("standard")
     lines = []
     for v in ("hier-q8", "hier-q4", "hier-fp32"):
         d = (fin.get(v) or {}).get("drop_final")
-        if std is None or d is None or d["lo"] is None or d["n"] < 3:
+        if std is None or d is None:
             continue
-        lo, hi = 100 * d["lo"], 100 * d["hi"]
-        if hi <= 1.0 and lo >= -1.0:
-            what = "negligible (the whole 95 % interval within ±1 pp)"
-        elif lo > 0:
-            what = "a real drop (the interval excludes 0)"
-        elif hi < 0:
-            what = "a real gain (the interval excludes 0)"
-        else:
-            what = "not resolved at ±1 pp (the interval is wider)"
+        if d["lo"] is None or d["n"] < need:
+            lines.append(f"{v}: no verdict yet (n={d['n']} paired seeds, needs {need})")
+            continue
         lines.append(
-            f"{v}: drop {100 * d['mean']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], n={d['n']}: {what}"
+            f"{v}: drop {100 * d['mean']:+.2f} pp [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}], "
+            f"n={d['n']}: {drop_verdict(d)}"
         )
     if not lines:
         return None
@@ -555,8 +613,9 @@ def _tta_plot(out, group, cur, times) -> list[Path]:
     fig, axes = plt.subplots(1, len(LINKS), figsize=(5 * len(LINKS), 4), sharey=True)
     for ax, link in zip(axes, LINKS, strict=True):
         for v, curve in cur.items():
-            xs = [(i + 1) * times[(v, link)] / 3600 for i in range(len(curve))]
-            ax.plot(xs, [100 * a for a in curve], marker=".", label=v)
+            pts = [(i + 1, a) for i, a in enumerate(curve) if a is not None]
+            xs = [ep * times[(v, link)] / 3600 for ep, _ in pts]
+            ax.plot(xs, [100 * a for _, a in pts], marker=".", label=v)
         ax.set_title(f"{group['label']}\nlink {link}", fontsize=9)
         ax.set_xlabel("predicted training time (h)")
         ax.grid(alpha=0.3)
