@@ -11,6 +11,7 @@ that interval lies inside +-1 pp (a stricter, equivalence-test reading).
 
     python scripts/precision_check.py --model resnet18 --stem imagenet \\
         --out results/speed/precision-accuracy-resnet18-imagenet-<sha>.json
+    python scripts/precision_check.py --summarize results/speed/precision-accuracy-*.json
 """
 
 from __future__ import annotations
@@ -25,7 +26,64 @@ import time
 from pathlib import Path
 
 
+def markdown(paths: list[str]) -> str:
+    """Per result file: per setting, final and exit accuracy by seed, their means and the
+    difference to fp32 paired by seed with its 95 % t-interval (``--summarize``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from hierbench.spec.stats import paired_drop
+
+    def pp(x):
+        return f"{100 * x:+.2f}"
+
+    out = []
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        st = d["settings"]
+        out += [
+            f"### {Path(path).name}",
+            "",
+            f"{st['model']} (stem {st['stem']}) @{st['cut']}, {d['environment'].get('cpu_model')}, "
+            f"{st['limit_per_class']} training images per class, {st['epochs']} epochs, lr "
+            f"{st['lr']}, test images per evaluation: {st['eval_samples']}, git {d['git_sha']}, "
+            f"load average at the end {d['loadavg_end'][0]:.1f}. `{d['command']}`",
+            "",
+            "| method | precision | key | by seed (%) | mean (%) | − fp32, paired [95 % CI] (pp) "
+            "| train time, mean (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for method in dict.fromkeys(r["method"] for r in d["runs"]):
+            rows = [r for r in d["runs"] if r["method"] == method]
+            for precision in dict.fromkeys(r["precision"] for r in rows):
+                mine = [r for r in rows if r["precision"] == precision]
+                for key in ("final_acc", "exit_acc"):
+                    acc = {r["seed"]: r[key][-1] for r in mine if r[key][-1] is not None}
+                    if not acc:
+                        continue
+                    ref = {
+                        r["seed"]: r[key][-1]
+                        for r in rows
+                        if r["precision"] == "fp32" and r[key][-1] is not None
+                    }
+                    diff = "—"
+                    if precision != "fp32" and (dr := paired_drop(ref, acc)) is not None:
+                        diff = pp(-dr["mean"])
+                        if dr["lo"] is not None:
+                            diff += f" [{pp(-dr['hi'])}, {pp(-dr['lo'])}] (n={dr['n']})"
+                    out.append(
+                        f"| {method} | {precision} | {key.split('_')[0]} | "
+                        + " / ".join(f"{100 * acc[k]:.2f}" for k in sorted(acc))
+                        + f" | {100 * statistics.fmean(acc.values()):.2f} | {diff} | "
+                        f"{statistics.fmean(r['train_wall_s'] for r in mine):.0f} |"
+                    )
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--summarize"]:
+        print(markdown(argv[1:]))
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="resnet18")
@@ -142,7 +200,7 @@ def main(argv=None) -> None:
         sha = "unknown"
     out = {
         "what": __doc__.splitlines()[0],
-        "command": "python scripts/precision_check.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python scripts/precision_check.py " + " ".join(argv),
         "git_sha": sha,
         "environment": environment(),
         "loadavg_end": os.getloadavg(),

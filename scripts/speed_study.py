@@ -130,10 +130,13 @@ def profile(
 
 
 def summarize(paths: list[str]) -> str:
-    """A Markdown table of one or more result files (``--summarize``)."""
+    """A Markdown table of one or more result files (``--summarize``); other JSON files in the
+    same folder (``precision_check.py``'s, which have no ``machine``) are skipped."""
     lines = []
     for path in paths:
         d = json.loads(Path(path).read_text())
+        if "machine" not in d:
+            continue
         m = d["machine"]
         lines += [
             f"### {Path(path).name}",

@@ -268,13 +268,12 @@ def test_verdict_says_when_seeds_are_missing():
     assert "hier-q8: no verdict yet (n=1 paired seeds, needs 3)" in verdict
 
 
-def test_epoch_times_of_a_group_without_a_stem():
-    # VGG-16 has no stem: its group's base has none, its profiles are named without one
-    group = {
-        "name": "vgg16",
-        "variants": ["standard", "hier-q8"],
-        "base": {"model": "vgg16", "dataset": "cifar10", "cut": "pool4", "precision": "fp32"},
-    }
+@pytest.mark.parametrize("gname", [g.name for g in get_campaign("converge").groups])
+def test_every_group_has_its_precisions_profile(gname):
+    """The time-to-accuracy table needs the committed 2-thread profile in the group's own
+    precision (VGG-16 has no stem: its group's base has none, its profiles are named without)."""
+    g = get_campaign("converge").group(gname)
+    group = {"name": g.name, "variants": list(g.variants), "base": g.base}
     profiles = Path(__file__).resolve().parents[1] / "results" / "profiles"
     times, _ = rc.epoch_times(group, profiles, 390)
     assert times[("hier-q8", "3g")] > 0 and times[("standard", "3g")] > times[("standard", "wifi")]
