@@ -26,11 +26,33 @@ import time
 from pathlib import Path
 
 
+def by_seed(rows: list[dict], method: str, precision: str, key: str = "final_acc") -> dict:
+    """``{seed: last-epoch accuracy}`` of one method and setting (seeds without a value left
+    out)."""
+    return {
+        r["seed"]: r[key][-1]
+        for r in rows
+        if r["method"] == method and r["precision"] == precision and r[key][-1] is not None
+    }
+
+
+def vs_fp32(rows: list[dict], method: str, precision: str, key: str = "final_acc") -> dict | None:
+    """The setting's accuracy minus fp32's, paired by seed: ``mean``, 95 % ``lo`` / ``hi``
+    (None with one pair) and ``n``; None without a pair."""
+    from hierbench.spec.stats import paired_drop
+
+    # paired_drop gives fp32 - setting
+    d = paired_drop(by_seed(rows, method, "fp32", key), by_seed(rows, method, precision, key))
+    if d is None:
+        return None
+    lo = None if d["lo"] is None else -d["hi"]
+    hi = None if d["hi"] is None else -d["lo"]
+    return {"mean": -d["mean"], "lo": lo, "hi": hi, "n": d["n"]}
+
+
 def markdown(paths: list[str]) -> str:
     """Per result file: per setting, final and exit accuracy by seed, their means and the
     difference to fp32 paired by seed with its 95 % t-interval (``--summarize``)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hierbench.spec.stats import paired_drop
 
     def pp(x):
         return f"{100 * x:+.2f}"
@@ -56,19 +78,14 @@ def markdown(paths: list[str]) -> str:
             for precision in dict.fromkeys(r["precision"] for r in rows):
                 mine = [r for r in rows if r["precision"] == precision]
                 for key in ("final_acc", "exit_acc"):
-                    acc = {r["seed"]: r[key][-1] for r in mine if r[key][-1] is not None}
+                    acc = by_seed(rows, method, precision, key)
                     if not acc:
                         continue
-                    ref = {
-                        r["seed"]: r[key][-1]
-                        for r in rows
-                        if r["precision"] == "fp32" and r[key][-1] is not None
-                    }
                     diff = "—"
-                    if precision != "fp32" and (dr := paired_drop(ref, acc)) is not None:
-                        diff = pp(-dr["mean"])
+                    if precision != "fp32" and (dr := vs_fp32(rows, method, precision, key)):
+                        diff = pp(dr["mean"])
                         if dr["lo"] is not None:
-                            diff += f" [{pp(-dr['hi'])}, {pp(-dr['lo'])}] (n={dr['n']})"
+                            diff += f" [{pp(dr['lo'])}, {pp(dr['hi'])}] (n={dr['n']})"
                     out.append(
                         f"| {method} | {precision} | {key.split('_')[0]} | "
                         + " / ".join(f"{100 * acc[k]:.2f}" for k in sorted(acc))
@@ -102,7 +119,6 @@ def main(argv=None) -> None:
 
     from hierbench.methods import RunConfig, run
     from hierbench.methods.runner import environment
-    from hierbench.spec.stats import paired_drop
 
     eval_samples = None if a.eval_samples == "all" else int(a.eval_samples)
 
@@ -151,34 +167,19 @@ def main(argv=None) -> None:
                 )
     summary = []
     for method in a.methods.split(","):
-        by_seed = {
-            precision: {
-                r["seed"]: r["final_acc"][-1]
-                for r in rows
-                if r["method"] == method and r["precision"] == precision
-            }
-            for precision in a.precisions.split(",")
-        }
-        ref = list(by_seed.get("fp32", {}).values())
+        ref = list(by_seed(rows, method, "fp32").values())
         spread = (max(ref) - min(ref)) if len(ref) > 1 else None
         tol = max(2 * spread, 0.01) if spread is not None else 0.01
         for precision in a.precisions.split(","):
-            accs = [
-                r["final_acc"][-1]
-                for r in rows
-                if r["method"] == method and r["precision"] == precision
-            ]
+            accs = list(by_seed(rows, method, precision).values())
             walls = [
                 r["train_wall_s"]
                 for r in rows
                 if r["method"] == method and r["precision"] == precision
             ]
             diff = statistics.fmean(accs) - statistics.fmean(ref) if ref else None
-            # paired_drop gives fp32 - setting; report setting - fp32
-            pd = paired_drop(by_seed.get("fp32", {}), by_seed[precision]) if ref else None
-            lo = hi = None
-            if pd is not None and pd["lo"] is not None:
-                lo, hi = -pd["hi"], -pd["lo"]
+            pd = vs_fp32(rows, method, precision) if ref else None
+            lo, hi = (None, None) if pd is None else (pd["lo"], pd["hi"])
             summary.append(
                 {
                     "method": method,

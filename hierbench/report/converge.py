@@ -172,21 +172,10 @@ def epoch_times(group: dict, profiles: Path, n_batches: int) -> dict[tuple[str, 
     cloud factor, per-message latency (PAPER.md's convention)."""
     from hierbench.runtime.codec_bytes import parse_codec
     from hierbench.runtime.model import Scenario, predict
-    from hierbench.runtime.profiles import load_profile
-    from hierbench.spec.profiles import profile_filename
+    from hierbench.runtime.validate import profile_for
 
     base = group["base"]
-    prof = load_profile(
-        Path(profiles)
-        / profile_filename(
-            base["model"],
-            base.get("stem", "imagenet"),  # VGG-16 has none (its profiles are named without)
-            base["dataset"],
-            "cpu",
-            2,
-            base.get("precision", "fp32"),
-        )
-    )
+    prof = profile_for(base, Path(profiles), 2)
     out = {}
     for link in LINKS:
         sc = Scenario(edge=prof, link=link, n_batches=n_batches, head=base.get("exit_head", "conv"))
@@ -333,7 +322,8 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
                 + ".",
                 "",
             ]
-        grecs = {k: v for k, v in recs.items() if k not in {rid for rid, _, _ in stale}}
+        left_out = {rid for rid, _, _ in stale}
+        grecs = {k: v for k, v in recs.items() if k not in left_out}
         fin = finals_table(group, runs, grecs)
         rows, csv_rows = [], []
         for v, s in fin.items():
@@ -449,13 +439,16 @@ def plateau_rows(group: dict, runs: list[dict], recs: dict) -> list[dict]:
     return out
 
 
+def _standard_row(plateau: list[dict]) -> dict | None:
+    """Standard's plateau row that has its budget-length final to compare with, or None."""
+    return next((p for p in plateau if p["variant"] == "standard" and p["short"] is not None), None)
+
+
 def _not_plateaued(group: dict, plateau: list[dict]) -> dict | None:
     """Standard's plateau row when the longer run moved its accuracy by >= 1 pp."""
-    for p in plateau:
-        if p["variant"] == "standard" and p["short"] is not None:
-            # decided on the change as printed (pp, 2 decimals)
-            return p if abs(round(100 * (p["long"] - p["short"]), 2)) >= 1.0 else None
-    return None
+    p = _standard_row(plateau)
+    # decided on the change as printed (pp, 2 decimals)
+    return p if p is not None and abs(round(100 * (p["long"] - p["short"]), 2)) >= 1.0 else None
 
 
 def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
@@ -489,21 +482,19 @@ def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
             "each: no interval)"
         )
     drops = (" Drop against standard at both budgets: " + "; ".join(lines) + ".") if lines else ""
-    bad = _not_plateaued(group, plateau)
-    if bad is not None:
-        md += [
+    ref = _standard_row(plateau)
+    if ref is None:
+        return md
+    if _not_plateaued(group, plateau) is not None:
+        said = (
             f"**Standard has not plateaued at {e} epochs**: {e_long} epochs changed its test "
-            f"accuracy by {100 * (bad['long'] - bad['short']):+.2f} pp (seed {bad['seed']}; "
+            f"accuracy by {100 * (ref['long'] - ref['short']):+.2f} pp (seed {ref['seed']}; "
             "< 1 pp would count as a plateau). The finals above compare the methods at an equal, "
-            "fixed budget, not at convergence." + drops,
-            "",
-        ]
-    elif any(p["variant"] == "standard" and p["short"] is not None for p in plateau):
-        md += [
-            f"Standard has plateaued at {e} epochs for this schedule (< 1 pp at {e_long})." + drops,
-            "",
-        ]
-    return md
+            "fixed budget, not at convergence."
+        )
+    else:
+        said = f"Standard has plateaued at {e} epochs for this schedule (< 1 pp at {e_long})."
+    return [*md, said + drops, ""]
 
 
 #: The paper's claim, read one-sided: the variant is not worse than standard by 1 pp or more.

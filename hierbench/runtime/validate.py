@@ -41,9 +41,15 @@ class Check:
 
 def profile_for(cfg: dict, profile_dir: Path, threads: int) -> Profile:
     """The CPU profile matching a run's model, stem, dataset and precision at ``threads``
-    threads."""
+    threads (``cfg`` may be partial, like a campaign group's base: stem and precision default
+    as in ``RunConfig``; VGG-16's profiles carry no stem)."""
     name = profile_filename(
-        cfg["model"], cfg["stem"], cfg["dataset"], "cpu", threads, cfg.get("precision", "fp32")
+        cfg["model"],
+        cfg.get("stem", "imagenet"),
+        cfg["dataset"],
+        "cpu",
+        threads,
+        cfg.get("precision", "fp32"),
     )
     return load_profile(Path(profile_dir) / name)
 
