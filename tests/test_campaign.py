@@ -46,10 +46,25 @@ def test_campaign_definitions_are_consistent():
             assert len(finals) == len(g.variants) * len(g.seeds)
     main = get_campaign("converge").groups[0]
     assert set(main.variants) == {"standard", "hier-q8", "hier-q4", "hier-fp32", "deepsup"}
-    assert len(main.seeds) >= 3 and main.plateau_epochs >= 1.5 * main.epochs
+    assert len(main.seeds) >= 3 and main.plateau_epochs[0] >= 1.5 * main.epochs
     plateau = [r for r in main.runs() if r.stage == "plateau"]
-    assert [r.variant for r in plateau] == ["standard", "hier-q8"]
-    assert all(r.config["epochs"] == main.plateau_epochs and r.seed == 0 for r in plateau)
+    assert [(r.variant, r.config["epochs"]) for r in plateau] == [
+        ("standard", 23),
+        ("hier-q8", 23),
+        ("standard", 35),
+        ("hier-q8", 35),
+    ]
+    assert all(r.seed == 0 for r in plateau)
+    # the first budget's ids keep their name; its runs follow seed 0's finals, the later
+    # budget's the last seed's
+    ids = [r.id for r in main.runs()]
+    assert "r18in-plateau-standard-s0" in ids and "r18in-plateau35-hier-q8-s0" in ids
+    assert ids.index("r18in-plateau-standard-s0") < ids.index("r18in-final-standard-s1")
+    assert ids.index("r18in-plateau35-standard-s0") > ids.index("r18in-final-deepsup-s2")
+    for bad in ((22,), (23, 30)):  # each budget >= 1.5x the one before
+        with pytest.raises(ConfigError, match=r"1\.5x"):
+            dataclasses.replace(main, plateau_epochs=bad)
+    assert dataclasses.replace(main, plateau_epochs=30).plateau_epochs == (30,)
     # the issue's other rows: standard vs hierarchical q8, every config valid
     others = {g.name: g for g in get_campaign("converge").groups[1:]}
     assert set(others) == {"tiny", "vgg16", "r18cifar"}
@@ -126,7 +141,8 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
 
     written = rc.write_converge_report(out, "results/profiles")
     readme = (out / "README.md").read_text()
-    assert "of 9 runs finished" in readme and "Still missing" not in readme
+    assert "of 10 runs finished" in readme and "Still missing" not in readme
+    assert "### Plateau evidence: budgets of 2, 3, 5 epochs" in readme
     assert "### Time to accuracy (target: standard's mean final test accuracy" in readme
     assert "Picked at an edge of the grid" in readme  # a 2-rate grid: every pick is at an edge
     assert readme.count("**←**") == 2  # one pick per variant, read from tuning.json
@@ -204,9 +220,9 @@ def test_finals_table_and_verdict_by_hand():
         runs.append({"id": rid, "group": "g", "stage": "plateau", "variant": v, "seed": 0})
         recs[rid] = {"epochs": [{"final_acc": acc, "exit_acc": None}]}
     plateau = rc.plateau_rows(group, runs, recs)
-    assert [(p["variant"], p["short"], p["long"]) for p in plateau] == [
-        ("standard", 0.80, 0.825),
-        ("hier-q8", 0.795, 0.80),
+    assert [(p["variant"], p["acc"]) for p in plateau] == [
+        ("standard", {2: 0.80, 3: 0.825}),
+        ("hier-q8", {2: 0.795, 3: 0.80}),
     ]
     assert "has not plateaued there" in rc._verdict(fin, group, plateau)
     text = "\n".join(rc._plateau_section(group, plateau))
@@ -215,7 +231,34 @@ def test_finals_table_and_verdict_by_hand():
         and "| hier-q8 | 79.50 | 80.00 | +0.50 |" in text
     )
     assert "**Standard has not plateaued at 2 epochs**" in text
-    assert "hier-q8: drop +0.50 pp at 2 epochs, +2.50 pp at 3" in text
+    assert "hier-q8: drop +0.50 pp at 2 epochs, +2.50 pp at 3 epochs" in text
+    # a chain: 3 -> 5 epochs moves standard by +0.6 pp: the plateau is at 3
+    group["plateau_epochs"] = [3, 5]
+    for v, acc in (("standard", 0.831), ("hier-q8", 0.83)):
+        rid = f"g-plateau5-{v}-s0"
+        runs.append({"id": rid, "group": "g", "stage": "plateau", "variant": v, "seed": 0})
+        recs[rid] = {"epochs": [{"final_acc": acc, "exit_acc": None}], "config": {"epochs": 5}}
+    plateau = rc.plateau_rows(group, runs, recs)
+    assert [p["acc"] for p in plateau] == [
+        {2: 0.80, 3: 0.825, 5: 0.831},
+        {2: 0.795, 3: 0.80, 5: 0.83},
+    ]
+    assert rc.plateau_at(group, plateau) == 3
+    text = "\n".join(rc._plateau_section(group, plateau))
+    assert "| standard | 80.00 | 82.50 | 83.10 | +2.50 | +0.60 |" in text
+    assert "**Standard has not plateaued at 2 epochs**" in text
+    assert "Standard has plateaued at 3 epochs for this schedule (< 1 pp at 5; seed 0)" in text
+    assert "hier-q8: drop +0.50 pp at 2 epochs, +2.50 pp at 3 epochs, +0.10 pp at 5 epochs" in text
+    recs["g-plateau5-standard-s0"]["epochs"][0]["final_acc"] = 0.845  # +2.0 pp: none yet
+    plateau = rc.plateau_rows(group, runs, recs)
+    assert rc.plateau_at(group, plateau) is None
+    assert "3→5 epochs: +2.00 pp: no plateau up to 5 epochs either" in "\n".join(
+        rc._plateau_section(group, plateau)
+    )
+    for rid in ("g-plateau5-standard-s0", "g-plateau5-hier-q8-s0"):
+        del recs[rid]
+    runs = [r for r in runs if "plateau5" not in r["id"]]
+    group["plateau_epochs"] = 3
     recs["g-plateau-standard-s0"]["epochs"][0]["final_acc"] = 0.805  # +0.5 pp: a plateau
     plateau = rc.plateau_rows(group, runs, recs)
     assert "has not plateaued" not in rc._verdict(fin, group, plateau)
@@ -373,6 +416,6 @@ def test_cli_status_lists_every_run(tmp_path, capsys):
     assert len(lines) == len(get_campaign("converge").runs())
     assert lines[0].split() == ["todo", "r18in-sweep-standard-lr0.01"]
     waiting = sum(r.stage != "sweep" for r in get_campaign("converge").runs())
-    assert waiting == 27  # 15 + 2 plateau (main), 6 (Tiny), 2 + 2 (VGG, CIFAR stem)
+    assert waiting == 29  # 15 + 4 plateau (main), 6 (Tiny), 2 + 2 (VGG, CIFAR stem)
     assert sum(line.startswith("waiting") for line in lines) == waiting  # finals: no lr yet
     assert main(["campaign", "nope", "--status"]) == 2

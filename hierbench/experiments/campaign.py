@@ -103,6 +103,7 @@ class CampaignRunner:
                     "group": r.group,
                     "variant": r.variant,
                     "seed": r.seed,
+                    "epochs": r.config.get("epochs"),
                     "lr": r.config.get("lr"),
                 }
                 for r in self.runs

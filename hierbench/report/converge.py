@@ -9,8 +9,9 @@ and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``
 - **finals**: test accuracy per variant, mean ± sample std over seeds, final classifier and
   edge exit, and the drop against standard paired by seed with a 95 % t-interval
   (:func:`paired_drop`);
-- **plateau**: standard (and any other plateau variant) at 1.5x the epochs against the same
-  seed at the budget, and the drop at both budgets;
+- **plateau**: standard (and any other plateau variant) at a chain of longer budgets (each
+  ~1.5x the one before) against the same seed at the budget, where standard plateaus (the
+  first budget whose next changes it by < 1 pp), and the drop at each budget;
 - **time to accuracy**: per-epoch test accuracy (mean over seeds) joined with the runtime
   model's predicted time per epoch for each method and link (:func:`time_to_accuracy`), the time
   to reach standard's mean final accuracy − 1 pp, and a plot.
@@ -18,6 +19,7 @@ and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -421,80 +423,131 @@ def _triple(d: dict | None) -> tuple:
     return (None, None, None) if d is None else (d["mean"], d["lo"], d["hi"])
 
 
+def plateau_budgets(group: dict) -> list[int]:
+    """The group's budgets in order: the finals' ``epochs``, then each plateau budget."""
+    chain = group.get("plateau_epochs") or []
+    return [group["epochs"], *([chain] if isinstance(chain, int) else chain)]
+
+
 def plateau_rows(group: dict, runs: list[dict], recs: dict) -> list[dict]:
-    """Per finished plateau run: its variant, seed, and final test accuracy at the budget
-    (``short``, None when that final is missing) and at ``plateau_epochs`` (``long``)."""
-    out = []
+    """Per plateau variant and seed with a finished plateau run: ``acc`` maps each budget
+    (epochs) with a finished run of that variant and seed (its final, its plateau runs) to its
+    final test accuracy."""
+    budgets = plateau_budgets(group)
+    rows: dict[tuple[str, int], dict] = {}
     for r in runs:
         if r["group"] == group["name"] and r["stage"] == "plateau" and r["id"] in recs:
-            ref = recs.get(f"{group['name']}-final-{r['variant']}-s{r['seed']}")
-            out.append(
-                {
-                    "variant": r["variant"],
-                    "seed": r["seed"],
-                    "short": None if ref is None else accuracy(ref),
-                    "long": accuracy(recs[r["id"]]),
-                }
-            )
-    return out
+            rec = recs[r["id"]]
+            e = r.get("epochs") or (rec.get("config") or {}).get("epochs") or budgets[1]
+            key = (r["variant"], r["seed"])
+            if key not in rows:
+                ref = recs.get(f"{group['name']}-final-{r['variant']}-s{r['seed']}")
+                rows[key] = {"variant": r["variant"], "seed": r["seed"], "acc": {}}
+                if ref is not None and accuracy(ref) is not None:
+                    rows[key]["acc"][budgets[0]] = accuracy(ref)
+            if accuracy(rec) is not None:
+                rows[key]["acc"][int(e)] = accuracy(rec)
+    return list(rows.values())
 
 
-def _standard_row(plateau: list[dict]) -> dict | None:
-    """Standard's plateau row that has its budget-length final to compare with, or None."""
-    return next((p for p in plateau if p["variant"] == "standard" and p["short"] is not None), None)
+def _change_pp(row: dict, a: int, b: int) -> float | None:
+    """The change from budget ``a`` to ``b`` in pp, rounded as printed (2 decimals)."""
+    acc = row["acc"]
+    return None if a not in acc or b not in acc else round(100 * (acc[b] - acc[a]), 2)
 
 
-def _not_plateaued(group: dict, plateau: list[dict]) -> dict | None:
-    """Standard's plateau row when the longer run moved its accuracy by >= 1 pp."""
-    p = _standard_row(plateau)
-    # decided on the change as printed (pp, 2 decimals)
-    return p if p is not None and abs(round(100 * (p["long"] - p["short"]), 2)) >= 1.0 else None
+def plateau_steps(group: dict, plateau: list[dict]) -> tuple[dict | None, list[tuple]]:
+    """Standard's plateau row (the first seed that has one) and its measured steps
+    ``(budget, next budget, change in pp)`` between consecutive budgets of the chain."""
+    std = next((p for p in plateau if p["variant"] == "standard"), None)
+    if std is None:
+        return None, []
+    b = plateau_budgets(group)
+    steps = [(x, y, _change_pp(std, x, y)) for x, y in itertools.pairwise(b)]
+    return std, [s for s in steps if s[2] is not None]
+
+
+def plateau_at(group: dict, plateau: list[dict]) -> int | None:
+    """The first budget whose 1.5x run moved standard's test accuracy by < 1 pp, or None."""
+    _, steps = plateau_steps(group, plateau)
+    return next((x for x, _, c in steps if abs(c) < 1.0), None)
+
+
+def _not_plateaued(group: dict, plateau: list[dict]) -> tuple | None:
+    """Standard's step from the finals' budget when it moved accuracy by >= 1 pp."""
+    _, steps = plateau_steps(group, plateau)
+    first = next((s for s in steps if s[0] == group["epochs"]), None)
+    return first if first is not None and abs(first[2]) >= 1.0 else None
 
 
 def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
-    e, e_long = group["epochs"], group["plateau_epochs"]
+    e = group["epochs"]
+    budgets = [b for b in plateau_budgets(group) if any(b in p["acc"] for p in plateau)]
     seeds = sorted({p["seed"] for p in plateau})
+    pairs = list(itertools.pairwise(budgets))
+
+    def cell(c: float | None) -> str:
+        return "—" if c is None else f"{c:+.2f}"
+
     rows = [
         [
             p["variant"],
-            _fmt_pct(p["short"], 2),
-            _fmt_pct(p["long"], 2),
-            "—" if p["short"] is None else f"{100 * (p['long'] - p['short']):+.2f}",
+            *(_fmt_pct(p["acc"].get(b), 2) for b in budgets),
+            *(cell(_change_pp(p, x, y)) for x, y in pairs),
         ]
         for p in plateau
     ]
+    head = [
+        "variant",
+        *(f"{b} epochs" for b in budgets),
+        *(f"change {x}→{y} (pp)" for x, y in pairs),
+    ]
     md = [
-        f"### Plateau evidence: {e_long} epochs (1.5x) against {e} (test accuracy %, final "
-        f"classifier, seed {', '.join(map(str, seeds))}; each run with its own cosine schedule)",
+        f"### Plateau evidence: budgets of {', '.join(map(str, budgets))} epochs (each ~1.5x "
+        f"the one before; test accuracy %, final classifier, seed "
+        f"{', '.join(map(str, seeds))}; each run with its own cosine schedule)",
         "",
-        md_table(["variant", f"{e} epochs", f"{e_long} epochs", "change (pp)"], rows),
+        md_table(head, rows),
         "",
     ]
-    std = {p["seed"]: p for p in plateau if p["variant"] == "standard"}
+    std_by_seed = {p["seed"]: p for p in plateau if p["variant"] == "standard"}
     lines = []
     for p in plateau:
-        s = std.get(p["seed"])
-        if p["variant"] == "standard" or s is None or None in (p["short"], s["short"]):
+        s = std_by_seed.get(p["seed"])
+        if p["variant"] == "standard" or s is None:
             continue
+        both = [b for b in budgets if b in p["acc"] and b in s["acc"]]
+        if len(both) < 2:
+            continue
+        drops = [f"{100 * (s['acc'][b] - p['acc'][b]):+.2f} pp at {b} epochs" for b in both]
         lines.append(
-            f"{p['variant']}: drop {100 * (s['short'] - p['short']):+.2f} pp at {e} epochs, "
-            f"{100 * (s['long'] - p['long']):+.2f} pp at {e_long} (seed {p['seed']}, one run "
-            "each: no interval)"
+            f"{p['variant']}: drop {', '.join(drops)} (seed {p['seed']}, one run each: no interval)"
         )
-    drops = (" Drop against standard at both budgets: " + "; ".join(lines) + ".") if lines else ""
-    ref = _standard_row(plateau)
-    if ref is None:
+    drops = (" Drop against standard at each budget: " + "; ".join(lines) + ".") if lines else ""
+    std, steps = plateau_steps(group, plateau)
+    if not steps:
         return md
-    if _not_plateaued(group, plateau) is not None:
-        said = (
-            f"**Standard has not plateaued at {e} epochs**: {e_long} epochs changed its test "
-            f"accuracy by {100 * (ref['long'] - ref['short']):+.2f} pp (seed {ref['seed']}; "
-            "< 1 pp would count as a plateau). The finals above compare the methods at an equal, "
-            "fixed budget, not at convergence."
+    said = []
+    first = _not_plateaued(group, plateau)
+    if first is not None:
+        _, y, c = first
+        said.append(
+            f"**Standard has not plateaued at {e} epochs**: {y} epochs changed its test accuracy "
+            f"by {c:+.2f} pp (seed {std['seed']}; < 1 pp would count as a plateau). The finals "
+            "above compare the methods at an equal, fixed budget, not at convergence."
         )
-    else:
-        said = f"Standard has plateaued at {e} epochs for this schedule (< 1 pp at {e_long})."
-    return [*md, said + drops, ""]
+    later = [f"{x}→{y} epochs: {c:+.2f} pp" for x, y, c in steps if x != e]
+    at = plateau_at(group, plateau)
+    if at is not None:
+        said.append(
+            f"Standard has plateaued at {at} epochs for this schedule (< 1 pp at "
+            f"{dict((x, y) for x, y, _ in steps)[at]}; seed {std['seed']})."
+        )
+    elif later:
+        said.append(
+            f"Later steps: {'; '.join(later)}: no plateau up to {steps[-1][1]} epochs either."
+        )
+    return [*md, " ".join(said) + drops, ""]
 
 
 #: The paper's claim, read one-sided: the variant is not worse than standard by 1 pp or more.
