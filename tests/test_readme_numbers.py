@@ -269,4 +269,4 @@ def test_quick_run_time_matches_its_manifest():
     assert span in text
     assert text.count(took) == 2  # the prose and the preset table
     family = "Intel Xeon" if "Intel" in m["environment"]["cpu_model"] else "AMD EPYC"
-    assert f"{span}, on an {family}" in text
+    assert f"{span}, on an {family} " in text
