@@ -37,7 +37,7 @@ $(EXT): $(DEPS) setup.py $(shell find csrc -type f 2>/dev/null)
 build: $(EXT)
 
 test: $(EXT)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 reproduce: $(EXT)
 	$(VENV)/bin/hierbench reproduce --preset $(PRESET) $(REPRODUCE_FLAGS)

@@ -251,3 +251,22 @@ def test_generated_block_is_left_to_the_staleness_test():
         "test_readme_results_block_is_generated_from_committed_results"
         in (ROOT / "tests" / "test_reproduce.py").read_text()
     )
+
+
+def test_quick_run_time_matches_its_manifest():
+    """The quick run's start, end and duration quoted in the README are its manifest's (they once
+    went stale when results/quick was regenerated on another machine)."""
+    from datetime import datetime
+
+    m = json.loads((README.parent / "results" / "quick" / "manifest.json").read_text())
+    start, end = (
+        datetime.fromisoformat(m[k].replace("Z", "+00:00")) for k in ("started_utc", "finished_utc")
+    )
+    secs = int((end - start).total_seconds())
+    text = " ".join(README.read_text().split())
+    took = f"{secs // 60} min {secs % 60} s"
+    span = f"{start:%H:%M:%S} to {end:%H:%M:%S} UTC on {start:%Y-%m-%d}, {took}"
+    assert span in text
+    assert text.count(took) == 2  # the prose and the preset table
+    family = "Intel Xeon" if "Intel" in m["environment"]["cpu_model"] else "AMD EPYC"
+    assert f"{span}, on an {family} " in text

@@ -28,9 +28,9 @@ control). Split learning computes standard's math exactly (``tests/methods/test_
 test_split_fp32_gives_the_unsplit_models_gradients``), so it is not rerun.
 
 Run ids: ``<group>-sweep-<variant>-lr<lr>``, ``<group>-final-<variant>-s<seed>``,
-``<group>-plateau-<variant>-s<seed>`` (the first plateau budget), ``<group>-plateau<E>-<variant>-
-s<seed>`` (a later budget of ``E`` epochs; the first budget's ids predate the chain and keep
-their name).
+``<group>-plateau-<variant>-s<seed>`` (the first plateau budget),
+``<group>-plateau<E>-<variant>-s<seed>`` (a later budget of ``E`` epochs; the first budget's
+ids predate the chain and keep their name).
 """
 
 from __future__ import annotations
@@ -364,26 +364,25 @@ CAMPAIGNS: dict[str, Campaign] = {
             "epochs, seed 0)"
         ),
         budget=(
-            "about 14.5 machine-hours on the 2-core AMD EPYC (Zen 5) reference machine when it "
-            "is otherwise idle, more when shared (over the issue's 10 h target: bf16 and "
-            "channels_last do not speed up this overhead-bound model, results/speed/, so fp32). "
-            "Estimated from the campaign's own undisturbed attempts in campaign.json: a 4-epoch "
-            "sweep run takes 4.6-9.7 min (hierarchical 4.6-7.1, standard 7.4-9.7), so 25 sweep "
-            "runs ~ 2.9 h; the 15-epoch standard final took 39 min, a hierarchical final is "
-            "expected at ~0.6x that (its sweep runs' ratio), so 6 cloud-only finals ~ 3.9 h and 9 "
-            "hierarchical ~ 3.5 h; the 23-epoch plateau runs ~ 1 h (standard) + ~ 0.6 h "
-            "(hier-q8, added when standard gained 2.49 pp: no plateau at 15); the 35-epoch "
-            "pair (added when the drop at 23 epochs was measured) ~ 1.5 h each. The lr grid got "
-            "0.2 after "
-            "the first sweeps picked 0.1 (its top) for hier-q8 and hier-q4; every variant runs "
-            "all five rates. 15 epochs is the longest budget that fits; whether standard has "
-            "plateaued there is measured, not assumed (plateau run, 1.5x epochs, < 1 pp). The "
-            "other groups, estimated from the committed fp32 profiles (results/profiles/*-t2 "
+            "the main group about 20 machine-hours on the 2-core AMD EPYC (Zen 5) reference "
+            "machine, from its own attempts so far (campaign.json, every attempt, the machine "
+            "shared with other work at times): the 25 sweep runs took 4.6 h; a 15-epoch final "
+            "takes 32-43 min (mean 38 min over the first six), so 15 finals ~ 9.5 h; the "
+            "23-epoch plateau pair took 1.0 h (standard) + 1.4 h (hier-q8, added when standard "
+            "gained 2.49 pp: no plateau at 15); the 35-epoch pair (added when the drop at 23 "
+            "epochs was measured) ~ 1.6 h + ~ 2 h at the 23-epoch runs' time per epoch. Far "
+            "over the issue's 10 h target: bf16 and channels_last do not speed up this "
+            "overhead-bound model (results/speed/), so fp32, and the hierarchical runs take as "
+            "long as standard's on 2 cores (edge and cloud one core each). The lr grid got 0.2 "
+            "after the first sweeps picked 0.1 (its top) for hier-q8 and hier-q4; every variant "
+            "runs all five rates. 15 epochs is the longest final budget that fits; whether "
+            "standard has plateaued there is measured, not assumed (the plateau chain). The "
+            "other groups, estimated from the committed profiles (results/profiles/*-t2 "
             "whole-step times: 0.72 s Tiny @64x64, 1.35 s VGG-16-BN, 2.53 s CIFAR-stem "
-            "ResNet-18 per batch of 128) and not yet measured: Tiny ~4 h in fp32; VGG-16-BN ~5.3 "
-            "h and CIFAR-stem ResNet-18 ~9.8 h in fp32-cl (channels_last: 0.877x / 0.815x "
-            "fp32's step, measured paired on an idle machine; its short-run accuracy check "
-            "passed, results/speed/FINDINGS.md)"
+            "ResNet-18 per batch of 128, fp32) and not yet measured: Tiny ~4 h in fp32; "
+            "VGG-16-BN ~5.3 h and CIFAR-stem ResNet-18 ~9.8 h in fp32-cl (channels_last: "
+            "0.877x / 0.815x fp32's step, measured paired on an idle machine; its short-run "
+            "accuracy check passed, results/speed/FINDINGS.md)"
         ),
         groups=(_MAIN, _TINY, _VGG, _CIFAR_STEM),
     ),

@@ -7,8 +7,9 @@ NCCL with a GPU per worker), launched by torch's elastic launcher. Modules:
 - :mod:`~hierbench.fleet.partition`: IID / Dirichlet(alpha) shards (standard library only);
 - :mod:`~hierbench.fleet.config`: :class:`FleetConfig` (topology, edge sync, partition, policy);
 - :mod:`~hierbench.fleet.wire`: the messages, each edge's data, edge-model state for FedAvg;
-- :mod:`~hierbench.fleet.cloud`: the workers and :func:`launch_cloud` (the exact math is in its
-  docstring); :mod:`~hierbench.fleet.edge`: one edge;
+- :mod:`~hierbench.fleet.cloud`: :func:`launch_cloud` (the W workers under torch's elastic
+  launcher); :mod:`~hierbench.fleet.worker`: one worker (the exact math is in its docstring);
+  :mod:`~hierbench.fleet.edge`: one edge;
 - :mod:`~hierbench.fleet.launcher`: :func:`run_fleet`, a local run; :mod:`~hierbench.fleet.record`:
   the fleet run record; :mod:`~hierbench.fleet.oracle`: the same math as one plain loop.
 """

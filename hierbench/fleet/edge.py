@@ -142,7 +142,7 @@ def run_edge(
 
     With ``resume`` the edge loads that checkpoint (none yet: it starts from step 0, as a new
     edge) and says ``hello {resume: {step: c, acked: a}}``; the worker (which accepts the same
-    edge id back after checking its config, :mod:`hierbench.fleet.cloud`) welcomes it with
+    edge id back after checking its config, :mod:`hierbench.fleet.worker`) welcomes it with
     ``next_step`` k (never below ``a``: the worker refuses otherwise), ``params_step`` (the
     FedAvg step whose parameters it still waits for, or null) and ``last_sync`` (its last
     average, resent right after the welcome). The edge then sends the kept uploads of steps

@@ -1,7 +1,7 @@
 """A fleet's math as one plain loop in one process: E edge models and one cloud model.
 
 The oracle the fleet tests hold the roles to. It shares no code with the roles
-(:mod:`hierbench.fleet.edge`, :mod:`hierbench.fleet.cloud`, :mod:`hierbench.fleet.wire`,
+(:mod:`hierbench.fleet.edge`, :mod:`hierbench.fleet.worker`, :mod:`hierbench.fleet.wire`,
 :mod:`hierbench.methods.parts`): models come from :mod:`hierbench.models`, data from
 :mod:`hierbench.data` and the partition (both are the run's definition, as the batch loader is
 for :mod:`hierbench.methods.plain`), the optimizer from ``torch.optim``, written out here. What
@@ -13,7 +13,7 @@ it computes per step s:
 2. the cloud: for each worker w (in order) the concatenation of its served edges' batches,
    ``sum CE / (E * B)``, backward (gradients accumulate over the workers); BatchNorm sees each
    worker's batch on its own, and the running statistics kept are worker 0's (see
-   :mod:`hierbench.fleet.cloud`); one SGD step;
+   :mod:`hierbench.fleet.worker`); one SGD step;
 3. ``fedavg:K``, after every K-th step: the mean over the E edges of every edge parameter and
    floating buffer, summed in edge-id order, loaded into every edge.
 """

@@ -429,16 +429,24 @@ def plateau_budgets(group: dict) -> list[int]:
     return [group["epochs"], *([chain] if isinstance(chain, int) else chain)]
 
 
+#: A budget is a plateau for standard when every longer run stays within this many pp of it
+#: (the issue's evidence: a run at 1.5x the epochs changes test accuracy by < 1 pp).
+PLATEAU_PP = 1.0
+
+
 def plateau_rows(group: dict, runs: list[dict], recs: dict) -> list[dict]:
     """Per plateau variant and seed with a finished plateau run: ``acc`` maps each budget
     (epochs) with a finished run of that variant and seed (its final, its plateau runs) to its
-    final test accuracy."""
+    final test accuracy. A run's budget is its record's ``config.epochs`` (else the campaign's
+    run list); a record that names none is left out."""
     budgets = plateau_budgets(group)
     rows: dict[tuple[str, int], dict] = {}
     for r in runs:
         if r["group"] == group["name"] and r["stage"] == "plateau" and r["id"] in recs:
             rec = recs[r["id"]]
-            e = r.get("epochs") or (rec.get("config") or {}).get("epochs") or budgets[1]
+            e = (rec.get("config") or {}).get("epochs") or r.get("epochs")
+            if not e:
+                continue
             key = (r["variant"], r["seed"])
             if key not in rows:
                 ref = recs.get(f"{group['name']}-final-{r['variant']}-s{r['seed']}")
@@ -456,28 +464,43 @@ def _change_pp(row: dict, a: int, b: int) -> float | None:
     return None if a not in acc or b not in acc else round(100 * (acc[b] - acc[a]), 2)
 
 
+def _standard(plateau: list[dict]) -> dict | None:
+    """Standard's plateau row (the first seed that has one)."""
+    return next((p for p in plateau if p["variant"] == "standard"), None)
+
+
 def plateau_steps(group: dict, plateau: list[dict]) -> tuple[dict | None, list[tuple]]:
-    """Standard's plateau row (the first seed that has one) and its measured steps
-    ``(budget, next budget, change in pp)`` between consecutive budgets of the chain."""
-    std = next((p for p in plateau if p["variant"] == "standard"), None)
+    """Standard's plateau row and its steps ``(budget, next measured budget, change in pp)``
+    between consecutive budgets it has a result for."""
+    std = _standard(plateau)
     if std is None:
         return None, []
-    b = plateau_budgets(group)
-    steps = [(x, y, _change_pp(std, x, y)) for x, y in itertools.pairwise(b)]
-    return std, [s for s in steps if s[2] is not None]
+    b = [x for x in plateau_budgets(group) if x in std["acc"]]
+    return std, [(x, y, _change_pp(std, x, y)) for x, y in itertools.pairwise(b)]
 
 
 def plateau_at(group: dict, plateau: list[dict]) -> int | None:
-    """The first budget whose 1.5x run moved standard's test accuracy by < 1 pp, or None."""
-    _, steps = plateau_steps(group, plateau)
-    return next((x for x, _, c in steps if abs(c) < 1.0), None)
+    """The first budget from which every longer run of standard stays within 1 pp of it (a
+    plateau for this schedule: small steps that add up, or a large later step, do not count),
+    or None. The last measured budget has nothing to compare with, so it is never one."""
+    std = _standard(plateau)
+    if std is None:
+        return None
+    b = [x for x in plateau_budgets(group) if x in std["acc"]]
+    for i, x in enumerate(b[:-1]):
+        if all(abs(_change_pp(std, x, y)) < PLATEAU_PP for y in b[i + 1 :]):
+            return x
+    return None
 
 
-def _not_plateaued(group: dict, plateau: list[dict]) -> tuple | None:
-    """Standard's step from the finals' budget when it moved accuracy by >= 1 pp."""
-    _, steps = plateau_steps(group, plateau)
-    first = next((s for s in steps if s[0] == group["epochs"]), None)
-    return first if first is not None and abs(first[2]) >= 1.0 else None
+def finals_plateau(group: dict, plateau: list[dict]) -> str | None:
+    """Whether the finals' budget is a plateau for standard: ``"plateau"``, ``"not"`` (some
+    longer run moved it by >= 1 pp), or None (no longer run of standard to compare with)."""
+    std = _standard(plateau)
+    e = group["epochs"]
+    if std is None or e not in std["acc"] or not any(x > e for x in std["acc"]):
+        return None
+    return "plateau" if plateau_at(group, plateau) == e else "not"
 
 
 def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
@@ -527,25 +550,29 @@ def _plateau_section(group: dict, plateau: list[dict]) -> list[str]:
     std, steps = plateau_steps(group, plateau)
     if not steps:
         return md
+    rule = f"a plateau needs every longer run within {PLATEAU_PP:g} pp"
     said = []
-    first = _not_plateaued(group, plateau)
-    if first is not None:
-        _, y, c = first
-        said.append(
-            f"**Standard has not plateaued at {e} epochs**: {y} epochs changed its test accuracy "
-            f"by {c:+.2f} pp (seed {std['seed']}; < 1 pp would count as a plateau). The finals "
-            "above compare the methods at an equal, fixed budget, not at convergence."
+    if finals_plateau(group, plateau) == "not":
+        moved = ", ".join(
+            f"{_change_pp(std, e, y):+.2f} pp at {y} epochs" for y in std["acc"] if y > e
         )
-    later = [f"{x}→{y} epochs: {c:+.2f} pp" for x, y, c in steps if x != e]
+        said.append(
+            f"**Standard has not plateaued at {e} epochs**: longer runs changed its test "
+            f"accuracy by {moved} (seed {std['seed']}; {rule}). The finals above compare the "
+            "methods at an equal, fixed budget, not at convergence."
+        )
     at = plateau_at(group, plateau)
+    steps_txt = "; ".join(f"{x}→{y} epochs {c:+.2f} pp" for x, y, c in steps)
     if at is not None:
         said.append(
-            f"Standard has plateaued at {at} epochs for this schedule (< 1 pp at "
-            f"{dict((x, y) for x, y, _ in steps)[at]}; seed {std['seed']})."
+            f"Standard has plateaued at {at} epochs for this schedule: every longer run stays "
+            f"within {PLATEAU_PP:g} pp of it (steps: {steps_txt}; seed {std['seed']})."
         )
-    elif later:
+    else:
+        why = "" if said else f"{rule}; "
         said.append(
-            f"Later steps: {'; '.join(later)}: no plateau up to {steps[-1][1]} epochs either."
+            f"No plateau up to {steps[-1][1]} epochs, the longest budget run ({why}steps: "
+            f"{steps_txt}; seed {std['seed']})."
         )
     return [*md, " ".join(said) + drops, ""]
 
@@ -588,13 +615,14 @@ def _verdict(fin: dict, group: dict, plateau: list[dict], need: int = 3) -> str 
         )
     if not lines:
         return None
-    bad = _not_plateaued(group, plateau)
-    qualifier = (
-        f" (at the fixed {group['epochs']}-epoch budget; standard has not plateaued there: see "
-        "the plateau evidence below)"
-        if bad is not None
-        else ""
-    )
+    state = finals_plateau(group, plateau)
+    qualifier = {
+        "not": f" (at the fixed {group['epochs']}-epoch budget; standard has not plateaued "
+        "there: see the plateau evidence below)",
+        "plateau": " (standard has plateaued at this budget: see the plateau evidence below)",
+        None: f" (at the fixed {group['epochs']}-epoch budget; whether standard has plateaued "
+        "there is not measured)",
+    }[state]
     return f"**Is the drop negligible?**{qualifier} " + "; ".join(lines) + "."
 
 

@@ -418,14 +418,14 @@ def test_a_worker_refuses_bad_edges_and_keeps_accepting(cifar10_root):
 
     from hierbench import transfer
     from hierbench.errors import TransferError
-    from hierbench.fleet.cloud import _Worker
     from hierbench.fleet.wire import Conn
+    from hierbench.fleet.worker import CloudWorker
     from hierbench.methods.messages import pack_control
 
     fcfg = FleetConfig(run=run_cfg(cifar10_root), edges=4, workers=2)
     other = FleetConfig(run=run_cfg(cifar10_root, lr=0.1), edges=4, workers=2)
     secret = b"fleet-test-secret-0123456789"
-    worker = _Worker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edges 1 and 3
+    worker = CloudWorker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edges 1 and 3
 
     def hello(edge, cfg=fcfg):
         return pack_control(
@@ -602,14 +602,14 @@ def test_a_worker_waits_for_a_dropped_edge_accepts_only_it_and_gives_up_in_time(
 
     from hierbench import transfer
     from hierbench.errors import TransferTimeout
-    from hierbench.fleet.cloud import _Worker
     from hierbench.fleet.wire import Conn
+    from hierbench.fleet.worker import CloudWorker
     from hierbench.methods.messages import pack_control
 
     fcfg = FleetConfig(run=run_cfg(cifar10_root), edges=4, workers=2, rejoin_timeout=30.0)
     other = FleetConfig(run=run_cfg(cifar10_root, lr=0.1), edges=4, workers=2, rejoin_timeout=30)
     secret = b"fleet-test-secret-0123456789"
-    worker = _Worker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edges 1 and 3
+    worker = CloudWorker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edges 1 and 3
     worker.spe = 3
 
     def hello(edge, cfg=fcfg, resume=None):
@@ -652,7 +652,7 @@ def test_a_worker_waits_for_a_dropped_edge_accepts_only_it_and_gives_up_in_time(
         assert [r["edge"] for r in worker.rejoins] == [1] and worker.conns[1] is not None
         worker.conns[1].close()
         # Nobody comes back: a clear error naming the edge, after rejoin_timeout.
-        short = _Worker(
+        short = CloudWorker(
             FleetConfig(run=run_cfg(cifar10_root), edges=4, workers=2, rejoin_timeout=0.5),
             rank=1,
             world=2,
@@ -675,8 +675,8 @@ def test_a_split_worker_resends_the_gradients_a_rejoining_edge_replays(cifar10_r
     import threading
 
     from hierbench import transfer
-    from hierbench.fleet.cloud import _Worker
     from hierbench.fleet.wire import Conn
+    from hierbench.fleet.worker import CloudWorker
     from hierbench.methods.messages import Kind, pack_control
 
     fcfg = FleetConfig(
@@ -686,7 +686,7 @@ def test_a_split_worker_resends_the_gradients_a_rejoining_edge_replays(cifar10_r
         rejoin_timeout=30.0,
     )
     secret = b"fleet-test-secret-0123456789"
-    worker = _Worker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edge 1
+    worker = CloudWorker(fcfg, rank=1, world=2, device=torch.device("cpu"))  # serves edge 1
     worker.spe = 3
     sent = {s: messages_grad(s) for s in range(5)}
     for s, msg in sent.items():
