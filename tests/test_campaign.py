@@ -153,6 +153,8 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
     rc.write_converge_report(out, "results/profiles")
     assert (out / "README.md").read_text() == readme
     assert (out / "plots" / "tiny-time-to-accuracy.png") in written
+    assert (out / "plots" / "tiny-accuracy-by-epoch.png") in written
+    assert "](plots/tiny-accuracy-by-epoch.png)" in readme
 
     # a record of another config under a run's id is refused, never mixed in
     path = out / "runs" / f"{first_final.id}.json"
