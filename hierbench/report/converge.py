@@ -392,7 +392,9 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             "Drop = standard − variant, paired by seed, in percentage points, with a 95 % "
             "Student-t interval (positive: the variant is worse). *exit* is the early exit on the "
             "edge side of the cut (hierarchical, deep supervision); its drop is against "
-            "standard's final classifier.",
+            "standard's final classifier. Split learning is not run: with the fp32 codec it "
+            "computes standard's gradients exactly (`tests/methods/test_methods.py::"
+            "test_split_fp32_gives_the_unsplit_models_gradients`), so standard's row is its row.",
             "",
             md_table(["variant", "seeds", "final", "exit", "drop (final)", "drop (exit)"], rows),
             "",
