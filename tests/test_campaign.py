@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,11 @@ def test_campaign_runs_resumes_and_reports(cifar10_root, tmp_path, monkeypatch):
     rc.write_converge_report(out, "results/profiles")
     assert (out / "README.md").read_text() == readme
     assert (out / "plots" / "tiny-time-to-accuracy.png") in written
+    assert (out / "plots" / "tiny-accuracy-by-epoch.png") in written
+    # the split-learning row is cited, not rerun: the test it cites exists
+    cited = re.search(r"`(tests/[\w/]+\.py)::(\w+)`", readme)
+    assert cited and f"def {cited[2]}(" in (Path(__file__).parent.parent / cited[1]).read_text()
+    assert "](plots/tiny-accuracy-by-epoch.png)" in readme
 
     # a record of another config under a run's id is refused, never mixed in
     path = out / "runs" / f"{first_final.id}.json"

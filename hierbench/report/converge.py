@@ -12,6 +12,8 @@ and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``
 - **plateau**: standard (and any other plateau variant) at a chain of longer budgets (each
   ~1.5x the one before) against the same seed at the budget, where standard plateaus (the
   first budget whose next changes it by < 1 pp), and the drop at each budget;
+- **accuracy per epoch**: a plot of each variant's finals (mean, the seeds' range) and its
+  plateau runs;
 - **time to accuracy**: per-epoch test accuracy (mean over seeds) joined with the runtime
   model's predicted time per epoch for each method and link (:func:`time_to_accuracy`), the time
   to reach standard's mean final accuracy − 1 pp, and a plot.
@@ -390,7 +392,9 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             "Drop = standard − variant, paired by seed, in percentage points, with a 95 % "
             "Student-t interval (positive: the variant is worse). *exit* is the early exit on the "
             "edge side of the cut (hierarchical, deep supervision); its drop is against "
-            "standard's final classifier.",
+            "standard's final classifier. Split learning is not run: with the fp32 codec it "
+            "computes standard's gradients exactly (`tests/methods/test_methods.py::"
+            "test_split_fp32_gives_the_unsplit_models_gradients`), so standard's row is its row.",
             "",
             md_table(["variant", "seeds", "final", "exit", "drop (final)", "drop (exit)"], rows),
             "",
@@ -401,6 +405,7 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
             md += [verdict, ""]
         if plateau:
             md += _plateau_section(group, plateau)
+        md += _epoch_plot(out, group, runs, grecs, written)
         # time to accuracy
         md += _tta_section(out, group, runs, grecs, fin, profiles, written)
     md += [
@@ -699,3 +704,80 @@ def _tta_plot(out, group, cur, times) -> list[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def _epoch_plot(out, group, runs, recs, written) -> list[str]:
+    """Test accuracy per epoch: each variant's finals (mean over seeds, the seeds' range shaded)
+    and its plateau runs (dashed, one line per budget)."""
+    finals: dict[str, list[list[float | None]]] = {}
+    longer: list[tuple[str, int, int, list[float | None]]] = []
+    for r in runs:
+        if r["group"] != group["name"] or r["id"] not in recs or r["stage"] == "sweep":
+            continue
+        rec = recs[r["id"]]
+        accs = [e.get("final_acc") for e in rec["epochs"]]
+        if r["stage"] == "final":
+            finals.setdefault(r["variant"], []).append(accs)
+        else:
+            longer.append((r["variant"], len(accs), r["seed"], accs))
+    if not finals:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {}
+    for v in group["variants"]:
+        series = finals.get(v)
+        if not series:
+            continue
+        n = min(len(x) for x in series)
+        pts = [
+            (i + 1, [x[i] for x in series])
+            for i in range(n)
+            if all(x[i] is not None for x in series)
+        ]
+        xs = [ep for ep, _ in pts]
+        (line,) = ax.plot(
+            xs,
+            [100 * statistics.fmean(a) for _, a in pts],
+            marker=".",
+            label=f"{v} (finals, n={len(series)})",
+        )
+        colors[v] = line.get_color()
+        if len(series) > 1:
+            ax.fill_between(
+                xs,
+                [100 * min(a) for _, a in pts],
+                [100 * max(a) for _, a in pts],
+                color=line.get_color(),
+                alpha=0.15,
+            )
+    for v, n_ep, seed, accs in sorted(longer, key=lambda t: (t[1], t[0])):
+        pts = [(i + 1, a) for i, a in enumerate(accs) if a is not None]
+        ax.plot(
+            [ep for ep, _ in pts],
+            [100 * a for _, a in pts],
+            linestyle="--",
+            color=colors.get(v),
+            alpha=0.8,
+            label=f"{v} ({n_ep} epochs, seed {seed})",
+        )
+    ax.set_title(f"{group['label']}", fontsize=9)
+    ax.set_xlabel("epoch (each run with its own cosine schedule)")
+    ax.set_ylabel("test accuracy (%), final classifier")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "plots" / f"{group['name']}-accuracy-by-epoch.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return [
+        f"![test accuracy per epoch: finals (mean, the seeds' range shaded) and the longer "
+        f"runs (dashed)](plots/{group['name']}-accuracy-by-epoch.png)",
+        "",
+    ]
