@@ -465,6 +465,6 @@ def test_cpu_note_names_runs_off_the_main_machine():
     }
     done = [{"id": i} for i in recs]
     text = " ".join(rc._cpu_note(done, recs))
-    assert "AMD EPYC: 3 runs; Intel Xeon: 1 runs; not on the first: `r3`." in text
+    assert "AMD EPYC: 3 runs; Intel Xeon: 1 run; not on the first: `r3`." in text
     assert rc._cpu_note(done[:3], recs) == ["CPU of every finished run: AMD EPYC.", ""]
     assert rc._cpu_note([], recs) == []

@@ -238,7 +238,7 @@ def _cpu_note(done: list[dict], recs: dict) -> list[str]:
     if len(by_cpu) < 2:
         return [f"CPU of every finished run: {next(iter(by_cpu))}.", ""] if by_cpu else []
     ranked = sorted(by_cpu.items(), key=lambda kv: -len(kv[1]))
-    parts = [f"{cpu}: {len(ids)} runs" for cpu, ids in ranked]
+    parts = [f"{cpu}: {len(ids)} run{'' if len(ids) == 1 else 's'}" for cpu, ids in ranked]
     others = [f"`{i}`" for _, ids in ranked[1:] for i in ids]
     return [
         "CPUs of the finished runs (as each record names it; these machines differ from one "
