@@ -456,3 +456,15 @@ def test_cli_status_lists_every_run(tmp_path, capsys):
     assert waiting == 29  # 15 + 4 plateau (main), 6 (Tiny), 2 + 2 (VGG, CIFAR stem)
     assert sum(line.startswith("waiting") for line in lines) == waiting  # finals: no lr yet
     assert main(["campaign", "nope", "--status"]) == 2
+
+
+def test_cpu_note_names_runs_off_the_main_machine():
+    recs = {
+        f"r{i}": {"environment": {"cpu_model": "AMD EPYC" if i < 3 else "Intel Xeon"}}
+        for i in range(4)
+    }
+    done = [{"id": i} for i in recs]
+    text = " ".join(rc._cpu_note(done, recs))
+    assert "AMD EPYC: 3 runs; Intel Xeon: 1 run; not on the first: `r3`." in text
+    assert rc._cpu_note(done[:3], recs) == ["CPU of every finished run: AMD EPYC.", ""]
+    assert rc._cpu_note([], recs) == []

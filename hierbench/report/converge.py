@@ -224,6 +224,32 @@ def grid_edge_note(variants: list[str], picks: dict[str, float], lrs: list[float
     )
 
 
+def _cpu(rec: dict) -> str:
+    return str((rec.get("environment") or {}).get("cpu_model") or "unknown")
+
+
+def _cpu_note(done: list[dict], recs: dict) -> list[str]:
+    """Which CPUs made the finished records: runs paired by seed may come from different
+    machines (the same seed gives the same initial weights and data order on each, not the
+    same floating-point results)."""
+    by_cpu: dict[str, list[str]] = {}
+    for r in done:
+        by_cpu.setdefault(_cpu(recs[r["id"]]), []).append(r["id"])
+    if len(by_cpu) < 2:
+        return [f"CPU of every finished run: {next(iter(by_cpu))}.", ""] if by_cpu else []
+    ranked = sorted(by_cpu.items(), key=lambda kv: -len(kv[1]))
+    parts = [f"{cpu}: {len(ids)} run{'' if len(ids) == 1 else 's'}" for cpu, ids in ranked]
+    others = [f"`{i}`" for _, ids in ranked[1:] for i in ids]
+    return [
+        "CPUs of the finished runs (as each record names it; these machines differ from one "
+        f"session to the next): {'; '.join(parts)}; not on the first: {', '.join(others)}. "
+        "Runs paired by seed are paired across machines where they ran on different ones: "
+        "the same seed gives the same initial weights and data order, not the same "
+        "floating-point results.",
+        "",
+    ]
+
+
 def write_converge_report(out: str | Path, profiles: str | Path = "results/profiles") -> list[Path]:
     """Write README.md, tables and plots of a campaign folder; return the files written."""
     out, profiles = Path(out), Path(profiles)
@@ -251,13 +277,23 @@ def write_converge_report(out: str | Path, profiles: str | Path = "results/profi
     if missing:
         md.append("Still missing: " + ", ".join(f"`{r['id']}`" for r in missing) + ".")
         md.append("")
+    md += _cpu_note(done, recs)
     status_rows = [
-        [r["id"], r["stage"], r["variant"], r["seed"], "done" if r["id"] in recs else "missing"]
+        [
+            r["id"],
+            r["stage"],
+            r["variant"],
+            r["seed"],
+            "done" if r["id"] in recs else "missing",
+            _cpu(recs[r["id"]]) if r["id"] in recs else "",
+        ]
         for r in runs
     ]
     written.append(
         _write_csv(
-            out / "tables" / "status.csv", ["id", "stage", "variant", "seed", "state"], status_rows
+            out / "tables" / "status.csv",
+            ["id", "stage", "variant", "seed", "state", "cpu"],
+            status_rows,
         )
     )
 
