@@ -148,22 +148,34 @@ class CloudWorker:
                     f"within {timeout:.0f} s"
                 )
             try:
-                conn = wire.Conn(lst.accept(timeout=left))
+                got = self._screen(
+                    lst, left, 30.0, lambda h: self._check_hello(h, conns), "", "refused an edge"
+                )
             except TransferTimeout:
                 continue
-            try:
-                hello = conn.recv_json(timeout=30.0)
-                problem, edge = self._check_hello(hello, conns)
-            except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
-                _hang_up(conn, f"dropped a connection: {exc}", self.log)
-                continue
-            if problem is not None:
-                _refuse(conn, problem, self.log, "refused an edge")
-                continue
-            conns[edge] = conn
-            hellos[edge] = hello
+            if got is not None:
+                conn, hello, edge = got
+                conns[edge] = conn
+                hellos[edge] = hello
         self.conns = conns
         return hellos
+
+    def _screen(self, lst, wait: float, hello_wait: float, check, context: str, refused: str):
+        """Accept one connection (waiting up to ``wait`` s: TransferTimeout when none came),
+        read its hello and ``check(hello) -> (problem, edge)``. Returns ``(conn, hello, edge)``,
+        or None when the connection was dropped (it broke, or sent no valid hello) or refused
+        (told its problem); either way it is closed and logged, and waiting can go on."""
+        conn = wire.Conn(lst.accept(timeout=wait))
+        try:
+            hello = conn.recv_json(timeout=hello_wait)
+            problem, edge = check(hello)
+        except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
+            _hang_up(conn, f"dropped a connection{context}: {exc}", self.log)
+            return None
+        if problem is not None:
+            _refuse(conn, problem, self.log, refused)
+            return None
+        return conn, hello, edge
 
     def welcome_all(self) -> None:
         """Welcome every served edge (in edge-id order): called once every worker has all its
@@ -506,26 +518,25 @@ class CloudWorker:
     def _admit_rejoins(self, need: dict[int, int]) -> None:
         """Policy ``present``: accept the away edges that reconnected meanwhile (never waiting);
         anything else that connects is refused with its reason."""
+
+        def check(hello):
+            edge = hello.get("edge") if isinstance(hello, dict) else None
+            if edge in self.away and not isinstance(edge, bool):
+                return self._check_rejoin(hello, edge, need[edge]), edge
+            if any(r["edge"] == edge for r in self.lost):
+                return f"edge {edge} was given up after rejoin_timeout", edge
+            return f"worker {self.rank} has no edge away with id {edge!r}", edge
+
         while self.away:
             try:
-                conn = wire.Conn(self.lst.accept(timeout=0.0))
+                got = self._screen(
+                    self.lst, 0.0, 10.0, check, " while edges are away", "refused a rejoin"
+                )
             except TransferTimeout:
                 return
-            try:
-                hello = conn.recv_json(timeout=10.0)
-                edge = hello.get("edge") if isinstance(hello, dict) else None
-                if edge in self.away and not isinstance(edge, bool):
-                    problem = self._check_rejoin(hello, edge, need[edge])
-                elif any(r["edge"] == edge for r in self.lost):
-                    problem = f"edge {edge} was given up after rejoin_timeout"
-                else:
-                    problem = f"worker {self.rank} has no edge away with id {edge!r}"
-            except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
-                _hang_up(conn, f"dropped a connection while edges are away: {exc}", self.log)
+            if got is None:
                 continue
-            if problem is not None:
-                _refuse(conn, problem, self.log, "refused a rejoin")
-                continue
+            conn, hello, edge = got
             t_lost, why = self.away[edge]
             if self._welcome_back(conn, edge, hello, need[edge], None, why, t_lost):
                 del self.away[edge]
@@ -619,18 +630,19 @@ class CloudWorker:
                     f"{timeout:g} s (rejoin_timeout); the cloud needs its step {next_step}"
                 )
             try:
-                conn = wire.Conn(self.lst.accept(timeout=left))
+                got = self._screen(
+                    self.lst,
+                    left,
+                    min(30.0, max(left, 1.0)),
+                    lambda h: (self._check_rejoin(h, edge, next_step), edge),
+                    f" while edge {edge} is away",
+                    "refused a rejoin",
+                )
             except TransferTimeout:
                 continue
-            try:
-                hello = conn.recv_json(timeout=min(30.0, max(left, 1.0)))
-                problem = self._check_rejoin(hello, edge, next_step)
-            except (TransferError, CodecError, ProtocolError, ValueError, TypeError) as exc:
-                _hang_up(conn, f"dropped a connection while edge {edge} is away: {exc}", self.log)
+            if got is None:
                 continue
-            if problem is not None:
-                _refuse(conn, problem, self.log, "refused a rejoin")
-                continue
+            conn, hello, _ = got
             if self._welcome_back(conn, edge, hello, next_step, params_step, why, t_lost):
                 return
 
