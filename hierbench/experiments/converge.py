@@ -14,11 +14,12 @@ A protocol, not a run. For each *group* (a model, cut and dataset), in this orde
    variant.
 4. **Plateau evidence** (main group): standard at its picked rate for each budget of
    ``plateau_epochs`` (a chain, each about 1.5x the one before: 15 -> 23 -> 35), seed 0: the
-   first budget whose 1.5x run changes standard's test accuracy by < 1 pp is a plateau for
-   this schedule (cosine decay over the run). The other ``plateau_variants`` (e.g. hierarchical
-   q8) get the same longer runs, so that the drop is also measured at the longer budgets: does
-   the gap close when standard trains longer? The first budget's runs follow the first seed's
-   finals (is the budget enough?); the later ones follow the group's last seed.
+   first budget from which every longer run stays within 1 pp of standard's test accuracy is
+   a plateau for this schedule (cosine decay over the run). The other ``plateau_variants``
+   (e.g. hierarchical q8) get the same longer runs, so that the drop is also measured at the
+   longer budgets: does the gap close when standard trains longer? The first budget's runs
+   follow the first seed's finals (is the budget enough?); the later ones follow the group's
+   last seed.
 
 Variants (:data:`VARIANTS`): ``standard`` (cloud-only: the whole model trained on the final
 loss), ``hier-q8`` / ``hier-q4`` (hierarchical training, 8-/4-bit activations), ``hier-fp32``

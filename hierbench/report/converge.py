@@ -11,7 +11,7 @@ and writes ``<out>/README.md``, ``<out>/tables/*.csv`` and ``<out>/plots/*.png``
   (:func:`paired_drop`);
 - **plateau**: standard (and any other plateau variant) at a chain of longer budgets (each
   ~1.5x the one before) against the same seed at the budget, where standard plateaus (the
-  first budget whose next changes it by < 1 pp), and the drop at each budget;
+  first budget from which every longer run stays within 1 pp), and the drop at each budget;
 - **accuracy per epoch**: a plot of each variant's finals (mean, the seeds' range) and its
   plateau runs;
 - **time to accuracy**: per-epoch test accuracy (mean over seeds) joined with the runtime
